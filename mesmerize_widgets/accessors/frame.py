@@ -1,0 +1,61 @@
+"""Keeping a user's DataFrame in step with the store, in place.
+
+mesmerize-core notebooks hold one ``df`` and expect ``df.caiman.add_item(...)`` to change it;
+these helpers apply a store change to that same object.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pandas as pd
+
+from ..errors import ItemNotFoundError
+from ..store import COLUMNS, BatchStore
+
+
+def store_of(obj: pd.DataFrame | pd.Series) -> BatchStore:
+    path = obj.attrs.get("batch_path")
+    if not path:
+        raise ValueError(
+            "this DataFrame is not a batch: create it with create_batch(path) or load_batch(path)"
+        )
+    return BatchStore(path)
+
+
+def append_record(df: pd.DataFrame, rec: dict[str, Any]) -> None:
+    df.loc[len(df.index)] = pd.Series({c: rec[c] for c in COLUMNS}, dtype=object)
+
+
+def drop_row(df: pd.DataFrame, position: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3.1 deprecates inplace; in-place is the contract here
+        df.drop(index=df.index[position], inplace=True)
+        df.reset_index(drop=True, inplace=True)
+
+
+def set_row(df: pd.DataFrame, uuid: str, rec: dict[str, Any]) -> None:
+    """Refresh the row of ``uuid`` from a store record (after a run, an edit)."""
+    hits = df.index[df["uuid"] == uuid]
+    for idx in hits:
+        for c in COLUMNS:
+            df.at[idx, c] = rec[c]
+
+
+def refresh_all(df: pd.DataFrame, store: BatchStore) -> None:
+    for rec in store.items():
+        set_row(df, rec["uuid"], rec)
+
+
+def position_of(df: pd.DataFrame, index: Any) -> int:
+    """An int position, a uuid string or a UUID -> the row's position in ``df``."""
+    if isinstance(index, (int,)) and not isinstance(index, bool):
+        n = len(df.index)
+        if not -n <= index < n:
+            raise ItemNotFoundError(f"no item at index {index}: the batch has {n} items")
+        return index % n
+    hits = [i for i, u in enumerate(df["uuid"]) if u == str(index)]
+    if not hits:
+        raise ItemNotFoundError(f"no item with uuid {str(index)!r} in this batch")
+    return hits[0]

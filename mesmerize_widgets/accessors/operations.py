@@ -1,0 +1,137 @@
+"""Batch operations that check everything before they write, so a refusal changes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid as uuid_mod
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..algorithms import get_algorithm
+from ..arrays import open_movie
+from ..errors import DependencyError, ItemNotFoundError
+from ..store import ACTIVE, BatchStore
+from ..store.paths import require_parent_raw_data_path, to_stored
+
+
+def _parent_uuid(store: BatchStore, movie: Any) -> str | None:
+    """An item given as the input (its row, UUID or uuid string) -> its uuid, else None."""
+    if isinstance(movie, pd.Series):
+        if "uuid" not in movie.index:
+            raise TypeError("input_movie_path is a Series but not a batch item row")
+        return str(movie["uuid"])
+    if isinstance(movie, uuid_mod.UUID):
+        return str(movie)
+    if isinstance(movie, str) and store.exists(movie):
+        return movie
+    return None
+
+
+def add_item(
+    store: BatchStore,
+    algo: str,
+    item_name: str,
+    input_movie_path: Any,
+    params: dict,
+    *,
+    backend: str | None = None,
+    comments: str | None = None,
+) -> dict[str, Any]:
+    """Validate and add one item; returns the stored record."""
+    require_parent_raw_data_path()
+    algorithm = get_algorithm(algo)
+    params = algorithm.schema.validate(params)
+    if not isinstance(item_name, str):
+        raise TypeError(f"item_name must be a string, got {type(item_name).__name__}")
+    parent = _parent_uuid(store, input_movie_path)
+    if parent is not None:
+        if not store.exists(parent):
+            raise ItemNotFoundError(f"the input item {parent} is not in this batch")
+        prec = store.get(parent)
+        pkey = get_algorithm(prec["algo"]).output_movie_key
+        if pkey is None:
+            raise DependencyError(
+                f"items of algo {prec['algo']!r} produce no movie, so {prec['item_name']!r} cannot "
+                f"be the input of a {algo!r} item"
+            )
+        done_path = (prec.get("outputs") or {}).get(pkey) if prec["status"] == "done" else None
+        return store.add(
+            algo=algo, item_name=item_name, params=params, input_root="batch" if done_path else None,
+            input_movie_path=done_path, parent_uuid=parent, comments=comments, backend=backend,
+        )
+    if not isinstance(input_movie_path, (str, os.PathLike)):
+        raise TypeError(
+            "input_movie_path must be a path, or an item of this batch (its row or uuid), got "
+            f"{type(input_movie_path).__name__}"
+        )
+    path = Path(input_movie_path).expanduser()
+    if not path.is_absolute():
+        # relative to the parent raw data path, as in mesmerize-core; else to the working dir
+        under_raw = require_parent_raw_data_path() / path
+        path = under_raw if under_raw.exists() or not path.exists() else path.resolve()
+    open_movie(path, var_name_hdf5=params["main"].get("var_name_hdf5"))  # raises MovieReadError
+    root, rel = to_stored(path, store.path)
+    return store.add(
+        algo=algo, item_name=item_name, params=params, input_root=root, input_movie_path=rel,
+        comments=comments, backend=backend,
+    )
+
+
+def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_removal: bool = True) -> None:
+    rec = store.get(uuid)
+    if rec["status"] in ACTIVE:
+        raise RuntimeError(f"item {rec['item_name']!r} ({uuid}) is {rec['status']}: cancel it before removing it")
+    children = store.children(uuid)
+    if children and safe_removal:
+        raise DependencyError(
+            f"item {rec['item_name']!r} ({uuid}) is the input of {len(children)} other item(s) "
+            f"{children}; remove those first or pass safe_removal=False"
+        )
+    store.remove(uuid)
+    if remove_data:
+        shutil.rmtree(store.item_dir(uuid), ignore_errors=True)
+        (store.path / "logs" / f"{uuid}.log").unlink(missing_ok=True)
+
+
+def params_diffs(df: pd.DataFrame, algo: str, item_name: str) -> pd.DataFrame:
+    """Only the params that differ among the items of one algo and name (one row per item)."""
+    sub = df[(df["algo"] == algo) & (df["item_name"] == item_name)]
+    flat = [_flatten(p) for p in sub["params"]]
+    keys = sorted({k for f in flat for k in f})
+    missing = object()
+    differing = [k for k in keys if len({repr(f.get(k, missing)) for f in flat}) > 1]
+    return pd.DataFrame([{k: f.get(k) for k in differing} for f in flat], index=sub.index, columns=differing)
+
+
+def _flatten(params: dict) -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        if key == "main" and isinstance(value, dict):
+            out.update(value)
+        elif isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+EDITABLE = ("item_name", "comments", "params")
+
+
+def save_edits(store: BatchStore, df: pd.DataFrame) -> list[str]:
+    """Write cells a user edited in ``df`` (name, comments, params) back; returns changed uuids."""
+    changed = []
+    for _, row in df.iterrows():
+        rec = store.get(row["uuid"])
+        updates = {k: row[k] for k in EDITABLE if row[k] != rec[k]}
+        if "params" in updates:
+            if rec["status"] in ACTIVE:
+                raise RuntimeError(f"cannot change the params of {rec['item_name']!r} while it is {rec['status']}")
+            updates["params"] = get_algorithm(rec["algo"]).schema.validate(updates["params"])
+        if updates:
+            store.update(row["uuid"], **updates)
+            changed.append(row["uuid"])
+    return changed

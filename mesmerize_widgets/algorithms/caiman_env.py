@@ -1,0 +1,54 @@
+"""Is CaImAn here, and will it work? Checked before a run, never discovered mid-run.
+
+The PyPI package named ``caiman`` is an unrelated MicroPython tool, so finding a module called
+``caiman`` is not enough: the real one has ``caiman.source_extraction``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from functools import cache
+
+from packaging.version import Version
+
+
+def _version(dist: str) -> Version | None:
+    try:
+        return Version(importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    except Exception:
+        return None
+
+
+@cache
+def caiman_installed() -> bool:
+    """True when the real CaImAn can be imported (without importing it: that takes seconds)."""
+    try:
+        if importlib.util.find_spec("caiman") is None:
+            return False
+        return importlib.util.find_spec("caiman.source_extraction") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def caiman_problems(needs_deconvolution: bool = False) -> list[str]:
+    """Known ways CaImAn 1.x breaks in this environment, each as a sentence a user can act on."""
+    if not caiman_installed():
+        return [
+            "CaImAn is not installed (it is not on PyPI: install it from conda-forge with "
+            "`conda install -c conda-forge caiman`; the PyPI package named 'caiman' is unrelated)"
+        ]
+    problems = []
+    numpy_v = _version("numpy")
+    if numpy_v is not None and numpy_v >= Version("2"):
+        problems.append(f"CaImAn 1.x needs numpy < 2, this environment has numpy {numpy_v}")
+    scipy_v = _version("scipy")
+    if needs_deconvolution and scipy_v is not None and scipy_v >= Version("1.17"):
+        problems.append(
+            f"CaImAn's deconvolution fails under scipy >= 1.17 (this environment has scipy "
+            f"{scipy_v}: 'LinAlgError: 3-dimensional array given' in estimate_time_constant); "
+            "install scipy<=1.16 or use backend='builtin'"
+        )
+    return problems

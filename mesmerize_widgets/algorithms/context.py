@@ -1,0 +1,43 @@
+"""What an algorithm's run function receives: the input, its params, and where to write.
+
+Backends see only this, never the store or the runner, so they can be called from a script,
+a test or a worker alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ProgressFn = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str = "") -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """One run of one item.
+
+    ``output_dir`` is a fresh directory the runner renames into place only if the run returns;
+    files are named ``{prefix}{suffix}`` like mesmerize-core names them (prefix = the uuid).
+    The run function returns the outputs dict: :class:`~pathlib.Path` values must lie inside
+    ``output_dir`` and are stored relative to the batch.
+    """
+
+    input_path: Path | None
+    params: dict[str, Any]
+    output_dir: Path
+    prefix: str
+    progress: ProgressFn = field(default=_no_progress)
+    n_processes: int = 1
+
+    @property
+    def main(self) -> dict[str, Any]:
+        return self.params.get("main", {})
+
+    def output(self, suffix: str) -> Path:
+        return self.output_dir / f"{self.prefix}{suffix}"

@@ -1,0 +1,99 @@
+"""Summary images computed in one streaming pass over a movie, in bounded memory.
+
+Mean, std and max projections and the local correlation image (each pixel's mean Pearson
+correlation with its 4 or 8 neighbours, as CaImAn's ``local_correlations`` defines it) are all
+sums over frames, so they are accumulated chunk by chunk in float64 and never need the whole
+movie in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# neighbour offsets (drow, dcol) counted once; the reverse direction shares the same product
+_OFFSETS_4 = ((0, 1), (1, 0))
+_OFFSETS_8 = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def _pair_slices(dy: int, dx: int, shape: tuple[int, int]):
+    """Slices (a, b) so that a[p] and b[p] are neighbours at offset (dy, dx)."""
+    h, w = shape
+    ra, rb = slice(0, h - dy), slice(dy, h)
+    if dx >= 0:
+        ca, cb = slice(0, w - dx), slice(dx, w)
+    else:
+        ca, cb = slice(-dx, w), slice(0, w + dx)
+    return (ra, ca), (rb, cb)
+
+
+class SummaryAccumulator:
+    """Feed frames in chunks, then read the projections and the correlation image."""
+
+    def __init__(self, frame_shape: tuple[int, int], neighbours: int = 8):
+        if neighbours not in (4, 8):
+            raise ValueError("neighbours must be 4 or 8")
+        self.shape = tuple(frame_shape)
+        self.offsets = _OFFSETS_8 if neighbours == 8 else _OFFSETS_4
+        self.n = 0
+        self._shift: np.ndarray | None = None  # first frame: keeps the sums well conditioned
+        self._s1 = np.zeros(self.shape)
+        self._s2 = np.zeros(self.shape)
+        self._max = np.full(self.shape, -np.inf)
+        self._cross = [np.zeros(self.shape) for _ in self.offsets]
+
+    def add(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if frames.shape[1:] != self.shape:
+            raise ValueError(f"frames of shape {frames.shape[1:]} do not match {self.shape}")
+        if not len(frames):
+            return
+        np.maximum(self._max, frames.max(axis=0), out=self._max)
+        x = frames.astype(np.float64)
+        if self._shift is None:
+            self._shift = x[0].copy()
+        x -= self._shift
+        self.n += len(x)
+        self._s1 += x.sum(axis=0)
+        self._s2 += np.einsum("tij,tij->ij", x, x)
+        for acc, (dy, dx) in zip(self._cross, self.offsets, strict=True):
+            (ra, ca), (rb, cb) = _pair_slices(dy, dx, self.shape)
+            acc[ra, ca] += np.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb])
+
+    def _require(self) -> None:
+        if self.n == 0:
+            raise ValueError("no frames were added")
+
+    def mean(self) -> np.ndarray:
+        self._require()
+        return (self._s1 / self.n + self._shift).astype(np.float32)
+
+    def std(self) -> np.ndarray:
+        self._require()
+        m = self._s1 / self.n
+        return np.sqrt(np.maximum(self._s2 / self.n - m * m, 0)).astype(np.float32)
+
+    def max(self) -> np.ndarray:
+        self._require()
+        return self._max.astype(np.float32)
+
+    def correlation_image(self) -> np.ndarray:
+        """Mean correlation with the neighbours inside the frame; 0 where a pixel is constant."""
+        self._require()
+        m = self._s1 / self.n
+        var = np.maximum(self._s2 / self.n - m * m, 0)
+        sd = np.sqrt(var)
+        total = np.zeros(self.shape)
+        count = np.zeros(self.shape)
+        for acc, (dy, dx) in zip(self._cross, self.offsets, strict=True):
+            (ra, ca), (rb, cb) = _pair_slices(dy, dx, self.shape)
+            cov = acc[ra, ca] / self.n - m[ra, ca] * m[rb, cb]
+            denom = sd[ra, ca] * sd[rb, cb]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.where(denom > 0, cov / denom, 0.0)
+            total[ra, ca] += r
+            total[rb, cb] += r
+            count[ra, ca] += 1
+            count[rb, cb] += 1
+        return (total / np.maximum(count, 1)).astype(np.float32)

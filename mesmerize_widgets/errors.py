@@ -1,0 +1,46 @@
+"""The project's exceptions: each names the problem so a user knows what to fix.
+
+They subclass the built-in exception a caller would already catch (ValueError, KeyError,
+RuntimeError), so code written for mesmerize-core keeps working.
+"""
+
+from __future__ import annotations
+
+
+class MesmerizeError(Exception):
+    """Base class of every error raised on purpose by mesmerize_widgets."""
+
+
+class NotABatchError(MesmerizeError, ValueError):
+    """The path is not a batch (no batch.sqlite, or a file that is not one)."""
+
+
+class SchemaTooNewError(MesmerizeError, RuntimeError):
+    """The batch was written by a newer mesmerize_widgets; opening it could corrupt it."""
+
+
+class ItemNotFoundError(MesmerizeError, KeyError):
+    """No item with that uuid or index in the batch."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else "item not found"
+
+
+class UnknownAlgorithmError(MesmerizeError, ValueError):
+    """The algo name is not in the registry."""
+
+
+class ParamError(MesmerizeError, ValueError):
+    """Params that are not a dict, or carry unknown or ill-typed keys."""
+
+
+class DependencyError(MesmerizeError, ValueError):
+    """An operation would break an item that depends on another (e.g. removing a parent)."""
+
+
+class BackendUnavailableError(MesmerizeError, RuntimeError):
+    """The requested backend cannot run here (CaImAn missing or its environment broken)."""
+
+
+class UnsafePickleError(MesmerizeError, ValueError):
+    """A legacy batch pickle tried to build something a batch never holds."""

@@ -1,0 +1,217 @@
+"""Submit items to Dask: a LocalCluster by default, any ``distributed.Client`` when given.
+
+A lab that outgrows one machine passes a client of a dask-jobqueue SLURMCluster or a remote
+scheduler; nothing else changes. Each task is a thin monitor (see ``monitor``) around the
+item's own process, so the store is the single source of truth for status and progress.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid as uuid_mod
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..algorithms import choose_backend, get_algorithm
+from ..errors import DependencyError
+from ..store import ACTIVE, FINISHED, BatchStore
+from ..store.paths import get_parent_raw_data_path
+from .monitor import run_item_task
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_default_client = None
+_live_handles: set[RunHandle] = set()
+
+
+def default_client(max_workers: int | None = None):
+    """The process-wide LocalCluster client, started on first use (one worker per item slot)."""
+    global _default_client
+    from dask.distributed import Client, LocalCluster
+
+    n = max_workers or min(4, os.cpu_count() or 1)
+    with _lock:
+        if _default_client is None or _default_client.status not in ("running", "connecting"):
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            _default_client = Client(cluster)
+            atexit.register(shutdown_default_client)
+        elif max_workers and len(_default_client.scheduler_info(n_workers=-1).get("workers", {})) != n:
+            _default_client.cluster.scale(n)
+            _default_client.wait_for_workers(n, timeout=120)
+    return _default_client
+
+
+def shutdown_default_client() -> None:
+    global _default_client
+    with _lock:
+        if _default_client is not None:
+            cluster = _default_client.cluster
+            _default_client.close()
+            if cluster is not None:
+                cluster.close()
+            _default_client = None
+
+
+def _topological(store: BatchStore, uuids: Sequence[str]) -> list[str]:
+    """Parents before children, so a parent is queued (and prioritised) before what waits on it."""
+    chosen = set(uuids)
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(u: str, stack: tuple[str, ...] = ()) -> None:
+        if u in seen:
+            return
+        if u in stack:
+            raise DependencyError(f"items {stack} form a cycle")
+        parent = store.get(u).get("parent_uuid")
+        if parent in chosen:
+            visit(parent, (*stack, u))
+        seen.add(u)
+        order.append(u)
+
+    for u in uuids:
+        visit(u)
+    return order
+
+
+class RunHandle:
+    """The items of one submission; ``wait()`` shows their progress until all have finished."""
+
+    def __init__(self, store: BatchStore, uuids: list[str], futures: dict[str, Any]):
+        self.store = store
+        self.uuids = uuids
+        self.futures = futures
+        _live_handles.add(self)
+        for fut in futures.values():
+            fut.add_done_callback(lambda _f: self._forget_if_done())
+
+    def _forget_if_done(self) -> None:
+        if all(f.done() for f in self.futures.values()):
+            _live_handles.discard(self)
+
+    def statuses(self) -> dict[str, str]:
+        return {u: self.store.get(u)["status"] for u in self.uuids}
+
+    def done(self) -> bool:
+        return all(s in FINISHED for s in self.statuses().values())
+
+    def cancel(self) -> None:
+        cancel(self.store, self.uuids)
+
+    def wait(self, timeout: float | None = None, progress: bool = True) -> dict[str, str]:
+        """Block until every item finished; returns ``{uuid: status}``."""
+        from tqdm.auto import tqdm
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = tqdm(total=len(self.uuids), desc="items", unit="item", disable=not progress, leave=True)
+        try:
+            while True:
+                recs = [self.store.get(u) for u in self.uuids]
+                finished = sum(r["status"] in FINISHED for r in recs)
+                running = [r for r in recs if r["status"] == "running"]
+                bar.n = finished + sum(r["progress"] for r in running)
+                bar.set_postfix_str(
+                    f"{finished} finished, {len(running)} running"
+                    + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else "")
+                )
+                bar.refresh()
+                if finished == len(recs):
+                    break
+                if any(f.status == "error" for f in self.futures.values()):
+                    _record_task_errors(self.store, self.futures)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"items still running after {timeout} s")
+                time.sleep(0.2)
+        finally:
+            bar.close()
+        return {r["uuid"]: r["status"] for r in recs}
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {len(self.uuids)} items: {self.statuses()}>"
+
+
+def _record_task_errors(store: BatchStore, futures: dict[str, Any]) -> None:
+    """A task that raised (e.g. KilledWorker) leaves its item active: record why it ended."""
+    for u, fut in futures.items():
+        if fut.status != "error":
+            continue
+        rec = store.get(u)
+        if rec["status"] in ACTIVE:
+            exc = fut.exception()
+            store.transition(u, ["queued", "running"], if_run=rec["run_id"], status="failed",
+                             error=f"the Dask task running this item failed: {exc!r}")
+
+
+def submit(
+    store: BatchStore,
+    uuids: Iterable[str],
+    *,
+    backend: str | None = None,
+    client: Any = None,
+    max_workers: int | None = None,
+    n_processes: int = 1,
+    memory_limit: int | None = None,
+) -> RunHandle:
+    """Queue items and submit them; checks everything first so a refusal changes nothing."""
+    uuids = list(dict.fromkeys(str(u) for u in uuids))
+    recs = {u: store.get(u) for u in uuids}
+    busy = [u for u, r in recs.items() if r["status"] in ACTIVE]
+    if busy:
+        raise RuntimeError(f"items already queued or running: {busy}")
+    backends = {u: choose_backend(get_algorithm(r["algo"]), backend or r.get("backend")) for u, r in recs.items()}
+    order = _topological(store, uuids)
+    client = client or default_client(max_workers)
+    raw = get_parent_raw_data_path()
+    env = dict(os.environ)
+    run_ids: dict[str, str] = {}
+    for u in order:
+        run_id = uuid_mod.uuid4().hex[:12]
+        ok = store.transition(
+            u, ["pending", "done", "failed", "interrupted", "cancelled"], status="queued", run_id=run_id,
+            progress=0.0, error=None, cancel_requested=0, pid=os.getpid(), host=socket.gethostname(),
+            heartbeat=time.time(),
+        )
+        if not ok:
+            raise RuntimeError(f"item {u} was started by another process meanwhile")
+        run_ids[u] = run_id
+    # parents first, so a child's task can depend on its parent's future
+    futures: dict[str, Any] = {}
+    for i, u in enumerate(order):
+        parent = recs[u].get("parent_uuid")
+        futures[u] = client.submit(
+            run_item_task, str(store.path), u, run_ids[u], backends[u],
+            python=sys.executable, env=env, parent_raw_data_path=str(raw) if raw else None,
+            n_processes=n_processes, memory_limit=memory_limit,
+            _parent_result=futures.get(parent),
+            key=f"mesmerize-item-{u}-{run_ids[u]}", pure=False, priority=len(order) - i, retries=0,
+        )
+    return RunHandle(store, uuids, futures)
+
+
+def cancel(store: BatchStore, uuids: Iterable[str]) -> dict[str, str]:
+    """Cancel queued items at once and ask running ones to stop; returns the statuses now."""
+    out = {}
+    for u in uuids:
+        while True:  # the status may move from queued to running under us: retry until one sticks
+            rec = store.get(u)
+            if rec["status"] == "queued":
+                done = store.transition(u, ["queued"], if_run=rec["run_id"], status="cancelled",
+                                        error="cancelled by the user before it started")
+            elif rec["status"] == "running":
+                done = store.transition(u, ["running"], if_run=rec["run_id"], cancel_requested=1)
+            else:
+                done = True
+            if done:
+                break
+        out[u] = store.get(u)["status"]
+    return out

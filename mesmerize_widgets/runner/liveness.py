@@ -1,0 +1,49 @@
+"""Find items recorded as queued or running whose process is gone, and mark them interrupted.
+
+A notebook that died, a worker killed with its item: without this such items would show
+'running' forever. On the same host a dead pid is proof; across hosts a heartbeat older than
+``STALE_AFTER_S`` is.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import psutil
+
+from ..store import BatchStore
+
+STALE_AFTER_S = 120.0
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def reap_stale(store: BatchStore) -> list[str]:
+    """Mark dead queued/running items interrupted; returns their uuids."""
+    host = socket.gethostname()
+    now = time.time()
+    reaped = []
+    for rec in store.items():
+        if rec["status"] not in ("queued", "running"):
+            continue
+        same_host = rec["host"] == host
+        if same_host and rec["pid"]:
+            dead = not _alive(rec["pid"])
+        else:
+            dead = rec["heartbeat"] is not None and now - rec["heartbeat"] > STALE_AFTER_S
+        if dead and store.transition(
+            rec["uuid"], [rec["status"]], if_run=rec["run_id"], status="interrupted",
+            error=f"the process that {'ran' if rec['status'] == 'running' else 'queued'} this item "
+                  "is gone; run it again",
+        ):
+            reaped.append(rec["uuid"])
+    return reaped

@@ -1,0 +1,491 @@
+"""Two-photon and one-photon (miniscope) movie simulators returning their ground truth.
+
+Model (per frame ``t``)::
+
+    reference_t = A @ C[:, t] + b @ f[:, t]             # tissue, motion-free frame
+    frame_t(q - s_t(q)) = reference_t(q)                # motion; s_t = registering shift
+    movie_t = frame_t + baseline + N(0, noise_sigma**2 + gain * frame_t)
+
+so ``registered(q) = frame(q - s(q))`` recovers the reference (CaImAn's convention).  The
+reference is rendered on a canvas padded by the maximum shift, so moved frames show real
+tissue at their borders.  Rigid shifts are applied exactly (separable bicubic, continuous
+sub-pixel values); piecewise fields go through ``cv2.remap`` (bicubic, sub-pixel positions
+resolved to OpenCV's 1/32 px grid, i.e. <= 0.016 px per pixel).  Noise is drawn per frame
+from ``SeedSequence(seed, spawn_key=(5, t))`` (16-bit inverse-CDF normals, tails cut at
+4.3 sigma), so chunked and in-memory rendering agree bit for bit whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import ndtri
+
+from . import scene
+from .truth import GroundTruth, field_modes
+
+__all__ = ["SimulatedMovie", "simulate_1p", "simulate_2p"]
+
+Motion = Literal["rigid", "piecewise"] | None
+_DTYPES = {"float32": np.float32, "uint16": np.uint16, "uint8": np.uint8}
+
+
+# Inverse-CDF table: 16-bit uniforms -> standard normal values (3-4x faster than
+# Generator.standard_normal; tails truncated at 4.3 sigma, variance renormalised to 1).
+_NORMAL_LUT = ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
+_NORMAL_LUT /= _NORMAL_LUT.std()
+
+
+def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Fast float32 (quantised, 65536-level) standard normal samples."""
+    u = rng.integers(0, 65536, int(np.prod(shape)), dtype=np.uint16)
+    return np.take(_NORMAL_LUT, u).reshape(shape)
+
+
+def _cubic_weights(frac: float, a: float = -0.5) -> np.ndarray:
+    """Keys (Catmull-Rom) cubic weights of the 4 samples around a point ``frac`` past the 2nd."""
+    x = np.array([1.0 + frac, frac, 1.0 - frac, 2.0 - frac])
+    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return np.where(x <= 1, near, far).astype(np.float32)
+
+
+def _translate(canvas: np.ndarray, pad: int, shift: np.ndarray, dst: np.ndarray) -> None:
+    """``dst(r) = canvas(r + pad + shift)`` by separable bicubic interpolation.
+
+    A translation has the same weights at every pixel, so two 4-tap filters do the job:
+    exact sub-pixel positions (no 1/32 px grid like cv2.warpAffine) and ~6x faster.
+    """
+    d1, d2 = dst.shape
+    ny, nx = int(np.floor(shift[0])), int(np.floor(shift[1]))
+    src = canvas[pad + ny - 1 : pad + ny + d1 + 2, pad + nx - 1 : pad + nx + d2 + 2]
+    wy, wx = _cubic_weights(float(shift[0]) - ny), _cubic_weights(float(shift[1]) - nx)
+    full = cv2.sepFilter2D(src, -1, wx, wy, anchor=(1, 1), borderType=cv2.BORDER_REFLECT)
+    dst[:] = full[1 : 1 + d1, 1 : 1 + d2]
+
+
+class _Renderer:
+    """Renders any frame range of a simulation from its (small) generative state."""
+
+    block = 32  # frames rendered at once: bounds temporaries to ~block * canvas pixels
+
+    def __init__(
+        self,
+        truth: GroundTruth,
+        A_canvas: sp.csr_matrix,
+        b_canvas: np.ndarray,
+        pad: int,
+        seed: int,
+        dtype: np.dtype,
+    ) -> None:
+        self.truth = truth
+        self.A_canvas = A_canvas
+        self.bT = np.ascontiguousarray(b_canvas.T)  # (nb, H*W)
+        self.pad = pad
+        self.seed = seed
+        self.dtype = np.dtype(dtype)
+        d1, d2 = truth.dims
+        self.canvas_shape = (d1 + 2 * pad, d2 + 2 * pad)
+        self._grid_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _maps(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling maps on the canvas for a piecewise frame: exact inverse of the field.
+
+        The field ``s`` is defined on registered coordinates q (``frame(q - s(q)) = ref(q)``),
+        so frame pixel r samples ``ref(q)`` with ``q = r + s(q)``: solved by fixed-point
+        iteration on a coarse grid for the small correction ``s(q) - s(r)``.
+        """
+        tr = self.truth
+        d1, d2 = tr.dims
+        coeffs = tr.field_coeffs[t].astype(np.float64)
+        rigid = tr.shifts[t].astype(np.float64)
+
+        def field(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return rigid[:, None, None] + np.einsum(
+                "m...,mc->c...", field_modes(rows, cols, tr.dims), coeffs
+            )
+
+        gh, gw = max(2, d1 // 8), max(2, d2 // 8)
+        rc = ((np.arange(gh) + 0.5) * d1 / gh - 0.5)[:, None] + np.zeros((1, gw))
+        cc = ((np.arange(gw) + 0.5) * d2 / gw - 0.5)[None, :] + np.zeros((gh, 1))
+        s_r = field(rc, cc)
+        s_q = s_r
+        for _ in range(6):
+            s_q = field(rc + s_q[0], cc + s_q[1])
+        delta = (s_q - s_r).astype(np.float32)
+        s_full = tr.shift_field(t)
+        if self._grid_cache is None:
+            yy, xx = np.mgrid[0:d1, 0:d2].astype(np.float32)
+            self._grid_cache = (yy + self.pad, xx + self.pad)
+        gy, gx = self._grid_cache
+        map_y = gy + s_full[0] + cv2.resize(delta[0], (d2, d1), interpolation=cv2.INTER_LINEAR)
+        map_x = gx + s_full[1] + cv2.resize(delta[1], (d2, d1), interpolation=cv2.INTER_LINEAR)
+        return map_x, map_y
+
+    def render(self, start: int, stop: int, noise: bool = True) -> np.ndarray:
+        tr = self.truth
+        d1, d2 = tr.dims
+        H, W = self.canvas_shape
+        out = np.empty((stop - start, d1, d2), dtype=np.float32)
+        buf = np.empty((min(self.block, max(stop - start, 1)), H * W), dtype=np.float32)
+        sd = np.empty((d1, d2), dtype=np.float32)
+        for s0 in range(start, stop, self.block):
+            s1 = min(stop, s0 + self.block)
+            # background as broadcast outer products (matmul with a tiny inner dim is slow)
+            Y = buf[: s1 - s0]
+            np.multiply(tr.f[0, s0:s1, None], self.bT[0][None, :], out=Y)
+            for j in range(1, self.bT.shape[0]):
+                Y += tr.f[j, s0:s1, None] * self.bT[j][None, :]
+            Cb = np.ascontiguousarray(tr.C[:, s0:s1].T)
+            for i in range(s1 - s0):
+                t, dst = s0 + i, out[s0 - start + i]
+                Y[i] += self.A_canvas @ Cb[i]
+                canvas = Y[i].reshape(H, W)
+                if tr.motion is None:
+                    dst[:] = canvas
+                elif tr.motion == "rigid":
+                    _translate(canvas, self.pad, tr.shifts[t], dst)
+                else:
+                    mx, my = self._maps(t)
+                    cv2.remap(
+                        canvas, mx, my, cv2.INTER_CUBIC, dst=dst, borderMode=cv2.BORDER_REFLECT
+                    )
+                if noise:
+                    z = standard_normal(scene.rng_for(self.seed, scene.KEY_NOISE, t), (d1, d2))
+                    np.maximum(dst, 0.0, out=sd)
+                    sd *= np.float32(tr.gain)
+                    sd += np.float32(tr.noise_sigma**2)
+                    np.sqrt(sd, out=sd)
+                    z *= sd
+                    dst += z
+        out += np.float32(tr.baseline)
+        if not noise or self.dtype == np.float32:
+            return out
+        info = np.iinfo(self.dtype)
+        np.rint(out, out=out)
+        np.clip(out, info.min, info.max, out=out)
+        return out.astype(self.dtype)
+
+
+class SimulatedMovie:
+    """A simulated movie ``(T, d1, d2)`` plus its :class:`GroundTruth`.
+
+    With ``lazy=True`` nothing is rendered up front: stream it with :meth:`frames` (e.g.
+    to write a 512x512x10000 movie chunk by chunk) or render ranges with :meth:`render`.
+    ``movie`` renders (and caches) everything on first access.
+    """
+
+    def __init__(
+        self, truth: GroundTruth, renderer: _Renderer, movie: np.ndarray | None = None
+    ) -> None:
+        self.truth = truth
+        self._renderer = renderer
+        self._movie = movie
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.truth.n_frames, *self.truth.dims)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._renderer.dtype
+
+    @property
+    def is_rendered(self) -> bool:
+        return self._movie is not None
+
+    def __len__(self) -> int:
+        return self.truth.n_frames
+
+    @property
+    def movie(self) -> np.ndarray:
+        if self._movie is None:
+            self._movie = self.render()
+        return self._movie
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.movie if dtype is None else self.movie.astype(dtype)
+
+    def render(self, start: int = 0, stop: int | None = None, noise: bool = True) -> np.ndarray:
+        """Frames [start, stop); ``noise=False`` gives the noiseless (moving) float32 movie."""
+        stop = self.truth.n_frames if stop is None else min(stop, self.truth.n_frames)
+        if self._movie is not None and noise:
+            return self._movie[start:stop]
+        return self._renderer.render(start, stop, noise=noise)
+
+    def frames(
+        self, chunk: int = 256, start: int = 0, stop: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Yield consecutive chunks ``(<=chunk, d1, d2)``; concatenated they equal ``movie``."""
+        stop = self.truth.n_frames if stop is None else min(stop, self.truth.n_frames)
+        for s in range(start, stop, chunk):
+            yield self.render(s, min(stop, s + chunk))
+
+
+def _resolve_seed(seed: int | None) -> int:
+    return int(np.random.SeedSequence().entropy) if seed is None else int(seed)
+
+
+def _crop_fortran(img: np.ndarray, pad: int, dims: tuple[int, int]) -> np.ndarray:
+    return img[pad : pad + dims[0], pad : pad + dims[1]].reshape(-1, order="F")
+
+
+def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
+    """Shared engine of :func:`simulate_2p` and :func:`simulate_1p` (``p``: their arguments)."""
+    T, dims, K, fr = (
+        int(p["n_frames"]),
+        tuple(int(v) for v in p["dims"]),
+        int(p["n_neurons"]),
+        float(p["fr"]),
+    )
+    d1, d2 = dims
+    gSig = tuple(float(v) for v in p["gSig"])
+    motion = p["motion"]
+    if motion not in (None, "rigid", "piecewise"):
+        raise ValueError(f"motion must be 'rigid', 'piecewise' or None, not {motion!r}")
+    if p["dtype"] not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
+    seed = _resolve_seed(p["seed"])
+    p = {**p, "seed": seed, "kind": kind}
+    max_shift = float(p["max_shift"]) if motion else 0.0
+    pad = int(math.ceil(max_shift)) + 4 if motion else 0
+    H, W = d1 + 2 * pad, d2 + 2 * pad
+
+    # neurons
+    rng = scene.rng_for(seed, scene.KEY_LAYOUT)
+    min_distance = (
+        2.0 * float(np.mean(gSig)) if p["min_distance"] is None else float(p["min_distance"])
+    )
+    border = 0.5 * float(np.mean(gSig)) if p["border"] is None else float(p["border"])
+    centers = scene.place_centers(rng, K, dims, min_distance, border)
+    size_range = (0.85, 1.15) if kind == "2p" else (1.0, 1.35)
+    A_canvas, A = scene.make_footprints(
+        rng,
+        centers,
+        gSig,
+        size_range,
+        float(p.get("nucleus", 0.0)),
+        dims,
+        pad,
+        None if p.get("gSiz") is None else float(p["gSiz"]) / 2.0,
+    )
+    a_max = np.asarray(A.max(axis=0).todense()).ravel().astype(np.float64)
+    brightness = p["neuron_brightness"] * rng.lognormal(0.0, 0.3, K)
+    peak_df = p["spike_amplitude"] * rng.lognormal(0.0, 0.25, K)
+
+    # activity
+    g = scene.ar_coefficients(fr, float(p["decay_time"]), p["rise_time"])
+    counts, appear = scene.spike_trains(
+        scene.rng_for(seed, scene.KEY_SPIKES),
+        scene.rng_for(seed, scene.KEY_LATE),
+        K,
+        T,
+        fr,
+        float(p["firing_rate"]),
+        float(p["late_fraction"]),
+    )
+    amplitudes = (peak_df / a_max / scene.kernel_peak(g)).astype(np.float32)
+    S = counts.astype(np.float32) * amplitudes[:, None]
+    C = scene.calcium(S, g)
+
+    # background: component 0 carries the static tissue (incl. resting neuron glow)
+    rng = scene.rng_for(seed, scene.KEY_BACKGROUND)
+    nb = int(p["nb"])
+    if nb < 1:
+        raise ValueError("nb must be >= 1")
+    glow = np.asarray(A_canvas @ (brightness / a_max)).reshape(H, W).astype(np.float32)
+    mean_sig = float(np.mean(gSig))
+    bg_level = float(p["background"])
+    t_axis = np.arange(T) / max(T - 1, 1)
+    if kind == "2p":
+        spatial0 = bg_level * np.exp(
+            0.25 * scene.smooth_field(rng, H, W, pad, 12 * mean_sig) - 0.03
+        )
+        trace0 = 1.0 + 0.05 * scene.smooth_trace(rng, T, 5 * fr)
+        extra_scale, extra_len, extra_fluct = 0.3, 20 * mean_sig, 0.5
+        attenuation = np.ones((H, W), dtype=np.float32)
+    else:
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) - pad
+        cy, cx = (d1 - 1) / 2 * rng.uniform(0.9, 1.1), (d2 - 1) / 2 * rng.uniform(0.9, 1.1)
+        rho2 = 0.5 * (((yy - cy) / (d1 / 2)) ** 2 + ((xx - cx) / (d2 / 2)) ** 2)
+        vignette = np.clip(1.0 - float(p["vignetting"]) * rho2, 0.05, None)
+        attenuation = vignette * _vessels(rng, int(p["vessels"]), yy, xx, dims, mean_sig)
+        spatial0 = (
+            bg_level
+            * attenuation
+            * np.exp(0.15 * scene.smooth_field(rng, H, W, pad, max(dims) / 2))
+        )
+        trace0 = (1.0 + 0.03 * scene.smooth_trace(rng, T, 5 * fr)) * (1.0 - 0.05 * t_axis)
+        extra_scale, extra_len, extra_fluct = 0.3, 8 * mean_sig, 0.6
+    b_canvas = np.empty((H * W, nb), dtype=np.float32)
+    f = np.empty((nb, T), dtype=np.float32)
+    b_canvas[:, 0] = (spatial0 + glow).ravel()
+    f[0] = trace0
+    for j in range(1, nb):
+        pattern = 0.5 + 0.5 * np.tanh(scene.smooth_field(rng, H, W, pad, extra_len))
+        b_canvas[:, j] = (extra_scale * bg_level * attenuation * pattern).ravel()
+        f[j] = np.clip(1.0 + extra_fluct * scene.smooth_trace(rng, T, 0.5 * fr), 0.0, None)
+    b = np.stack(
+        [_crop_fortran(b_canvas[:, j].reshape(H, W), pad, dims) for j in range(nb)], axis=1
+    )
+
+    # motion
+    rng = scene.rng_for(seed, scene.KEY_MOTION)
+    shifts = np.zeros((T, 2), dtype=np.float32)
+    coeffs = None
+    if motion == "rigid":
+        shifts = scene.rigid_trajectory(rng, T, fr, max_shift)
+    elif motion == "piecewise":
+        nonrigid = (
+            0.4 * max_shift
+            if p.get("nonrigid_amplitude") is None
+            else float(p["nonrigid_amplitude"])
+        )
+        nonrigid = min(nonrigid, max_shift)
+        shifts = scene.rigid_trajectory(rng, T, fr, max_shift - nonrigid)
+        coeffs = scene.nonrigid_coefficients(rng, T, fr, nonrigid)
+
+    truth = GroundTruth(
+        A=A,
+        C=C,
+        S=S,
+        spike_counts=counts,
+        amplitudes=amplitudes,
+        g=g,
+        b=b,
+        f=f,
+        baseline=float(p["baseline"]),
+        centers=centers.astype(np.float32),
+        shifts=shifts,
+        appear_frame=appear,
+        dims=dims,
+        fr=fr,
+        noise_sigma=float(p["noise"]),
+        gain=float(p["gain"]),
+        motion=motion,
+        field_coeffs=coeffs,
+        params=p,
+    )
+    renderer = _Renderer(truth, A_canvas, b_canvas, pad, seed, _DTYPES[p["dtype"]])
+    sim = SimulatedMovie(truth, renderer)
+    if not p["lazy"]:
+        sim.movie  # noqa: B018 - render now
+    return sim
+
+
+def _vessels(
+    rng: np.random.Generator,
+    n: int,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    dims: tuple[int, int],
+    gsig: float,
+) -> np.ndarray:
+    """Multiplicative shadow of ``n`` meandering blood vessels (dark bands in 1p data)."""
+    out = np.ones(yy.shape, dtype=np.float32)
+    for _ in range(n):
+        ang = rng.uniform(0, np.pi)
+        cy, cx = rng.uniform(0.2, 0.8) * dims[0], rng.uniform(0.2, 0.8) * dims[1]
+        u = np.cos(ang) * (xx - cx) + np.sin(ang) * (yy - cy)
+        v = -np.sin(ang) * (xx - cx) + np.cos(ang) * (yy - cy)
+        wav = rng.uniform(0.5, 1.5) * max(dims)
+        v0 = (
+            rng.uniform(0.03, 0.1)
+            * max(dims)
+            * np.sin(2 * np.pi * u / wav + rng.uniform(0, 2 * np.pi))
+        )
+        width = rng.uniform(0.7, 1.5) * gsig
+        out *= 1.0 - rng.uniform(0.2, 0.4) * np.exp(-0.5 * ((v - v0) / width) ** 2)
+    return out
+
+
+def simulate_2p(
+    n_frames: int = 1000,
+    dims: tuple[int, int] = (128, 128),
+    n_neurons: int = 50,
+    fr: float = 30.0,
+    decay_time: float = 0.4,
+    rise_time: float | None = 0.05,
+    gSig: tuple[float, float] = (4.0, 4.0),
+    firing_rate: float = 1.0,
+    spike_amplitude: float = 40.0,
+    neuron_brightness: float = 30.0,
+    nucleus: float = 0.3,
+    background: float = 50.0,
+    nb: int = 1,
+    noise: float = 4.0,
+    gain: float = 1.0,
+    baseline: float = 100.0,
+    motion: Motion = "rigid",
+    max_shift: float = 3.0,
+    nonrigid_amplitude: float | None = None,
+    late_fraction: float = 0.0,
+    min_distance: float | None = None,
+    border: float | None = None,
+    seed: int | None = 0,
+    dtype: str = "float32",
+    lazy: bool = False,
+) -> SimulatedMovie:
+    """Simulate a two-photon movie (GCaMP-like somata over neuropil) with its ground truth.
+
+    Units are photon-like counts.  ``gSig``: footprint Gaussian std (CaImAn's neuron
+    half-size), jittered +-15% per axis with random orientation; ``nucleus`` in [0, 0.9]
+    dims the centre (ring-shaped somata).  ``firing_rate`` (Hz) is the mean of per-neuron
+    log-normal rates, modulated slowly (bursty).  ``spike_amplitude``: peak dF of one spike
+    at the footprint's brightest pixel; ``neuron_brightness``: resting brightness there
+    (part of background component 0).  ``background``: mean neuropil level.  Noise is
+    Poisson-Gaussian: variance ``noise**2 + gain * signal``.  ``motion``: ``"rigid"``,
+    ``"piecewise"`` (rigid + smooth low-order field of amplitude ``nonrigid_amplitude``,
+    default 0.4 * max_shift) or None; all shifts stay within ``max_shift`` px.
+    ``late_fraction`` of neurons stay silent until ``truth.appear_frame``.
+    ``min_distance`` (default 2 * gSig) between centres controls overlap; centres keep
+    ``border`` px (default gSig / 2) from the edge.  ``dtype``: float32, uint16 or uint8.
+    ``lazy=True`` renders nothing up front (stream with ``.frames()``).
+    """
+    return _simulate("2p", dict(locals()))
+
+
+def simulate_1p(
+    n_frames: int = 1000,
+    dims: tuple[int, int] = (128, 128),
+    n_neurons: int = 60,
+    fr: float = 20.0,
+    decay_time: float = 0.5,
+    rise_time: float | None = 0.08,
+    gSig: tuple[float, float] = (3.0, 3.0),
+    gSiz: float | None = None,
+    firing_rate: float = 0.7,
+    spike_amplitude: float = 12.0,
+    neuron_brightness: float = 4.0,
+    background: float = 120.0,
+    vignetting: float = 0.5,
+    vessels: int = 2,
+    nb: int = 2,
+    noise: float = 1.5,
+    gain: float = 0.2,
+    baseline: float = 10.0,
+    motion: Motion = None,
+    max_shift: float = 2.0,
+    nonrigid_amplitude: float | None = None,
+    late_fraction: float = 0.0,
+    min_distance: float | None = None,
+    border: float | None = None,
+    seed: int | None = 0,
+    dtype: str = "float32",
+    lazy: bool = False,
+) -> SimulatedMovie:
+    """Simulate a one-photon (miniscope) movie with its ground truth.
+
+    Compared to :func:`simulate_2p`: larger, blurrier neurons (std ``gSig`` x 1.0-1.35,
+    no nucleus, optional ``gSiz`` cap on the footprint extent), and a strong background
+    (``background`` ~10x a single-spike transient) that is spatially smooth, vignetted
+    (``vignetting``: fractional fall-off at the corners), shadowed by ``vessels`` and slowly
+    varying (bleaching + a second fluctuating component when ``nb >= 2``).  The default
+    values fit an 8-bit camera range.  Motion is off by default (``"rigid"`` to enable).
+    """
+    return _simulate("1p", dict(locals()))

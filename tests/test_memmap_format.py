@@ -1,0 +1,143 @@
+"""CaImAn memmap naming, byte layout and round trips (no CaImAn needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mesmerize_widgets.formats.memmap import (
+    MemmapInfo,
+    MemmapWriter,
+    load_memmap,
+    memmap_name,
+    parse_memmap_name,
+    save_memmap,
+)
+
+T, D1, D2 = 50, 32, 40
+
+
+@pytest.fixture
+def movie() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    return (rng.standard_normal((T, D1, D2)) * 100).astype(np.float32)
+
+
+def test_memmap_name_2d_and_3d():
+    assert memmap_name("a", (32, 40), 50, "F") == "a_d1_32_d2_40_d3_1_order_F_frames_50.mmap"
+    assert memmap_name("b", (3, 4, 5), 7, "c") == "b_d1_3_d2_4_d3_5_order_C_frames_7.mmap"
+    with pytest.raises(ValueError):
+        memmap_name("a", (32, 40), 5, "X")
+
+
+def test_parse_from_end_of_stem(tmp_path):
+    # a base that itself looks like a memmap name: parse the tail like CaImAn
+    base = "mov_d1_9_d2_9_d3_1_order_C_frames_9_rig_"
+    name = memmap_name(base, (32, 40), 50, "F")
+    assert name.startswith("mov_d1_9") and "_rig__d1_32" in name
+    info = parse_memmap_name(tmp_path / name)
+    assert info == MemmapInfo(dims=(32, 40, 1), order="F", n_frames=50)
+    assert info.n_pixels == 32 * 40 and info.nbytes == 32 * 40 * 50 * 4
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "movie.mmap",
+        "x_d1_3_d2_4_d3_1_order_F_frames_.mmap",
+        "x_d1_3_d2_4_d3_1_order_Q_frames_5.mmap",
+        "x_d1_3_d2_4_d3_1_order_F_frames_5_extra.mmap",
+    ],
+)
+def test_parse_bad_names(bad):
+    with pytest.raises(ValueError, match=bad.split(".")[0][:5]):
+        parse_memmap_name(bad)
+
+
+def test_writer_F_layout_matches_caiman(tmp_path, movie):
+    with MemmapWriter(tmp_path, "m", (D1, D2), order="F") as w:
+        w.write(movie[:20])
+        w.write(movie[20])  # a single frame
+        w.write(movie[21:])
+    path = w.path
+    assert path.name == f"m_d1_{D1}_d2_{D2}_d3_1_order_F_frames_{T}.mmap"
+    assert not list(tmp_path.glob("*.partial"))
+    raw = np.fromfile(path, dtype="<f4")
+    assert raw.size == T * D1 * D2
+    np.testing.assert_array_equal(raw.reshape(T, D2, D1).transpose(0, 2, 1), movie)
+    # explicit pixel index p = row + col * d1 for frame 3
+    r, c = 5, 7
+    assert raw[3 * D1 * D2 + r + c * D1] == movie[3, r, c]
+
+    Yr, dims, n = load_memmap(path)
+    assert dims == (D1, D2) and n == T and Yr.shape == (D1 * D2, T)
+    np.testing.assert_array_equal(Yr[:, 3], movie[3].ravel(order="F"))
+    del Yr
+
+
+def test_writer_C_layout_matches_caiman(tmp_path, movie):
+    with MemmapWriter(tmp_path, "c", (D1, D2), order="C", n_frames=T) as w:
+        for s in range(0, T, 7):
+            w.write(movie[s : s + 7])
+    raw = np.fromfile(w.path, dtype="<f4")
+    assert w.path.name.endswith("_order_C_frames_50.mmap")
+    np.testing.assert_array_equal(raw.reshape(D2, D1, T).transpose(2, 1, 0), movie)
+    r, c, t = 4, 9, 11
+    assert raw[(r + c * D1) * T + t] == movie[t, r, c]
+    Yr, dims, n = load_memmap(w.path)
+    np.testing.assert_array_equal(np.asarray(Yr[:, t]), movie[t].ravel(order="F"))
+    del Yr
+
+
+def test_writer_C_requires_frames(tmp_path, movie):
+    with pytest.raises(ValueError, match="n_frames"):
+        MemmapWriter(tmp_path, "c", (D1, D2), order="C")
+    with pytest.raises(ValueError, match="declared"):
+        with MemmapWriter(tmp_path, "c", (D1, D2), order="C", n_frames=T) as w:
+            w.write(movie[:10])
+    assert not list(tmp_path.iterdir())
+
+
+def test_writer_aborts_on_error(tmp_path, movie):
+    with pytest.raises(RuntimeError):
+        with MemmapWriter(tmp_path, "a", (D1, D2)) as w:
+            w.write(movie[:5])
+            raise RuntimeError("boom")
+    assert not list(tmp_path.iterdir())
+    w2 = MemmapWriter(tmp_path, "b", (D1, D2))
+    with pytest.raises(RuntimeError, match="after close"):
+        _ = w2.path
+    with pytest.raises(ValueError, match="expected"):
+        w2.write(np.zeros((2, D2, D1), np.float32))
+    w2.abort()
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_save_memmap_roundtrip(tmp_path, movie, order):
+    path = save_memmap(movie, tmp_path, "s", order=order, chunk_frames=16)
+    info = parse_memmap_name(path)
+    assert info == MemmapInfo((D1, D2, 1), order, T)
+    Yr, dims, n = load_memmap(path)
+    frames = np.asarray(Yr).T.reshape(T, D2, D1).transpose(0, 2, 1)
+    np.testing.assert_array_equal(frames, movie)  # bit-exact
+    del Yr, frames
+
+
+def test_save_memmap_3d_and_add(tmp_path):
+    rng = np.random.default_rng(2)
+    mov = rng.random((6, 4, 5, 3)).astype(np.float32)
+    path = save_memmap(mov, tmp_path, "z", order="F", add=1e-4)
+    assert "_d3_3_" in path.name
+    raw = np.fromfile(path, "<f4").reshape(6, 3, 5, 4).transpose(0, 3, 2, 1)
+    np.testing.assert_array_equal(raw, mov + np.float32(1e-4))
+    Yr, dims, n = load_memmap(path)
+    assert dims == (4, 5, 3) and n == 6
+    del Yr
+
+
+def test_load_memmap_truncated(tmp_path, movie):
+    path = save_memmap(movie, tmp_path, "t", order="F")
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="truncated"):
+        load_memmap(path)

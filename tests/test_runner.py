@@ -1,0 +1,254 @@
+"""The runner: real worker processes on a real local Dask cluster, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import mesmerize_widgets as mw
+from mesmerize_widgets.algorithms.images import SummaryAccumulator
+from mesmerize_widgets.store import BatchStore
+
+pytestmark = pytest.mark.usefixtures("client")
+
+
+@pytest.fixture(scope="module")
+def slow_movie(tmp_path_factory) -> Path:
+    """Long enough that summary with chunk_frames=1 runs for seconds (for cancel and kill)."""
+    path = tmp_path_factory.mktemp("slow") / "slow.tif"
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(path, rng.integers(0, 255, (12000, 32, 32), dtype=np.uint8))
+    return path
+
+
+def _wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _leftovers(batch_dir: Path) -> list[str]:
+    return [p.name for p in batch_dir.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_run_one_item_in_another_process(batch, movie_file):
+    path, movie = movie_file
+    row = batch.caiman.add_item("summary", "s", path, {"main": {"chunk_frames": 7}})
+    handle = row.caiman.run(progress=False)
+    assert handle.statuses() == {row["uuid"]: "done"}
+    rec = BatchStore(batch.attrs["batch_path"]).get(row["uuid"])
+    assert rec["status"] == "done" and rec["progress"] == 1.0 and rec["backend"] == "builtin"
+    assert rec["pid"] != os.getpid()
+    assert rec["outputs"]["success"] is True and rec["ran_time"] and rec["algo_duration"].endswith(" sec")
+    # the row the user holds is refreshed, and the outputs match a direct computation
+    assert row["status"] == "done"
+    np.testing.assert_allclose(row.caiman.get_projection("mean"), movie.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(row.caiman.get_projection("std"), movie.std(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(row.caiman.get_projection("max"), movie.max(0))
+    acc = SummaryAccumulator(movie.shape[1:])
+    acc.add(movie)
+    np.testing.assert_allclose(row.caiman.get_corr_image(), acc.correlation_image(), atol=1e-5)
+    out_dir = Path(batch.attrs["batch_path"]) / row["uuid"]
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        f"{row['uuid']}{s}" for s in ("_mean_projection.npy", "_std_projection.npy", "_max_projection.npy", "_cn.npy")
+    )
+    # the item process used this interpreter
+    log = (Path(batch.attrs["batch_path"]) / "logs" / f"{row['uuid']}.log").read_text()
+    assert sys.executable in log
+
+
+def test_eight_items_on_two_workers_all_recorded(batch, raw_dir):
+    movies = {}
+    for i in range(8):
+        m = np.random.default_rng(i).normal(10 * i, 1, (40, 16, 16)).astype(np.float32)
+        tifffile.imwrite(raw_dir / f"m{i}.tif", m)
+        movies[f"m{i}.tif"] = m
+        batch.caiman.add_item("summary", f"item {i}", f"m{i}.tif", {"main": {}})
+    handle = batch.caiman.run(max_workers=2, progress=False)
+    assert set(handle.statuses().values()) == {"done"}
+    disk = mw.load_batch(batch.attrs["batch_path"])
+    assert list(disk["status"]) == ["done"] * 8
+    for _, row in disk.iterrows():
+        np.testing.assert_allclose(row.caiman.get_projection("mean"), movies[row["input_movie_path"]].mean(0), rtol=1e-5, atol=1e-4)
+    assert len({r for r in disk["uuid"]}) == 8
+
+
+def test_chained_item_waits_for_its_parent(batch, movie_file):
+    path, movie = movie_file
+    pre = batch.caiman.add_item("preprocess", "pre", path, {"main": {"ds_factor": 2, "temporal_ds": 3}})
+    child = batch.caiman.add_item("summary", "child", pre, {"main": {}})
+    batch.caiman.run(progress=False)
+    assert list(batch["status"]) == ["done", "done"]
+    child = batch.iloc[1]
+    assert child["input_movie_path"].startswith(pre["uuid"] + "/")
+    assert child["input_movie_path"].endswith(f"_order_F_frames_{len(movie) // 3}.mmap")
+    assert child.caiman.get_projection("mean").shape == (movie.shape[1] // 2, movie.shape[2] // 2)
+    expected = movie[: len(movie) // 3 * 3].reshape(-1, 3, *movie.shape[1:]).mean(1)
+    got = np.asarray(child.caiman.get_input_movie())
+    ref = expected.reshape(len(expected), movie.shape[1] // 2, 2, movie.shape[2] // 2, 2).mean((2, 4))
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+def test_failed_parent_fails_its_children_with_the_reason(batch, raw_dir):
+    m = np.zeros((10, 8, 8), np.float32)
+    m[3] = np.nan
+    tifffile.imwrite(raw_dir / "nan.tif", m)
+    pre = batch.caiman.add_item("preprocess", "pre", "nan.tif", {"main": {"crop": (0, 4, 0, 20)}})
+    batch.caiman.add_item("summary", "child", pre, {"main": {}})
+    batch.caiman.run(progress=False)
+    assert list(batch["status"]) == ["failed", "failed"]
+    assert "crop (0, 4, 0, 20) does not fit" in batch.iloc[0]["error"]
+    assert "parent item 'pre'" in batch.iloc[1]["error"] and "does not fit" in batch.iloc[1]["error"]
+    assert batch.iloc[0]["outputs"]["success"] is False
+    assert not (Path(batch.attrs["batch_path"]) / pre["uuid"]).exists()
+    assert _leftovers(Path(batch.attrs["batch_path"])) == []
+
+
+def test_nan_frames_fail_with_a_clear_error(batch, raw_dir):
+    m = np.ones((10, 8, 8), np.float32)
+    m[4, 2, 2] = np.nan
+    tifffile.imwrite(raw_dir / "nan.tif", m)
+    row = batch.caiman.add_item("summary", "nan", "nan.tif", {"main": {}})
+    row.caiman.run(progress=False)
+    assert row["status"] == "failed" and "frame 4" in row["error"] and "NaN" in row["error"]
+
+
+def test_movie_removed_after_adding_fails_cleanly(batch, movie_file):
+    path, _ = movie_file
+    row = batch.caiman.add_item("summary", "gone", path, {"main": {}})
+    path.unlink()
+    row.caiman.run(progress=False)
+    assert row["status"] == "failed" and "movie.tif" in row["error"]
+    assert _leftovers(Path(batch.attrs["batch_path"])) == []
+
+
+def test_kill_9_leaves_the_item_interrupted_and_rerunnable(batch, slow_movie):
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(wait=False)
+    rec = _wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["status"] == "running" and r["progress"] > 0
+                    and r, what="the item to run")
+    os.kill(rec["pid"], signal.SIGKILL)
+    statuses = handle.wait(timeout=60, progress=False)
+    assert statuses[row["uuid"]] == "interrupted"
+    rec = store.get(row["uuid"])
+    assert "SIGKILL" in rec["error"]
+    batch_dir = Path(batch.attrs["batch_path"])
+    assert _leftovers(batch_dir) == [] and not (batch_dir / row["uuid"]).exists()
+    # a fresh load agrees, and the item can simply be run again
+    assert mw.load_batch(batch_dir).iloc[0]["status"] == "interrupted"
+    store.update(row["uuid"], params={"main": {"chunk_frames": 500}})
+    assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
+
+
+def test_cancel_a_running_item(batch, slow_movie):
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(wait=False)
+    _wait_for(lambda: store.get(row["uuid"])["progress"] > 0, what="progress")
+    assert 0 < store.get(row["uuid"])["progress"] < 1  # progress is live in the store
+    row.caiman.cancel()
+    assert handle.wait(timeout=60, progress=False)[row["uuid"]] == "cancelled"
+    batch_dir = Path(batch.attrs["batch_path"])
+    assert _leftovers(batch_dir) == [] and not (batch_dir / row["uuid"]).exists()
+    assert not _process_alive(store.get(row["uuid"])["pid"])
+
+
+def _process_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_cancel_many_queued_and_running(batch, slow_movie):
+    for i in range(4):
+        batch.caiman.add_item("summary", f"slow {i}", slow_movie, {"main": {"chunk_frames": 1}})
+    handle = batch.caiman.run(wait=False)
+    store = BatchStore(batch.attrs["batch_path"])
+    _wait_for(lambda: any(store.get(u)["status"] == "running" for u in batch["uuid"]), what="a running item")
+    batch.caiman.cancel()
+    assert set(handle.wait(timeout=60, progress=False).values()) == {"cancelled"}
+    assert _leftovers(Path(batch.attrs["batch_path"])) == []
+
+
+def test_rerun_replaces_outputs_only_on_success(batch, movie_file):
+    path, movie = movie_file
+    row = batch.caiman.add_item("summary", "s", path, {"main": {}})
+    row.caiman.run(progress=False)
+    first = row.caiman.get_projection("mean")
+    # a rerun that fails keeps the previous outputs in place
+    tifffile.imwrite(path, np.full((5, 3, 3), np.nan, np.float32), photometric="minisblack")
+    row.caiman.run(progress=False)
+    assert row["status"] == "failed"
+    out_dir = Path(batch.attrs["batch_path"]) / row["uuid"]
+    np.testing.assert_array_equal(np.load(out_dir / f"{row['uuid']}_mean_projection.npy"), first)
+
+
+def test_memory_limit_fails_the_item_with_the_reason(batch, raw_dir):
+    # one chunk of 2000 float32 frames (0.5 GB) plus its float64 copy (1 GB) cannot fit in
+    # 1.2 GB of address space; zlib keeps the file itself tiny
+    tifffile.imwrite(raw_dir / "big.tif", np.zeros((2000, 256, 256), np.float32), compression="zlib")
+    row = batch.caiman.add_item("summary", "big", "big.tif", {"main": {"chunk_frames": 2000}})
+    row.caiman.run(progress=False, memory_limit=1200 * 2**20)
+    assert row["status"] == "failed"
+    assert "MemoryError" in row["error"] or "Unable to allocate" in row["error"]
+
+
+def test_running_twice_is_refused(batch, slow_movie):
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    handle = row.caiman.run(wait=False)
+    with pytest.raises(RuntimeError, match="already queued or running"):
+        row.caiman.run(wait=False)
+    row.caiman.cancel()
+    handle.wait(timeout=60, progress=False)
+
+
+def test_a_dead_runner_leaves_items_interrupted_not_running(batch, movie_file):
+    row = batch.caiman.add_item("summary", "s", movie_file[0], {"main": {}})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = BatchStore(batch.attrs["batch_path"])
+    import socket
+
+    store.update(row["uuid"], status="running", run_id="x", pid=dead.pid, host=socket.gethostname(),
+                 heartbeat=time.time())
+    df = mw.load_batch(batch.attrs["batch_path"])
+    assert df.iloc[0]["status"] == "interrupted" and "gone" in df.iloc[0]["error"]
+
+
+RUN_SCRIPT = """
+import sys, mesmerize_widgets as mw
+mw.set_parent_raw_data_path(sys.argv[2])
+df = mw.load_batch(sys.argv[1])
+items = [i for i, n in enumerate(df["item_name"]) if n.startswith(sys.argv[3])]
+h = df.caiman.run(items, max_workers=1, progress=False)
+assert set(h.statuses().values()) == {"done"}, h.statuses()
+"""
+
+
+@pytest.mark.slow
+def test_two_notebooks_running_items_of_one_batch(batch, raw_dir):
+    tifffile.imwrite(raw_dir / "m.tif", np.random.default_rng(0).normal(size=(30, 16, 16)).astype(np.float32))
+    for tag in "ab":
+        for i in range(3):
+            batch.caiman.add_item("summary", f"{tag}{i}", "m.tif", {"main": {}})
+    procs = [subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, batch.attrs["batch_path"], str(raw_dir), tag])
+             for tag in "ab"]
+    assert [p.wait(180) for p in procs] == [0, 0]
+    assert list(mw.load_batch(batch.attrs["batch_path"])["status"]) == ["done"] * 6
