@@ -9,6 +9,7 @@ from pathlib import Path
 
 def demo(batch_dir: Path, max_workers: int = 2, fresh: bool = True) -> int:
     import mesmerize_widgets as mw
+    from mesmerize_widgets.runner import shutdown_default_client
     from mesmerize_widgets.sim import sample_movie
 
     data_dir = batch_dir.parent / f"{batch_dir.name}_data"
@@ -35,6 +36,7 @@ def demo(batch_dir: Path, max_workers: int = 2, fresh: bool = True) -> int:
             if isinstance(value, str) and "/" in value:
                 print(f"    {key:<24} {batch_dir / value}")
     print(f"\nopen it in Python: mesmerize_widgets.load_batch({str(batch_dir)!r})")
+    shutdown_default_client()
     return 0 if ok else 1
 
 

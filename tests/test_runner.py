@@ -252,3 +252,36 @@ def test_two_notebooks_running_items_of_one_batch(batch, raw_dir):
              for tag in "ab"]
     assert [p.wait(180) for p in procs] == [0, 0]
     assert list(mw.load_batch(batch.attrs["batch_path"])["status"]) == ["done"] * 6
+
+
+def test_killed_dask_worker_leaves_its_item_interrupted(batch, slow_movie, client):
+    """The monitor (a Dask worker) dies: its item process dies with it, and the item says so."""
+    import psutil
+
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(wait=False)
+    rec = _wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["progress"] > 0 and r, what="running")
+    worker_pid = psutil.Process(rec["pid"]).ppid()
+    os.kill(worker_pid, signal.SIGKILL)
+    status = handle.wait(timeout=120, progress=False)[row["uuid"]]
+    assert status == "interrupted"
+    assert not _process_alive(rec["pid"]) or psutil.Process(rec["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert not (Path(batch.attrs["batch_path"]) / row["uuid"]).exists()
+    client.wait_for_workers(2, timeout=120)
+    store.update(row["uuid"], params={"main": {"chunk_frames": 1000}})
+    assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
+    assert _leftovers(Path(batch.attrs["batch_path"])) == []
+
+
+def test_any_dask_client_can_run_items(batch, movie_file):
+    from dask.distributed import Client, LocalCluster
+
+    row = batch.caiman.add_item("summary", "s", movie_file[0], {"main": {}})
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        with Client(cluster, set_as_default=False) as other:
+            handle = batch.caiman.run(client=other, progress=False)
+            assert set(handle.futures[row["uuid"]].client.scheduler_info()["workers"]) == set(
+                other.scheduler_info()["workers"]
+            )
+    assert batch.iloc[0]["status"] == "done"

@@ -201,6 +201,7 @@ def test_piecewise_field_varies_and_registers() -> None:
         e_field = np.sqrt(np.mean((reg[sl] - ref) ** 2))
         e_rigid = np.sqrt(np.mean((rigid_only[sl] - ref) ** 2))
         assert e_field < 0.005 * float(np.ptp(ref))
+        assert _residual_displacement(reg, still.movie[t], sl) < 0.02
         if spreads[-1] > 1.0:  # the rigid mean alone cannot register a deformed frame
             assert e_rigid > 3 * e_field
     assert max(spreads) > 1.0  # the field really varies across the field of view

@@ -91,13 +91,11 @@ class RunHandle:
         self.store = store
         self.uuids = uuids
         self.futures = futures
+        # Dask cancels a task whose futures are all released: keep them until they finish,
+        # even when the caller drops the handle (``row.caiman.run(wait=False)``)
+        for old in [h for h in _live_handles if all(f.done() for f in h.futures.values())]:
+            _live_handles.discard(old)
         _live_handles.add(self)
-        for fut in futures.values():
-            fut.add_done_callback(lambda _f: self._forget_if_done())
-
-    def _forget_if_done(self) -> None:
-        if all(f.done() for f in self.futures.values()):
-            _live_handles.discard(self)
 
     def statuses(self) -> dict[str, str]:
         return {u: self.store.get(u)["status"] for u in self.uuids}

@@ -29,6 +29,13 @@ def tmp_dir_for(store: BatchStore, uuid: str, run_id: str) -> Path:
     return store.path / f".{uuid}.tmp-{run_id}"
 
 
+def remove_stale_partials(store: BatchStore, uuid: str) -> None:
+    """Remove temporary folders a killed run of this item left behind (never its real output)."""
+    for pattern in (f".{uuid}.tmp-*", f".{uuid}.old-*"):
+        for path in store.path.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _relative_outputs(outputs: dict[str, Any], out_dir: Path, uuid: str) -> dict[str, Any]:
     """Paths inside the temporary directory become ``<uuid>/<name>``, relative to the batch."""
     rel: dict[str, Any] = {}

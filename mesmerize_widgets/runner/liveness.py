@@ -13,6 +13,7 @@ import time
 import psutil
 
 from ..store import BatchStore
+from .item_process import remove_stale_partials
 
 STALE_AFTER_S = 120.0
 
@@ -45,5 +46,6 @@ def reap_stale(store: BatchStore) -> list[str]:
             error=f"the process that {'ran' if rec['status'] == 'running' else 'queued'} this item "
                   "is gone; run it again",
         ):
+            remove_stale_partials(store, rec["uuid"])
             reaped.append(rec["uuid"])
     return reaped

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..store import FINISHED, BatchStore
 from ..store.batch_store import now_iso
-from .item_process import tmp_dir_for
+from .item_process import remove_stale_partials, tmp_dir_for
 
 POLL_S = 0.1
 HEARTBEAT_S = 2.0
@@ -86,6 +86,7 @@ def run_item_task(
         # Dask retried this task: the worker that ran it died, taking the item process with it.
         store.transition(uuid, ["running"], if_run=run_id, status="interrupted",
                          error="the Dask worker running this item died; run it again")
+        remove_stale_partials(store, uuid)
         return "interrupted"
     reason = _wait_for_parent(store, uuid, run_id, rec.get("parent_uuid"))
     if reason == "superseded":
@@ -107,6 +108,7 @@ def run_item_task(
     )
     if not claimed:
         return store.get(uuid)["status"]
+    remove_stale_partials(store, uuid)
 
     python = python if python and Path(python).exists() else sys.executable
     child_env = dict(env) if env else dict(os.environ)

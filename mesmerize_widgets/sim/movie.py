@@ -91,7 +91,7 @@ class _Renderer:
         self.dtype = np.dtype(dtype)
         d1, d2 = truth.dims
         self.canvas_shape = (d1 + 2 * pad, d2 + 2 * pad)
-        self._grid_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._grid_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _maps(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Sampling maps on the canvas for a piecewise frame: exact inverse of the field.
@@ -118,13 +118,20 @@ class _Renderer:
         for _ in range(6):
             s_q = field(rc + s_q[0], cc + s_q[1])
         delta = (s_q - s_r).astype(np.float32)
-        s_full = tr.shift_field(t)
         if self._grid_cache is None:
             yy, xx = np.mgrid[0:d1, 0:d2].astype(np.float32)
-            self._grid_cache = (yy + self.pad, xx + self.pad)
-        gy, gx = self._grid_cache
-        map_y = gy + s_full[0] + cv2.resize(delta[0], (d2, d1), interpolation=cv2.INTER_LINEAR)
-        map_x = gx + s_full[1] + cv2.resize(delta[1], (d2, d1), interpolation=cv2.INTER_LINEAR)
+            modes = field_modes(yy, xx, tr.dims).astype(np.float32)
+            self._grid_cache = (yy + self.pad, xx + self.pad, modes)
+        gy, gx, modes = self._grid_cache
+        maps = []
+        for c, grid in ((1, gx), (0, gy)):  # x map first, as cv2.remap wants
+            m = cv2.resize(delta[c], (d2, d1), interpolation=cv2.INTER_LINEAR)
+            m += grid
+            m += np.float32(rigid[c])
+            for j in range(modes.shape[0]):
+                m += np.float32(coeffs[j, c]) * modes[j]
+            maps.append(m)
+        map_x, map_y = maps
         return map_x, map_y
 
     def render(self, start: int, stop: int, noise: bool = True) -> np.ndarray:
@@ -460,9 +467,9 @@ def simulate_1p(
     gSig: tuple[float, float] = (3.0, 3.0),
     gSiz: float | None = None,
     firing_rate: float = 0.7,
-    spike_amplitude: float = 12.0,
+    spike_amplitude: float = 8.0,
     neuron_brightness: float = 4.0,
-    background: float = 120.0,
+    background: float = 100.0,
     vignetting: float = 0.5,
     vessels: int = 2,
     nb: int = 2,
@@ -483,9 +490,10 @@ def simulate_1p(
 
     Compared to :func:`simulate_2p`: larger, blurrier neurons (std ``gSig`` x 1.0-1.35,
     no nucleus, optional ``gSiz`` cap on the footprint extent), and a strong background
-    (``background`` ~10x a single-spike transient) that is spatially smooth, vignetted
+    (``background`` ~12x a single-spike transient) that is spatially smooth, vignetted
     (``vignetting``: fractional fall-off at the corners), shadowed by ``vessels`` and slowly
     varying (bleaching + a second fluctuating component when ``nb >= 2``).  The default
-    values fit an 8-bit camera range.  Motion is off by default (``"rigid"`` to enable).
+    values mostly fit an 8-bit camera range (rare burst peaks may exceed 255).  Motion is
+    off by default (``"rigid"`` or ``"piecewise"`` to enable).
     """
     return _simulate("1p", dict(locals()))

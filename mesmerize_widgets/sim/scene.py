@@ -99,6 +99,9 @@ def make_footprints(
         out_rows.append((yy[vis] - pad) + (xx[vis] - pad) * d1)
         out_cols.append(np.full(vis.sum(), k))
         out_vals.append(val[vis])
+    if K == 0:
+        empty = (np.zeros(0, np.float32), (np.zeros(0, int), np.zeros(0, int)))
+        return sp.csr_matrix(empty, shape=(H * W, 0)), sp.csc_matrix(empty, shape=(d1 * d2, 0))
     canvas = sp.csr_matrix(
         (
             np.concatenate(can_vals).astype(np.float32),
@@ -143,7 +146,7 @@ def spike_trains(
     rates = firing_rate * rng.lognormal(-0.125, 0.5, K)
     sigma = max(fr, 1.0)
     mod = gaussian_filter1d(rng.standard_normal((K, T)), sigma=sigma, axis=1, mode="reflect")
-    mod = np.clip(mod * np.sqrt(2.0 * np.sqrt(np.pi) * sigma), -4.0, 4.0)  # ~unit std, bounded
+    mod = np.clip(mod * np.sqrt(2.0 * np.sqrt(np.pi) * sigma), -3.0, 3.0)  # ~unit std, bounded
     lam = (rates[:, None] / fr) * np.exp(0.8 * mod - 0.32)
     counts = np.minimum(rng.poisson(lam), 255).astype(np.uint8)
     appear = np.zeros(K, dtype=np.int64)
