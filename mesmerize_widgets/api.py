@@ -58,4 +58,4 @@ def load_batch(path: str | os.PathLike) -> pd.DataFrame:
             raise FileNotFoundError(f"no batch at {batch_dir}: the path does not exist")
     store = BatchStore(batch_dir)
     reap_stale(store)
-    return records_to_dataframe(store.items(), store.path)
+    return store.dataframe()

@@ -89,10 +89,10 @@ def _mesmerize_core_frame(abs_movie: Path) -> pd.DataFrame:
 
 
 @pytest.fixture
-def legacy_batch(tmp_path):
-    """A raw data dir, and a batch dir holding batch.pickle and mesmerize-core output dirs."""
-    raw = tmp_path / "raw"
-    (raw / "movies").mkdir(parents=True)
+def legacy_batch(tmp_path, raw_dir):
+    """A raw data dir (set), and a batch dir holding batch.pickle and mesmerize-core output dirs."""
+    raw = raw_dir
+    (raw / "movies").mkdir()
     for name in ("a.tif", "b.tif"):
         (raw / "movies" / name).write_bytes(b"II*\x00not really a tiff")
     abs_movie = tmp_path / "elsewhere" / "c.tif"
@@ -109,7 +109,6 @@ def legacy_batch(tmp_path):
     (batch / CNMF_FAILED / f"{CNMF_FAILED}.log").write_text("it failed")
     df = _mesmerize_core_frame(abs_movie)
     df.to_pickle(batch / "batch.pickle")
-    mw.set_parent_raw_data_path(raw)
     return batch / "batch.pickle", df, raw, abs_movie
 
 
@@ -288,17 +287,16 @@ def _check_fixture_batch(df: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("version", ["1.5.3", "2.2.3"])
-def test_pickle_from_older_pandas(tmp_path, version):
+def test_pickle_from_older_pandas(tmp_path, raw_dir, version):
     pickle_path = tmp_path / "batch.pickle"
     shutil.copy(DATA / f"legacy-batch-pandas-{version}.pickle", pickle_path)
-    mw.set_parent_raw_data_path(tmp_path)
     _check_fixture_batch(mw.load_batch(pickle_path))
 
 
-def test_pickle_from_pandas_3_with_pyarrow(tmp_path):
+def test_pickle_from_pandas_3_with_pyarrow(tmp_path, raw_dir):
+    """pandas 3 with pyarrow keeps the column labels in Arrow; that needs pyarrow to read."""
     pickle_path = tmp_path / "batch.pickle"
     shutil.copy(DATA / "legacy-batch-pandas-3.1.1-pyarrow.pickle", pickle_path)
-    mw.set_parent_raw_data_path(tmp_path)
     try:
         import pyarrow  # noqa: F401
     except ImportError:

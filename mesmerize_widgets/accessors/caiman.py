@@ -19,7 +19,7 @@ from .. import runner
 from ..arrays import LazyArray, open_movie
 from ..errors import ItemNotFoundError
 from ..store import ACTIVE, BatchStore
-from ..store.batch_store import record_to_series, records_to_dataframe
+from ..store.batch_store import record_to_series
 from . import operations
 from .frame import append_record, drop_row, position_of, refresh_all, set_row, store_of
 
@@ -116,7 +116,7 @@ class CaimanDataFrameAccessor:
         """A fresh DataFrame of the batch as it is on disk now (other notebooks' changes too)."""
         store = self.store
         runner.reap_stale(store)
-        return records_to_dataframe(store.items(), store.path)
+        return store.dataframe()
 
     def save_to_disk(self, max_index_diff: int = 0) -> None:
         """Every change is already on disk; this writes cells edited directly in ``df``."""

@@ -21,11 +21,11 @@ def store_of(obj: pd.DataFrame | pd.Series) -> BatchStore:
         raise ValueError(
             "this DataFrame is not a batch: create it with create_batch(path) or load_batch(path)"
         )
-    return BatchStore(path)
+    return BatchStore.cached(path)
 
 
 def append_record(df: pd.DataFrame, rec: dict[str, Any]) -> None:
-    df.loc[len(df.index)] = pd.Series({c: rec[c] for c in COLUMNS}, dtype=object)
+    df.loc[len(df.index)] = [rec[c] for c in COLUMNS]
 
 
 def drop_row(df: pd.DataFrame, position: int) -> None:

@@ -33,9 +33,7 @@ def reap_stale(store: BatchStore) -> list[str]:
     host = socket.gethostname()
     now = time.time()
     reaped = []
-    for rec in store.items():
-        if rec["status"] not in ("queued", "running"):
-            continue
+    for rec in store.active_items():
         same_host = rec["host"] == host
         if same_host and rec["pid"]:
             dead = not _alive(rec["pid"])

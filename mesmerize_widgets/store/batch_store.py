@@ -76,6 +76,10 @@ _JSON_FIELDS = ("params", "outputs")
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM items"
 
 
+_store_cache: dict[tuple, BatchStore] = {}
+_cache_lock = threading.Lock()
+
+
 def now_iso() -> str:
     return datetime.now().isoformat(timespec="seconds")
 
@@ -119,7 +123,31 @@ class BatchStore:
 
     @classmethod
     def create(cls, batch_dir: str | os.PathLike) -> BatchStore:
-        return cls(batch_dir, create=True)
+        store = cls(batch_dir, create=True)
+        with _cache_lock:  # a file recreated at the same path may reuse the old inode number
+            for key in [k for k in _store_cache if k[0] == str(store.path)]:
+                _store_cache.pop(key).close()
+        return store
+
+    @classmethod
+    def cached(cls, batch_dir: str | os.PathLike) -> BatchStore:
+        """An open store for this directory, reused while its database file stays the same one.
+
+        Accessors call this on every operation; opening (connect + schema check) is what it
+        saves. A batch recreated at the same path has a new file and gets a new store.
+        """
+        path = Path(os.path.abspath(Path(batch_dir).expanduser()))
+        try:
+            st = (path / DB_NAME).stat()
+        except FileNotFoundError:
+            return cls(path)  # raises NotABatchError
+        key = (str(path), st.st_dev, st.st_ino)
+        with _cache_lock:
+            store = _store_cache.get(key)
+            if store is None:
+                store = cls(path)
+                _store_cache[key] = store
+        return store
 
     # -- connections ---------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -315,12 +343,26 @@ class BatchStore:
 
     # -- the DataFrame view ----------------------------------------------------------------------
     def dataframe(self) -> pd.DataFrame:
-        return records_to_dataframe(self.items(), self.path)
+        """The batch as a DataFrame, read column-wise (the fast path for big batches)."""
+        rows = self._conn().execute(f"SELECT {', '.join(COLUMNS)} FROM items ORDER BY position").fetchall()
+        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in COLUMNS]
+        data = dict(zip(COLUMNS, columns, strict=True))
+        for key in _JSON_FIELDS:
+            data[key] = codec.loads_many(data[key])
+        return _frame(data, self.path)
+
+    def active_items(self) -> list[dict[str, Any]]:
+        """Queued and running items only (liveness checks run on every open)."""
+        rows = self._conn().execute(_SELECT + " WHERE status IN ('queued', 'running') ORDER BY position")
+        return [_decode_row(r) for r in rows.fetchall()]
 
 
 def records_to_dataframe(records: list[dict[str, Any]], batch_dir: Path) -> pd.DataFrame:
     """The mesmerize-core-shaped DataFrame of a batch; ``attrs['batch_path']`` finds the store."""
-    data = {c: [r[c] for r in records] for c in COLUMNS}
+    return _frame({c: [r[c] for r in records] for c in COLUMNS}, batch_dir)
+
+
+def _frame(data: dict[str, list], batch_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(data, columns=COLUMNS, dtype=object)
     df["progress"] = df["progress"].astype(float)
     df.attrs["batch_path"] = str(batch_dir)
