@@ -12,6 +12,16 @@ import mesmerize_widgets as mw
 from mesmerize_widgets.store import paths as store_paths
 
 
+@pytest.fixture(autouse=True)
+def builtin_backend_unless_caiman(request):
+    """Tests run the builtin backend, also where CaImAn is importable (then 'auto' would pick
+    it); tests marked ``caiman`` choose their backend themselves."""
+    if request.node.get_closest_marker("caiman") is None:
+        mw.set_default_backend("builtin")
+    yield
+    mw.set_default_backend("auto")
+
+
 @pytest.fixture
 def raw_dir(tmp_path: Path):
     """A parent raw data directory, set for the test and unset after it."""

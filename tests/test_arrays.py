@@ -510,8 +510,9 @@ def test_base_protocol(movie):
     lazy = _Counting(movie)
     np.testing.assert_array_equal(np.asarray(lazy), movie)
     assert np.asarray(lazy, dtype=np.float32).dtype == np.float32
-    with pytest.raises(ValueError):
-        np.array(lazy, copy=False)
+    if np.lib.NumpyVersion(np.__version__) >= "2.0.0":  # numpy 1 has no copy=False contract
+        with pytest.raises(ValueError):
+            np.array(lazy, copy=False)
     frames = list(lazy)
     assert len(frames) == T and np.array_equal(frames[4], movie[4])
     lazy.calls.clear()

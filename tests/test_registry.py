@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,7 @@ def test_the_pypi_caiman_impostor_is_not_caiman(tmp_path, monkeypatch):
     # a top-level module named caiman without caiman.source_extraction (the MicroPython tool)
     (tmp_path / "caiman").mkdir()
     (tmp_path / "caiman" / "__init__.py").write_text("")
+    monkeypatch.delitem(sys.modules, "caiman", raising=False)  # where the real one was imported
     monkeypatch.syspath_prepend(str(tmp_path))
     caiman_env.caiman_installed.cache_clear()
     try:
@@ -105,6 +108,7 @@ def test_broken_caiman_environment_is_reported_before_a_run(monkeypatch):
 
 
 def test_default_backend_setting():
+    mw.set_default_backend("auto")
     assert mw.get_default_backend() == "auto"
     with pytest.raises(ValueError, match="backend must be one of"):
         mw.set_default_backend("gpu")

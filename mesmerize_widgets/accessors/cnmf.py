@@ -9,8 +9,6 @@ file atomically, which changes the key, so stale results are never served.
 from __future__ import annotations
 
 import copy
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,237 +16,21 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-import scipy.fft
-import scipy.ndimage
-import scipy.optimize
-import scipy.sparse
 
 from ..algorithms.caiman_env import caiman_installed
+from ..algorithms.cnmf.dfof import detrend_df_f
+from ..algorithms.cnmf.evaluation import QUALITY_KEYS, select_components
 from ..arrays import LazyArray, LazyMemmap
 from ..arrays.reconstruction import LazyArrayRCB, LazyArrayRCM, LazyArrayResiduals
 from ..formats.cnmf_hdf5 import CNMFResult, load_cnmf, save_cnmf
 from ..store import BatchStore
+from .cache import _derived, _outputs, clear_cache, copy_result, file_key
 from .frame import store_of
 
-__all__ = ["CNMFSeriesAccessor", "QUALITY_KEYS", "detrend_df_f", "select_components"]
+__all__ = ["CNMFSeriesAccessor", "QUALITY_KEYS", "clear_cache", "detrend_df_f", "select_components"]
 
 CNMF_ALGOS = ("cnmf", "cnmfe")
-#: the keys of CaImAn's ``quality`` params group: the only ones run_eval accepts
-QUALITY_KEYS = (
-    "min_SNR", "rval_thr", "SNR_lowest", "rval_lowest", "use_cnn", "min_cnn_thr",
-    "cnn_lowest", "gSig_range", "use_ecc", "max_ecc",
-)  # fmt: skip
 ComponentSpec = None | str | Sequence[int] | np.ndarray
-
-
-# --------------------------------------------------------------------------------------------
-# caching
-# --------------------------------------------------------------------------------------------
-class _BoundedCache:
-    """A small thread-safe LRU keyed on (file version, what, args)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
-
-    def drop_path(self, path: str) -> None:
-        """Forget every entry of one file (all its versions)."""
-        with self._lock:
-            for k in [k for k in self._data if k[0][0] == path]:
-                del self._data[k]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-_outputs = _BoundedCache(maxsize=8)  # loaded files (CNMFResult or CaImAn CNMF)
-_derived = _BoundedCache(maxsize=64)  # masks, contours, traces, lazy arrays
-
-
-def clear_cache() -> None:
-    """Drop every cached CNMF result (e.g. to free memory)."""
-    _outputs.clear()
-    _derived.clear()
-
-
-def _file_key(path: Path) -> tuple[str, int, int, int]:
-    st = path.stat()
-    return (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_copy(v) for v in value)
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# algorithms on stored results (CaImAn's definitions, our code)
-# --------------------------------------------------------------------------------------------
-def select_components(
-    SNR_comp: np.ndarray,
-    r_values: np.ndarray,
-    quality: dict[str, Any],
-    cnn_preds: np.ndarray | None = None,
-    ecc: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """CaImAn's accept rule: above *one* upper threshold and above *every* lower one.
-
-    Upper: r >= rval_thr, SNR > min_SNR, (CNN >= min_cnn_thr). Lower (reject if any):
-    r <= rval_lowest, SNR <= SNR_lowest, (CNN <= cnn_lowest). With use_ecc, components with
-    eccentricity >= max_ecc move to the rejected set.
-    """
-    snr = np.asarray(SNR_comp, dtype=float).ravel()
-    r = np.asarray(r_values, dtype=float).ravel()
-    accept = (r >= quality["rval_thr"]) | (snr > quality["min_SNR"])
-    reject = (r <= quality["rval_lowest"]) | (snr <= quality["SNR_lowest"])
-    if quality.get("use_cnn"):
-        if quality.get("gSig_range") is not None:
-            raise ValueError(
-                "gSig_range re-runs CaImAn's CNN classifier, which is CaImAn-only: "
-                "set gSig_range=None (or run the item with the caiman backend)"
-            )
-        preds = None if cnn_preds is None else np.asarray(cnn_preds, dtype=float).ravel()
-        if preds is None or preds.size != snr.size:
-            raise ValueError(
-                "use_cnn=True needs the CNN classifier's predictions, which this result does not "
-                "have: the CNN classifier is CaImAn-only. Pass use_cnn=False."
-            )
-        accept |= preds >= quality["min_cnn_thr"]
-        reject |= preds <= quality["cnn_lowest"]
-    good = np.flatnonzero(accept & ~reject)
-    if quality.get("use_ecc"):
-        if ecc is None:
-            raise ValueError("use_ecc=True needs the components' eccentricities (estimates.ecc), absent here")
-        good = np.intersect1d(good, np.flatnonzero(np.asarray(ecc).ravel() < quality["max_ecc"]))
-    bad = np.setdiff1d(np.arange(snr.size), good)
-    return good.astype(np.int64), bad.astype(np.int64)
-
-
-def _botev_fixed_point(t: float, M: int, I2: np.ndarray, a2: np.ndarray) -> float:
-    ell = 7
-    f = 2 * np.pi ** (2 * ell) * np.sum(I2**ell * a2 * np.exp(-I2 * np.pi**2 * t))
-    for s in range(ell, 1, -1):  # CaImAn starts at ell (Botev's paper at ell - 1)
-        k0 = np.prod(np.arange(1, 2 * s, 2)) / np.sqrt(2 * np.pi)
-        const = (1 + 0.5 ** (s + 0.5)) / 3
-        time = (2 * const * k0 / M / f) ** (2 / (3 + 2 * s))
-        f = 2 * np.pi ** (2 * s) * np.sum(I2**s * a2 * np.exp(-I2 * np.pi**2 * time))
-    return t - (2 * M * np.sqrt(np.pi) * f) ** (-0.4)
-
-
-def mode_percentile(x: np.ndarray, n_mesh: int = 2**12) -> float:
-    """Percentile at which the trace's density peaks (Botev et al. 2010 diffusion KDE).
-
-    This is how CaImAn picks each trace's baseline level when ``flag_auto=True``; falls back to
-    the median (50) when the estimate fails, as CaImAn does.
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    lo, hi = x.min(), x.max()
-    span = hi - lo
-    lo, hi = lo - span / 10, hi + span / 10
-    if not np.isfinite(span) or span == 0:
-        return 50.0
-    hist, edges = np.histogram(x, bins=n_mesh, range=(lo, hi))
-    hist = hist / x.size
-    dct = scipy.fft.dct(hist, type=2)
-    I2 = np.arange(1, n_mesh, dtype=np.float64) ** 2
-    a2 = (dct[1:] / 2) ** 2
-    try:
-        t_star = scipy.optimize.brentq(_botev_fixed_point, 0, 0.1, args=(x.size, I2, a2))
-    except ValueError:
-        return 50.0
-    smoothed = dct * np.exp(-(np.arange(n_mesh) ** 2) * np.pi**2 * t_star / 2)
-    density = scipy.fft.dct(smoothed, type=3)  # unnormalised inverse; scale cancels below
-    mesh = (edges[:-1] + edges[1:]) / 2
-    density = density / np.trapezoid(density, mesh)
-    cdf = np.cumsum(density) * (mesh[1] - mesh[0])
-    prct = float(cdf[np.argmax(density)] * 100)
-    if not np.isfinite(prct) or prct < 0 or prct >= 100:
-        return 50.0
-    return prct
-
-
-def _fast_baseline(trace: np.ndarray, level: float, window: int) -> np.ndarray:
-    """Approximate running percentile: one percentile per block of ``window`` frames, cubic-zoomed."""
-    T = trace.shape[-1]
-    missing = int(np.ceil(T / window) * window - T)
-    before, after = missing // 2, missing - missing // 2
-    padded = np.pad(trace, (before, after), mode="reflect")
-    blocks = padded.reshape(-1, window)  # block j = frames j*window .. (j+1)*window - 1
-    base = np.percentile(blocks, level, axis=1)
-    full = scipy.ndimage.zoom(base.astype(np.float32), window, order=3, mode="nearest")
-    return full[before : before + T].astype(np.float64)
-
-
-def detrend_df_f(
-    A: Any,
-    b: np.ndarray | None,
-    C: np.ndarray,
-    f: np.ndarray | None,
-    YrA: np.ndarray | None = None,
-    quantileMin: float = 8,
-    frames_window: int | None = 500,
-    flag_auto: bool = True,
-    use_fast: bool = False,
-    detrend_only: bool = False,
-) -> np.ndarray:
-    """Detrended dF/F of each component, as CaImAn's ``detrend_df_f`` defines it.
-
-    Traces are scaled by their footprint's l2 norm, F = C (+ YrA); the baseline F0 is a running
-    percentile of F over ``frames_window`` frames (the percentile at the trace's density mode
-    when ``flag_auto``, else ``quantileMin``) and the background under the footprint, B =
-    Aᵀ b f, gives its running percentile B0: dF/F = (F - F0) / (B0 + F0), or F - F0 with
-    ``detrend_only`` (forced when there is no background). ``use_fast`` approximates the running
-    percentile per block (CaImAn's fast path subtracts it once more; we return the documented
-    quantity).
-    """
-    A = scipy.sparse.csc_matrix(A)
-    C = np.asarray(C, dtype=np.float64)
-    T = C.shape[1]
-    if b is None or f is None:
-        b = np.zeros((A.shape[0], 1))
-        f = np.zeros((1, T))
-        detrend_only = True
-    norms = np.sqrt(np.asarray(A.power(2).sum(axis=0)).ravel())
-    An = A @ scipy.sparse.diags(1.0 / norms)
-    F = norms[:, None] * C
-    if YrA is not None:
-        F = F + norms[:, None] * np.asarray(YrA, dtype=np.float64)
-    B = np.asarray(An.T @ np.asarray(b)) @ np.asarray(f)
-    whole = frames_window is None or frames_window > T
-    if flag_auto:
-        levels = [mode_percentile(tr[:frames_window] if frames_window else tr) for tr in F]
-    else:
-        levels = [quantileMin] * F.shape[0]
-    if whole:
-        F0 = np.array([np.percentile(tr, q) for tr, q in zip(F, levels, strict=True)])[:, None]
-        B0 = np.array([np.percentile(tr, q) for tr, q in zip(B, levels, strict=True)])[:, None]
-    elif use_fast:
-        F0 = np.stack([_fast_baseline(tr, q, frames_window) for tr, q in zip(F, levels, strict=True)])
-        B0 = np.stack([_fast_baseline(tr, q, frames_window) for tr, q in zip(B, levels, strict=True)])
-    else:
-        F0 = np.stack([scipy.ndimage.percentile_filter(tr, q, frames_window) for tr, q in zip(F, levels, strict=True)])
-        B0 = np.stack([scipy.ndimage.percentile_filter(tr, q, frames_window) for tr, q in zip(B, levels, strict=True)])
-    if detrend_only:
-        return F - F0
-    return (F - F0) / (B0 + F0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +81,7 @@ class CNMFSeriesAccessor:
         return self._output_file("cnmf-hdf5-path", "CNMF HDF5 file")
 
     def _key(self) -> tuple[str, int, int, int]:
-        return _file_key(self.get_output_path())
+        return file_key(self.get_output_path())
 
     def _result(self) -> CNMFResult:
         key = self._key()
@@ -385,7 +167,7 @@ class CNMFSeriesAccessor:
             masks[rows % d1, rows // d1, cols] = A.data >= threshold
             return masks
 
-        return _copy(self._cached("masks", (self._spec_key(component_indices), float(threshold)), compute))
+        return copy_result(self._cached("masks", (self._spec_key(component_indices), float(threshold)), compute))
 
     def get_contours(
         self, component_indices: ComponentSpec = "all", swap_dim: bool = True, thr: float = 0.9
@@ -431,7 +213,7 @@ class CNMFSeriesAccessor:
             return coords, coms
 
         args = (self._spec_key(component_indices), bool(swap_dim), float(thr))
-        return _copy(self._cached("contours", args, compute))
+        return copy_result(self._cached("contours", args, compute))
 
     def get_temporal(
         self, component_indices: ComponentSpec = "all", add_background: bool = False, add_residuals: bool = False
@@ -453,7 +235,7 @@ class CNMFSeriesAccessor:
             return out
 
         args = (self._spec_key(component_indices), bool(add_background), bool(add_residuals))
-        return _copy(self._cached("temporal", args, compute))
+        return copy_result(self._cached("temporal", args, compute))
 
     # -- reconstructions -------------------------------------------------------------------------
     def get_rcm(
@@ -542,7 +324,7 @@ class CNMFSeriesAccessor:
                 )
             return np.asarray(res.estimates.F_dff)[self._indices(res, component_indices)]
 
-        return _copy(self._cached("dfof", (self._spec_key(component_indices),), compute))
+        return copy_result(self._cached("dfof", (self._spec_key(component_indices),), compute))
 
     # -- evaluation ---------------------------------------------------------------------------------
     def run_eval(self, params: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 from functools import cache
+from pathlib import Path
 
 from packaging.version import Version
 
@@ -24,13 +25,15 @@ def _version(dist: str) -> Version | None:
 
 @cache
 def caiman_installed() -> bool:
-    """True when the real CaImAn can be imported (without importing it: that takes seconds)."""
+    """True when the real CaImAn can be imported, found without importing it (that takes 15 s:
+    finding a submodule's spec would import the package)."""
     try:
-        if importlib.util.find_spec("caiman") is None:
-            return False
-        return importlib.util.find_spec("caiman.source_extraction") is not None
+        spec = importlib.util.find_spec("caiman")
     except (ImportError, ValueError):
         return False
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any((Path(loc) / "source_extraction").is_dir() for loc in spec.submodule_search_locations)
 
 
 def caiman_problems(needs_deconvolution: bool = False) -> list[str]:

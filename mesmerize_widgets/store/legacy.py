@@ -83,7 +83,12 @@ ALLOWED_GLOBALS: dict[tuple[str, str], str] = {
 
 def _resolve(target: str) -> Any:
     module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
+    try:
+        obj: Any = importlib.import_module(module)
+    except ModuleNotFoundError:
+        if not module.startswith("numpy._core"):
+            raise
+        obj = importlib.import_module(module.replace("numpy._core", "numpy.core", 1))  # numpy < 2
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj

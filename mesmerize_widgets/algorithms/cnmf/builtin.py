@@ -1,0 +1,179 @@
+"""CNMF / CNMF-E on the built-in backend: files in, CaImAn-layout files out.
+
+The input movie is first written as a C-order CaImAn memmap in the output directory
+(``{uuid}_cnmf-memmap__d1_..._order_C_frames_N.mmap``, what CaImAn's CNMF reads), streaming
+it once and computing the summary images on the way. The fit itself is in :mod:`.core`.
+
+Documented results for degenerate input:
+
+* a movie without cells (or ``K=0``) gives ``K=0`` components: an HDF5 with an empty A (pixels
+  x 0), empty C/S/YrA, the background and the noise image;
+* NaN or infinite values, a ``gSig`` larger than the field (or patch), ``use_cnn=True`` or an
+  unreadable ``Ain_path`` raise a ``ValueError`` naming the problem (the item fails cleanly).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...arrays import open_movie
+from ...formats.cnmf_hdf5 import Estimates, save_cnmf
+from ...formats.memmap import MemmapWriter, load_memmap
+from ..context import RunContext
+from ..images import SummaryAccumulator
+from ..summary.builtin import save_summary_images
+from . import CNMF_GROUPS, core
+
+
+def final_output_dir(ctx: RunContext) -> Path:
+    """Where the runner will move ``ctx.output_dir`` (``<batch>/<uuid>``), for absolute paths
+    stored inside files; the output dir itself when it is not a runner's temporary folder."""
+    out = ctx.output_dir
+    if out.name.startswith(f".{ctx.prefix}.tmp-"):
+        return out.parent / ctx.prefix
+    return out
+
+
+def write_c_memmap(ctx: RunContext, chunk: int = 200) -> tuple[Path, SummaryAccumulator, tuple[int, int], int]:
+    """Stream the input movie into a C-order memmap, checking every frame for NaN/inf."""
+    movie = open_movie(ctx.input_path, var_name_hdf5=ctx.main.get("var_name_hdf5", "mov"))
+    if movie.ndim != 3:
+        raise ValueError(f"CNMF needs a 2-D movie (t, rows, cols); {ctx.input_path} has shape {movie.shape}")
+    n = len(movie)
+    dims = (int(movie.shape[1]), int(movie.shape[2]))
+    if n < 2:
+        raise ValueError(f"{ctx.input_path} has {n} frame(s); CNMF needs a movie")
+    acc = SummaryAccumulator(dims)
+    with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
+        for start in range(0, n, chunk):
+            frames = np.asarray(movie[start : start + chunk], dtype=np.float32)
+            finite = np.isfinite(frames).reshape(len(frames), -1).all(1)
+            if not finite.all():
+                bad = start + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"frame {bad} of {ctx.input_path} contains NaN or infinite values")
+            w.write(frames)
+            acc.add(frames)
+            ctx.progress(0.1 * min(start + chunk, n) / n, f"memmap {min(start + chunk, n)}/{n} frames")
+    return w.path, acc, dims, n
+
+
+def load_masks(path: str | os.PathLike, dims: tuple[int, int], input_path: Path | None = None) -> np.ndarray:
+    """Seed masks for ``Ain_path``: an .npy, bool or float, shaped (rows, cols, K), (K, rows, cols)
+    or (pixels, K) in Fortran pixel order (CaImAn's A); a relative path is taken from the input
+    movie's directory. Returns dense (pixels, K) float32 footprints with unit l2 norm."""
+    p = Path(path)
+    if not p.is_absolute() and input_path is not None:
+        p = Path(input_path).parent / p
+    if not p.exists():
+        raise ValueError(f"Ain_path {path!r} not found (looked for {p})")
+    m = np.load(p, allow_pickle=False)
+    if sp.issparse(m):  # pragma: no cover - np.load never gives one, kept for callers
+        m = m.toarray()
+    m = np.asarray(m)
+    d1, d2 = dims
+    if m.ndim == 3 and m.shape[:2] == (d1, d2):
+        A = m.reshape(d1 * d2, -1, order="F")
+    elif m.ndim == 3 and m.shape[1:] == (d1, d2):
+        A = np.moveaxis(m, 0, -1).reshape(d1 * d2, -1, order="F")
+    elif m.ndim == 2 and m.shape[0] == d1 * d2:
+        A = m
+    else:
+        raise ValueError(
+            f"Ain_path masks have shape {m.shape}; expected (rows, cols, K), (K, rows, cols) or "
+            f"(pixels, K) for a {d1}x{d2} movie"
+        )
+    A = np.nan_to_num(A.astype(np.float32))
+    if (A < 0).any():
+        raise ValueError("Ain_path masks must be nonnegative")
+    nrm = np.linalg.norm(A, axis=0)
+    keep = nrm > 0
+    return A[:, keep] / nrm[keep]
+
+
+def grouped_params(main: dict[str, Any], dims: tuple[int, int], mmap: Path) -> dict[str, dict[str, Any]]:
+    """Flat ``main`` -> CaImAn's groups, each key in every group that has it (as CaImAn does)."""
+    from ...formats.cnmf_hdf5 import default_params
+
+    defaults = default_params()
+    out: dict[str, dict[str, Any]] = {g: {} for g in CNMF_GROUPS}
+    for key, value in main.items():
+        for g in CNMF_GROUPS:
+            if key in defaults[g]:
+                out[g][key] = list(value) if isinstance(value, tuple) and key in ("gSig", "gSiz") else value
+    out["data"].update(dims=dims, fnames=[str(mmap)])
+    return out
+
+
+def _estimates(res: dict[str, Any], dims: tuple[int, int], cn: np.ndarray | None) -> Estimates:
+    return Estimates(
+        A=sp.csc_matrix(res["A"]), C=res["C"], S=res["S"], YrA=res["YrA"], b=res["b"], f=res["f"],
+        g=res["g"], sn=res["sn"], bl=res["bl"], c1=res["c1"], neurons_sn=res["neurons_sn"],
+        lam=res["lam"], idx_components=np.asarray(res["idx_components"], int),
+        idx_components_bad=np.asarray(res["idx_components_bad"], int),
+        SNR_comp=np.asarray(res["SNR_comp"], float), r_values=np.asarray(res["r_values"], float),
+        cnn_preds=np.zeros(0), dims=dims, Cn=cn, W=res.get("W"), b0=res.get("b0"),
+    )
+
+
+def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
+    from . import CNMFE_SCHEMA, SCHEMA
+
+    schema = CNMFE_SCHEMA if cnmfe else SCHEMA
+    params = schema.validate(ctx.params, fill_defaults=True)
+    main = params["main"]
+    opts = core.Options.from_main(main, cnmfe=cnmfe)
+    if opts.use_cnn:
+        raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
+    mmap, acc, dims, n = write_c_memmap(ctx)
+    final_mmap = final_output_dir(ctx) / mmap.name
+    Ain = None
+    if params.get("Ain_path"):
+        Ain = load_masks(params["Ain_path"], dims, ctx.input_path)
+        main = {**main, "rf": None, "only_init": False}
+    Yr, _, _ = load_memmap(mmap)
+    n_proc = int(main.get("n_processes") or ctx.n_processes or 1)
+    outputs: dict[str, Any] = {}
+    if cnmfe:
+        # the images CNMF-E seeds from, for the whole field (row.caiman.get_pnr_image)
+        Y3 = np.asarray(Yr, np.float32).reshape(dims[1], dims[0], n).transpose(1, 0, 2)
+        cn, pnr, _, _ = core.corr_pnr_images(Y3, opts)
+        del Y3
+        pnr_path = ctx.output("_pnr.npy")
+        np.save(pnr_path, pnr.astype(np.float32))
+        outputs["pnr-image-path"] = pnr_path
+
+    def progress(fraction: float, message: str = "") -> None:
+        ctx.progress(0.1 + 0.85 * fraction, message)
+
+    res = core.fit(Yr, dims, opts, mmap_path=mmap, Ain=Ain, refit=bool(params.get("refit")),
+                   n_processes=n_proc, progress=progress)
+    del Yr
+    outputs.update(save_summary_images(ctx, acc))
+    if cnmfe:
+        np.save(outputs["corr-img-path"], cn.astype(np.float32))  # CNMF-E's own correlation image
+    corr = np.load(outputs["corr-img-path"])
+    hdf5 = save_cnmf(
+        ctx.output(".hdf5"), _estimates(res, dims, corr), grouped_params(main, dims, final_mmap),
+        dims=dims, mmap_file=str(final_mmap),
+    )
+    outputs["cnmf-hdf5-path"] = hdf5
+    outputs["cnmf-memmap-path"] = mmap
+    outputs["n_components"] = int(res["A"].shape[1])
+    outputs["n_accepted"] = int(len(res["idx_components"]))
+    ctx.progress(1.0, f"{outputs['n_accepted']} of {outputs['n_components']} components accepted")
+    return outputs
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    """CNMF (greedy initialisation, low-rank background)."""
+    return _run(ctx, cnmfe=False)
+
+
+def run_cnmfe(ctx: RunContext) -> dict[str, Any]:
+    """CNMF-E (correlation x PNR initialisation, one-photon background; see core.background_rank)."""
+    return _run(ctx, cnmfe=True)

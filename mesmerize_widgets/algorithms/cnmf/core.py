@@ -1,0 +1,1066 @@
+"""Numerical core of the built-in CNMF and CNMF-E (numpy/scipy/OpenCV + OASIS).
+
+The model is CaImAn's: ``Y ≈ A·C + B`` with nonnegative footprints ``A`` (pixels x K, Fortran
+pixel order), traces ``C`` (K x T) following an AR(p) process and a background ``B``. Steps:
+
+* initialisation: CaImAn's greedyROI idea (Gaussian-blurred movie, the pixel of highest
+  blurred energy seeds a rank-1 NMF on a local window, which is then subtracted) or, for
+  CNMF-E, seeds from the correlation x peak-to-noise images of a high-pass-filtered movie;
+* alternating HALS updates of A (each footprint confined to a dilation of its support, then
+  thresholded and reduced to its largest connected piece) and C, with a low-rank nonnegative
+  background ``b·f`` updated jointly (CNMF-E: see :func:`background_rank`);
+* merging of spatially overlapping components whose traces correlate above ``merge_thr``;
+* AR(p) deconvolution of each trace with OASIS (C, S, g, bl, c1, neurons_sn, lam);
+* evaluation: CaImAn's event-exceptionality SNR and spatial r-values.
+
+Everything here works on plain arrays; the run functions in ``builtin.py`` deal with files.
+Products with the movie are taken in pixel blocks from the C-order memmap, so the refinement
+over the whole field never holds more than one block of the movie; initialisation holds one
+patch (the whole field when ``rf`` is None) in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import scipy.ndimage as ndi
+import scipy.sparse as sp
+import scipy.special
+from scipy.stats import norm
+
+from ...errors import ParamError
+from .evaluation import select_components
+from .ring import RingModel
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+
+#: initialisations the builtin backend implements (the others are CaImAn-only)
+BUILTIN_INITS = ("greedy_roi", "corr_pnr")
+
+
+def _noprogress(fraction: float, message: str = "") -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------------------
+# options
+# ------------------------------------------------------------------------------------------
+@dataclass
+class Options:
+    """The CaImAn params the built-in backend uses, read from the flat ``main`` dict."""
+
+    fr: float = 30.0
+    decay_time: float = 0.4
+    K: int | None = 30
+    gSig: tuple[int, int] = (5, 5)
+    gSiz: tuple[int, int] | None = None
+    nb: int = 1
+    method_init: str = "greedy_roi"
+    min_corr: float = 0.85
+    min_pnr: float = 20.0
+    center_psf: bool = False
+    ring_size_factor: float = 1.5
+    ssub_B: int = 2
+    normalize_init: bool = True
+    rolling_sum: bool = True
+    rolling_length: int = 100
+    tsub: int = 2
+    nIter: int = 5
+    maxIter: int = 5
+    rf: int | None = None
+    stride: int | None = None
+    only_init: bool = True
+    merge_thr: float = 0.8
+    do_merge: bool = True
+    p: int = 2
+    bas_nonneg: bool = False
+    ITER: int = 2
+    noise_range: tuple[float, float] = (0.25, 0.5)
+    min_SNR: float = 2.5
+    rval_thr: float = 0.8
+    SNR_lowest: float = 0.5
+    rval_lowest: float = -1.0
+    use_cnn: bool = False
+    maxthr: float = 0.1
+    extract_cc: bool = True
+    cnmfe: bool = False
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_main(cls, main: dict[str, Any], *, cnmfe: bool = False) -> Options:
+        names = {f.name for f in cls.__dataclass_fields__.values()}  # type: ignore[attr-defined]
+        kw = {k: v for k, v in main.items() if k in names}
+        o = cls(**kw, cnmfe=cnmfe)
+        o.gSig = tuple(int(round(float(g))) for g in (o.gSig if np.ndim(o.gSig) else (o.gSig, o.gSig)))[:2]  # type: ignore[assignment]
+        if o.gSiz is None:
+            o.gSiz = tuple(2 * g + 1 for g in o.gSig) if not cnmfe else tuple(4 * g + 1 for g in o.gSig)  # type: ignore[assignment]
+        else:
+            o.gSiz = tuple(int(g) for g in (o.gSiz if np.ndim(o.gSiz) else (o.gSiz, o.gSiz)))[:2]  # type: ignore[assignment]
+        o.noise_range = tuple(float(v) for v in o.noise_range)  # type: ignore[assignment]
+        if isinstance(o.rf, (list, tuple)):
+            o.rf = int(o.rf[0])
+        if isinstance(o.stride, (list, tuple)):
+            o.stride = int(o.stride[0])
+        if o.method_init not in BUILTIN_INITS:
+            raise ParamError(
+                f"method_init={o.method_init!r} is not available in the builtin backend, which "
+                f"supports {', '.join(map(repr, BUILTIN_INITS))}; run the item with backend='caiman' "
+                "for CaImAn's other initialisations"
+            )
+        o.extra = dict(main)
+        return o
+
+    @property
+    def n_samples(self) -> int:
+        """Frames in one transient (CaImAn's N for event exceptionality)."""
+        return max(1, int(math.ceil(self.fr * self.decay_time)))
+
+
+def background_rank(opts: Options) -> int:
+    """Rank of the low-rank background ``b·f`` fitted with the components: ``nb`` (0 when
+    ``nb <= 0``; CNMF-E then uses the ring model instead, see :func:`uses_ring`)."""
+    return max(int(opts.nb), 0)
+
+
+def uses_ring(opts: Options) -> bool:
+    """CNMF-E with ``nb <= 0``: CaImAn's ring-model background (sparse ``W`` and ``b0``)."""
+    return bool(opts.cnmfe) and opts.nb <= 0
+
+
+# ------------------------------------------------------------------------------------------
+# small utilities
+# ------------------------------------------------------------------------------------------
+def _blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
+    step = max(1, budget // max(T, 1))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
+    """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2)."""
+    Y = np.asarray(Y)
+    T = Y.shape[-1]
+    flat = Y.reshape(-1, T)
+    if T < 8:
+        return np.std(flat, axis=1).astype(np.float32)
+    ff = np.fft.rfftfreq(T)
+    ind = (ff > noise_range[0]) & (ff <= noise_range[1])
+    out = np.empty(len(flat), np.float32)
+    for blk in _blocks(len(flat), T, 1 << 22):
+        X = np.fft.rfft(np.asarray(flat[blk], np.float32), axis=1)[:, ind]
+        out[blk] = np.sqrt(np.mean(X.real**2 + X.imag**2, axis=1) / T)
+    return out.reshape(Y.shape[:-1])
+
+
+def mode_robust(x: np.ndarray) -> float:
+    """Half-sample mode (as CaImAn's ``mode_robust``), iteratively."""
+    d = np.sort(np.asarray(x, np.float64).ravel())
+    while d.size > 3:
+        n = d.size // 2 + d.size % 2
+        w = d[n - 1 :] - d[: d.size - n + 1]
+        j = int(np.argmin(w))
+        d = d[j : j + n]
+    if d.size == 3:
+        i1, i2 = d[1] - d[0], d[2] - d[1]
+        return float(d[:2].mean() if i1 < i2 else d[1:].mean() if i2 < i1 else d[1])
+    return float(d.mean()) if d.size else 0.0
+
+
+def _percentile_baseline(traces: np.ndarray) -> np.ndarray:
+    """8th percentile in windows of min(T//5, 800) frames, interpolated (CaImAn's fast baseline)."""
+    K, T = traces.shape
+    win = max(1, min(T // 5, 800))
+    if K == 0 or win < 2:
+        return np.zeros_like(traces)
+    nwin = int(math.ceil(T / win))
+    pad = nwin * win - T
+    padded = np.pad(traces, ((0, 0), (pad // 2, pad - pad // 2)), mode="reflect") if pad else traces
+    bl = np.percentile(padded.reshape(K, nwin, win), 8, axis=2)
+    centers = (np.arange(nwin) + 0.5) * win - pad // 2
+    t = np.arange(T)
+    return np.stack([np.interp(t, centers, row) for row in bl])
+
+
+def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0) -> np.ndarray:
+    """CaImAn's ``compute_event_exceptionality`` fitness: min over time of the log-probability
+    of N consecutive values under the noise estimated below the mode (lower = more exceptional)."""
+    K, T = traces.shape
+    if K == 0:
+        return np.zeros(0)
+    N = max(1, min(N, T))
+    md = np.array([mode_robust(tr) for tr in traces])
+    ff1 = traces - md[:, None]
+    ff1 = -ff1 * (ff1 < 0)
+    ns = np.maximum(np.sum(ff1 > 0, axis=1), 1)
+    sd_r = np.sqrt(np.sum(ff1**2, axis=1) / ns)
+    sd_r[sd_r == 0] = np.finfo(np.float32).eps
+    z = (traces - md[:, None]) / (sigma_factor * sd_r[:, None])
+    erf = scipy.special.log_ndtr(-z)
+    erfc = np.cumsum(erf, axis=1)
+    erfc[:, N:] -= erfc[:, :-N]
+    return np.min(erfc, axis=1)
+
+
+def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
+    """SNR_comp as CaImAn computes it: baseline removed, exceptionality turned into a z value."""
+    if len(traces) == 0:
+        return np.zeros(0)
+    tr = np.asarray(traces, np.float64)
+    tr = tr - _percentile_baseline(tr)
+    fitness = event_exceptionality(tr, N)
+    return -norm.ppf(np.exp(fitness / N))
+
+
+def _peaks(y: np.ndarray, thres: float = 0.3) -> np.ndarray:
+    """Local maxima above ``min + thres * (max - min)`` (peakutils.indexes semantics)."""
+    lo, hi = float(y.min()), float(y.max())
+    if hi <= lo:
+        return np.zeros(0, int)
+    dy = np.diff(y)
+    idx = np.flatnonzero((np.hstack([dy, 0.0]) < 0) & (np.hstack([0.0, dy]) > 0))
+    return idx[y[idx] > lo + thres * (hi - lo)]
+
+
+def _activity_frames(C: np.ndarray, fr: float, npeaks: int = 10) -> list[np.ndarray | None]:
+    T = C.shape[1]
+    tB = int(min(-2, math.floor(-5.0 / 30 * fr)))
+    tA = int(max(5, math.ceil(25.0 / 30 * fr)))
+    out: list[np.ndarray | None] = []
+    for c in C:
+        if not np.any(np.diff(c)):
+            out.append(None)
+            continue
+        pk = _peaks(c)
+        pk = pk[np.argsort(c[pk])[::-1]][:npeaks]
+        if not len(pk):
+            out.append(None)
+            continue
+        iv = (pk[:, None] + np.arange(tB, tA)[None, :]).ravel()
+        out.append(np.unique(np.clip(iv, 0, T - 1)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# footprint helpers
+# ------------------------------------------------------------------------------------------
+def _img(a: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
+    return a.reshape(dims, order="F")
+
+
+def _clean_footprint(a: np.ndarray, dims: tuple[int, int], maxthr: float, extract_cc: bool) -> np.ndarray:
+    """Zero values below ``maxthr`` x max and keep the connected piece holding the maximum."""
+    if not np.any(a > 0):
+        return np.zeros_like(a)
+    img = _img(a, dims).copy()
+    img[img < maxthr * img.max()] = 0
+    if extract_cc:
+        lab, n = ndi.label(img > 0)
+        if n > 1:
+            peak = np.unravel_index(int(np.argmax(img)), dims)
+            img[lab != lab[peak]] = 0
+    return img.reshape(-1, order="F")
+
+
+_CROSS = ndi.generate_binary_structure(2, 1)
+
+
+def _support_masks(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None) -> np.ndarray:
+    """Boolean (P, K): each footprint's support dilated by ``radius`` pixels, and kept within
+    ``max_radius`` of its brightest pixel (so a footprint cannot creep over its neighbours)."""
+    P, K = A.shape
+    M = np.zeros((P, K), bool)
+    for k in range(K):
+        img = _img(A[:, k], dims)
+        sup = img > 0
+        if not sup.any():
+            continue
+        r, c = np.nonzero(sup)
+        r0, r1 = max(r.min() - radius, 0), min(r.max() + radius + 1, dims[0])
+        c0, c1 = max(c.min() - radius, 0), min(c.max() + radius + 1, dims[1])
+        sub = ndi.binary_dilation(sup[r0:r1, c0:c1], _CROSS, iterations=radius)
+        if max_radius is not None:
+            pi, pj = np.unravel_index(int(np.argmax(img)), dims)
+            yy, xx = np.ogrid[r0:r1, c0:c1]
+            sub &= (yy - pi) ** 2 + (xx - pj) ** 2 <= max_radius**2
+        full = np.zeros(dims, bool)
+        full[r0:r1, c0:c1] = sub
+        M[:, k] = full.reshape(-1, order="F")
+    return M
+
+
+# ------------------------------------------------------------------------------------------
+# initialisation
+# ------------------------------------------------------------------------------------------
+def _tsub(Y3: np.ndarray, tsub: int) -> np.ndarray:
+    if tsub <= 1 or Y3.shape[-1] < 2 * tsub:
+        return Y3
+    T = Y3.shape[-1] // tsub * tsub
+    return Y3[..., :T].reshape(*Y3.shape[:-1], T // tsub, tsub).mean(-1)
+
+
+def _blur(Y3: np.ndarray, gSig: tuple[int, int], gSiz: tuple[int, int]) -> np.ndarray:
+    """Gaussian blur of each frame of a (d1, d2, T) array, kernel std gSig over a gSiz window."""
+    out = np.empty(Y3.shape, dtype=np.float32)
+    ks = (int(gSiz[1]) | 1, int(gSiz[0]) | 1)
+    for t0 in range(0, Y3.shape[-1], 128):  # frames as channels (OpenCV 5 takes < 256)
+        chunk = np.ascontiguousarray(Y3[..., t0 : t0 + 128], np.float32)
+        res = cv2.GaussianBlur(chunk, ks, gSig[1], sigmaY=gSig[0], borderType=cv2.BORDER_REFLECT)
+        out[..., t0 : t0 + 128] = res.reshape(chunk.shape)
+    return out
+
+
+def _rank1(data: np.ndarray, trace: np.ndarray, n_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-1 nonnegative factorisation ``data (n, T) ≈ a ⊗ c`` started from ``trace``."""
+    c = np.maximum(trace, 0).astype(np.float64)
+    a = np.zeros(data.shape[0])
+    for _ in range(max(1, n_iter)):
+        cc = c @ c
+        if cc <= 0:
+            break
+        a = np.maximum(data @ c / cc, 0)
+        aa = a @ a
+        if aa <= 0:
+            break
+        c = np.maximum(a @ data / aa, 0)
+    return a, c
+
+
+def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """CaImAn's greedyROI idea on a (d1, d2, T) movie; returns A (P, K') and C (K', T).
+
+    Stops before K when no pixel's blurred energy rises above what noise alone gives (5 sigma
+    of its fluctuation), so a field without cells gives no components; a candidate whose
+    trace is not exceptional (SNR < max(SNR_lowest, 1)) is skipped.
+    """
+    d1, d2, T = Y3.shape
+    P = d1 * d2
+    if K <= 0:
+        return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
+    Y = Y3.astype(np.float32, copy=True)
+    Y -= np.median(Y, axis=-1, keepdims=True)
+    if opts.normalize_init:
+        sn = noise_psd(Y, opts.noise_range)
+        Y /= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[..., None]
+    else:
+        sn = None
+    # the rank-1 window reaches 2*gSig from the seed: a gSiz (2*gSig+1) box would leave the
+    # footprint's tails behind, and they would seed duplicates
+    gHalf = np.maximum(np.array(opts.gSiz) // 2, 2 * np.array(opts.gSig))
+    rho = _blur(Y, opts.gSig, opts.gSiz)
+    L = int(min(opts.rolling_length, T))
+
+    def energy(r: np.ndarray) -> np.ndarray:
+        r2 = r * r
+        if opts.rolling_sum and L < T:
+            cs = np.cumsum(r2, axis=-1)
+            cs[..., L:] = cs[..., L:] - cs[..., :-L]
+            return cs[..., L - 1 :].max(axis=-1) / L
+        return r2.mean(axis=-1)
+
+    v = energy(rho)
+    # energy of pure noise at each pixel, and its fluctuation over the windows searched
+    noise_e = noise_psd(rho, opts.noise_range).astype(np.float64) ** 2
+    n_win = L if (opts.rolling_sum and L < T) else T
+    floor = noise_e * (1.0 + 5.0 * math.sqrt(2.0 / max(n_win, 1))) + 1e-12
+    # seeds are local maxima of the initial energy: the halo a subtraction leaves around a
+    # bright neuron is never one, so it cannot crowd out dim neurons elsewhere
+    size = (int(opts.gSig[0]) + 1, int(opts.gSig[1]) + 1)
+    blocked = ~((v >= ndi.maximum_filter(v, size=size, mode="nearest")) & (v > floor))
+    A = np.zeros((P, K), np.float32)
+    C = np.zeros((K, T), np.float32)
+    n_ok = 0
+    N = max(1, int(math.ceil(opts.n_samples)))
+    while n_ok < K:
+        vv = np.where(blocked | (v <= floor), -np.inf, v)
+        ind = int(np.argmax(vv))
+        if not np.isfinite(vv.flat[ind]):
+            break  # nothing left above the noise
+        i, j = np.unravel_index(ind, (d1, d2))
+        blocked[i, j] = True
+        r0, r1 = max(i - gHalf[0], 0), min(i + gHalf[0] + 1, d1)
+        c0, c1 = max(j - gHalf[1], 0), min(j + gHalf[1] + 1, d2)
+        data = Y[r0:r1, c0:c1].reshape(-1, T)
+        # start from the seed's own 3x3 trace: the blurred one mixes in close neighbours
+        c_seed = Y[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].reshape(-1, T).mean(0)
+        a, c = _rank1(data, c_seed, opts.nIter)
+        snr = snr_from_traces(c[None].astype(np.float64), N)[0] if T >= 20 else np.inf
+        if not (np.any(a > 0) and np.any(c > 0)) or snr < max(opts.SNR_lowest, 1.0):
+            continue
+        patch = np.outer(a, c).astype(np.float32)
+        Y[r0:r1, c0:c1] -= patch.reshape(r1 - r0, c1 - c0, T)
+        img = np.zeros((d1, d2), np.float32)
+        img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
+        if sn is not None:  # undo the normalisation for the footprint
+            img[r0:r1, c0:c1] *= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[r0:r1, c0:c1]
+        A[:, n_ok] = img.reshape(-1, order="F")
+        C[n_ok] = c
+        n_ok += 1
+        # update the blurred movie and the energy around the new component
+        m0, m1 = max(i - 2 * gHalf[0], 0), min(i + 2 * gHalf[0] + 1, d1)
+        n0, n1 = max(j - 2 * gHalf[1], 0), min(j + 2 * gHalf[1] + 1, d2)
+        # re-blur the updated movie there (with a margin, so borders match the first pass)
+        e0, e1 = max(m0 - gHalf[0], 0), min(m1 + gHalf[0], d1)
+        f0, f1 = max(n0 - gHalf[1], 0), min(n1 + gHalf[1], d2)
+        rho[m0:m1, n0:n1] = _blur(Y[e0:e1, f0:f1], opts.gSig, opts.gSiz)[m0 - e0 : m1 - e0, n0 - f0 : n1 - f0]
+        v[m0:m1, n0:n1] = energy(rho[m0:m1, n0:n1])
+    return A[:, :n_ok], C[:n_ok]
+
+
+def highpass_filter(Y3: np.ndarray, gSig: tuple[int, int], gSiz: tuple[int, int], center_psf: bool) -> np.ndarray:
+    """CNMF-E's spatial filter: a Gaussian (std gSig, window gSiz), made zero-mean with center_psf."""
+    ks = (int(gSiz[0]) | 1, int(gSiz[1]) | 1)
+    gy = cv2.getGaussianKernel(ks[0], gSig[0])
+    gx = cv2.getGaussianKernel(ks[1], gSig[1])
+    ker = (gy @ gx.T).astype(np.float32)
+    if center_psf:
+        ker -= ker.mean()
+    out = np.empty_like(Y3, dtype=np.float32)
+    for t in range(Y3.shape[-1]):
+        out[..., t] = cv2.filter2D(np.ascontiguousarray(Y3[..., t], np.float32), -1, ker,
+                                   borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+def local_correlation(Y3: np.ndarray) -> np.ndarray:
+    """Mean correlation of each pixel with its 8 neighbours, for a (d1, d2, T) array."""
+    X = Y3 - Y3.mean(-1, keepdims=True)
+    sd = np.sqrt((X * X).mean(-1))
+    Z = np.divide(X, sd[..., None], out=np.zeros_like(X), where=sd[..., None] > 0)
+    d1, d2, _ = X.shape
+    tot = np.zeros((d1, d2))
+    cnt = np.zeros((d1, d2))
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        ra, rb = slice(0, d1 - dy), slice(dy, d1)
+        ca, cb = (slice(0, d2 - dx), slice(dx, d2)) if dx >= 0 else (slice(-dx, d2), slice(0, d2 + dx))
+        r = (Z[ra, ca] * Z[rb, cb]).mean(-1)
+        tot[ra, ca] += r
+        tot[rb, cb] += r
+        cnt[ra, ca] += 1
+        cnt[rb, cb] += 1
+    return (tot / np.maximum(cnt, 1)).astype(np.float32)
+
+
+def corr_pnr_images(Y3: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Correlation and peak-to-noise images of the high-pass-filtered movie (CNMF-E).
+
+    Returns (cn, pnr, filtered movie minus its median, per-pixel noise of the filtered movie).
+    """
+    F = highpass_filter(Y3, opts.gSig, opts.gSiz, opts.center_psf)
+    F -= np.median(F, axis=-1, keepdims=True)
+    sn = noise_psd(F, opts.noise_range)
+    sn = np.maximum(sn, 1e-6)
+    pnr = (F.max(-1) / sn).astype(np.float32)
+    tmp = F.copy()
+    tmp[tmp < 3 * sn[..., None]] = 0
+    cn = local_correlation(tmp)
+    return cn, pnr, F, sn
+
+
+def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """CNMF-E seeds: pixels with correlation > min_corr and PNR > min_pnr, best (cn*pnr) first.
+
+    Each seed's trace is its filtered time series; its footprint is the regression of the raw
+    (median-removed) data of the gSiz window on that trace over pixels correlated with it
+    (> 0.3), with the window's uncorrelated pixels as a local background. Returns A, C and the
+    two images.
+    """
+    d1, d2, T = Y3.shape
+    cn, pnr, F, sn = corr_pnr_images(Y3, opts)
+    if T < 3:
+        return np.zeros((d1 * d2, 0), np.float32), np.zeros((0, T), np.float32), cn, pnr
+    R = Y3.astype(np.float32) - np.median(Y3, axis=-1, keepdims=True).astype(np.float32)
+    v = cn * pnr
+    searched = ~((cn > opts.min_corr) & (pnr > opts.min_pnr))
+    # seeds are local maxima of cn*pnr over a ~gSiz/4 neighbourhood, recomputed after each pass:
+    # a dim neuron next to a bright one only becomes a maximum once the bright one is removed
+    size = tuple(max(3, int(round(g / 4))) for g in opts.gSiz)
+    gHalf = np.array(opts.gSiz) // 2
+    kmax = np.inf if K is None else K
+    A, C = [], []
+    queue: list[tuple[int, int]] = []
+    while len(A) < kmax:
+        if not queue:
+            vm = np.where(searched, 0.0, v)
+            peaks = ~searched & (vm >= ndi.maximum_filter(vm, size=size, mode="nearest"))
+            if not peaks.any():
+                break
+            order = np.argsort(vm[peaks])[::-1]
+            queue = [(int(a), int(b)) for a, b in np.argwhere(peaks)[order]][::-1]
+        i, j = queue.pop()
+        if searched[i, j]:
+            continue
+        searched[i, j] = True
+        r0, r1 = max(i - gHalf[0], 0), min(i + gHalf[0] + 1, d1)
+        c0, c1 = max(j - gHalf[1], 0), min(j + gHalf[1] + 1, d2)
+        y = F[i, j].astype(np.float64)
+        if y.std() <= 0:
+            continue
+        box_f = F[r0:r1, c0:c1].reshape(-1, T).astype(np.float64)
+        yc = (y - y.mean()) / y.std()
+        bc = box_f - box_f.mean(1, keepdims=True)
+        bsd = bc.std(1)
+        corr = np.divide(bc @ yc / T, bsd, out=np.zeros(len(bsd)), where=bsd > 0)
+        member = corr > 0.3
+        if member.sum() < 3:
+            continue
+        box_r = R[r0:r1, c0:c1].reshape(-1, T).astype(np.float64)
+        bg = np.median(box_r[~member], axis=0) if (~member).sum() >= 3 else np.zeros(T)
+        c = np.maximum(y - np.median(y), 0)
+        if c @ c <= 0:
+            continue
+        X = box_r - bg[None]
+        a = np.maximum(X @ c / (c @ c), 0) * member
+        if not np.any(a > 0):
+            continue
+        # refine the trace on the footprint, then remove the component from both movies
+        c = np.maximum(a @ X / (a @ a), 0)
+        img = np.zeros((d1, d2), np.float32)
+        img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
+        A.append(img.reshape(-1, order="F"))
+        C.append(c.astype(np.float32))
+        R[r0:r1, c0:c1] -= np.outer(a, c).reshape(r1 - r0, c1 - c0, T).astype(np.float32)
+        m0, m1 = max(i - 2 * gHalf[0], 0), min(i + 2 * gHalf[0] + 1, d1)
+        n0, n1 = max(j - 2 * gHalf[1], 0), min(j + 2 * gHalf[1] + 1, d2)
+        loc = np.zeros((m1 - m0, n1 - n0), np.float32)
+        loc[r0 - m0 : r1 - m0, c0 - n0 : c1 - n0] = img[r0:r1, c0:c1]
+        floc = highpass_filter(loc[..., None], opts.gSig, opts.gSiz, opts.center_psf)[..., 0]
+        F[m0:m1, n0:n1] -= floc[..., None] * c[None, None, :].astype(np.float32)
+        snl = sn[m0:m1, n0:n1]
+        pnr[m0:m1, n0:n1] = F[m0:m1, n0:n1].max(-1) / snl
+        tmp = F[m0:m1, n0:n1].copy()
+        tmp[tmp < 3 * snl[..., None]] = 0
+        cn[m0:m1, n0:n1] = local_correlation(tmp)
+        v[m0:m1, n0:n1] = cn[m0:m1, n0:n1] * pnr[m0:m1, n0:n1]
+        searched[m0:m1, n0:n1] |= ~((cn[m0:m1, n0:n1] > opts.min_corr) & (pnr[m0:m1, n0:n1] > opts.min_pnr))
+    if not A:
+        return np.zeros((d1 * d2, 0), np.float32), np.zeros((0, T), np.float32), cn, pnr
+    return np.stack(A, 1), np.stack(C), cn, pnr
+
+
+# ------------------------------------------------------------------------------------------
+# HALS refinement with a low-rank background
+# ------------------------------------------------------------------------------------------
+class _Movie:
+    """Pixel-block products with a (P, T) movie held in memory or in a C-order memmap."""
+
+    def __init__(self, Yr: np.ndarray):
+        self.Yr = Yr
+        self.P, self.T = Yr.shape
+        self.blocks = _blocks(self.P, self.T)
+
+    def rows(self, idx: slice | np.ndarray) -> np.ndarray:
+        """(n, T) float32 of the pixels ``idx`` (a slice or sorted index array)."""
+        return np.asarray(self.Yr[idx], np.float32)
+
+    def AtY(self, A: np.ndarray) -> np.ndarray:
+        out = np.zeros((A.shape[1], self.T), np.float64)
+        for blk in self.blocks:
+            out += A[blk].T.astype(np.float32) @ self.rows(blk)
+        return out
+
+    def YCt(self, C: np.ndarray) -> np.ndarray:
+        Ct = np.ascontiguousarray(C.T, np.float32)
+        out = np.empty((self.P, C.shape[0]), np.float64)
+        for blk in self.blocks:
+            out[blk] = self.rows(blk) @ Ct
+        return out
+
+    def mean(self) -> np.ndarray:
+        return np.concatenate([self.rows(blk).mean(1) for blk in self.blocks])
+
+
+class _BackgroundSubtracted(_Movie):
+    """``Y - B`` for a ring-model background B held fixed (CaImAn refits A, C on ``Y - B``);
+    computed block by block from the raw movie and the (P_ds, T) ring fluctuation."""
+
+    def __init__(self, raw: _Movie, ring: RingModel, fluct: np.ndarray, cache_limit: int = 1 << 27):
+        super().__init__(raw.Yr)
+        self.raw, self.ring, self.fluct = raw, ring, fluct
+        self.cache: np.ndarray | None = None
+        if self.P * self.T <= cache_limit:  # small enough: subtract once
+            self.cache = np.concatenate([self._compute(blk) for blk in self.blocks])
+
+    def _compute(self, idx: slice | np.ndarray) -> np.ndarray:
+        return self.raw.rows(idx) - self.ring.background(self.fluct, idx)
+
+    def rows(self, idx: slice | np.ndarray) -> np.ndarray:
+        return self.cache[idx] if self.cache is not None else self._compute(idx)
+
+
+def _init_background(mov: _Movie, A: np.ndarray, C: np.ndarray, nb: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Nonnegative rank-nb background of the residual ``Y - A·C`` (mean image + leading modes)."""
+    P, T = mov.P, mov.T
+    if nb <= 0:
+        return np.zeros((P, 0)), np.zeros((0, T))
+    resid_mean = mov.mean() - A @ C.mean(1)
+    b = np.zeros((P, nb))
+    f = np.ones((nb, T))
+    b[:, 0] = np.maximum(resid_mean, 0)
+    if nb > 1:
+        # leading temporal modes of a pixel subsample of the centred residual
+        sub = np.arange(0, P, max(1, P // 4000))
+        Rs = mov.rows(sub).astype(np.float64) - A[sub] @ C
+        Rs -= Rs.mean(1, keepdims=True)
+        _, _, vt = np.linalg.svd(Rs, full_matrices=False)
+        for j in range(1, nb):
+            m = vt[j - 1] if j - 1 < len(vt) else rng.standard_normal(T)
+            m = m * np.sign(m[np.argmax(np.abs(m))])
+            f[j] = np.maximum(m - m.min(), 0) + 1e-3
+            f[j] /= f[j].mean()
+        b[:, 1:] = 1e-3
+    return b, f
+
+
+def hals(
+    mov: _Movie,
+    A: np.ndarray,
+    C: np.ndarray,
+    b: np.ndarray,
+    f: np.ndarray,
+    dims: tuple[int, int],
+    opts: Options,
+    n_outer: int = 3,
+    n_inner: int = 3,
+    radius: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Alternate HALS updates of C (with f) and A (with b); footprints stay inside a dilation of
+    their support, are thresholded at ``maxthr`` and reduced to one connected piece."""
+    K, nb = A.shape[1], b.shape[1]
+    if K + nb == 0:
+        return A, C, b, f
+    radius = max(1, int(round(np.mean(opts.gSig) / 2))) if radius is None else radius
+    Ab = np.hstack([A, b]).astype(np.float64)
+    Cf = np.vstack([C, f]).astype(np.float64)
+    for _ in range(n_outer):
+        # temporal
+        AtY = mov.AtY(Ab)
+        AtA = Ab.T @ Ab
+        for _ in range(n_inner):
+            for k in range(K + nb):
+                if AtA[k, k] <= 0:
+                    continue
+                Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
+        # spatial: each footprint only on its allowed pixels
+        U = mov.YCt(Cf)
+        V = Cf @ Cf.T
+        allowed = _support_masks(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)
+        idx = [np.flatnonzero(allowed[:, k]) for k in range(K)]
+        Ab = np.asfortranarray(Ab)
+        for _ in range(n_inner):
+            for k in range(K + nb):
+                if V[k, k] <= 0:
+                    continue
+                if k < K:
+                    px = idx[k]
+                    new = Ab[px, k] + (U[px, k] - Ab[px] @ V[:, k]) / V[k, k]
+                    Ab[:, k] = 0
+                    Ab[px, k] = np.maximum(new, 0)
+                else:
+                    Ab[:, k] = np.maximum(Ab[:, k] + (U[:, k] - Ab @ V[:, k]) / V[k, k], 0)
+        for k in range(K):
+            Ab[:, k] = _clean_footprint(Ab[:, k], dims, opts.maxthr, opts.extract_cc)
+    return (Ab[:, :K].astype(np.float32), Cf[:K].astype(np.float32),
+            Ab[:, K:].astype(np.float32), Cf[K:].astype(np.float32))
+
+
+def _drop_empty(A: np.ndarray, C: np.ndarray, min_pixels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    keep = ((A > 0).sum(0) >= min_pixels) & (C.max(1) > 0) if A.shape[1] else np.zeros(0, bool)
+    return A[:, keep], C[keep]
+
+
+# ------------------------------------------------------------------------------------------
+# merging
+# ------------------------------------------------------------------------------------------
+def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, int] | None = None,
+                     touch: int = 2) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """Merge groups of spatially overlapping components whose traces correlate above ``thr``.
+
+    With ``dims``, supports count as overlapping when they come within ``touch`` pixels (a
+    bright neuron's thresholded-away rim can otherwise survive as a separate component).
+
+    A group (connected through such pairs) becomes one rank-1 component fitted to the sum of
+    its members' contributions ``sum_i a_i c_i`` on the union of their supports.
+    """
+    K = A.shape[1]
+    if K < 2:
+        return A, C, []
+    S = (_support_masks(A, dims, touch) if dims is not None and touch > 0 else A > 0).astype(np.float32)
+    overlap = (S.T @ S) > 0
+    Cc = C - C.mean(1, keepdims=True)
+    sd = np.linalg.norm(Cc, axis=1)
+    corr = (Cc @ Cc.T) / np.maximum(np.outer(sd, sd), 1e-12)
+    adj = overlap & (corr > thr)
+    np.fill_diagonal(adj, False)
+    if not adj.any():
+        return A, C, []
+    n, lab = sp.csgraph.connected_components(sp.csr_matrix(adj), directed=False)
+    newA, newC, groups = [], [], []
+    for g in range(n):
+        idx = np.flatnonzero(lab == g)
+        if len(idx) == 1:
+            newA.append(A[:, idx[0]])
+            newC.append(C[idx[0]])
+            continue
+        groups.append(idx.tolist())
+        px = np.flatnonzero(A[:, idx].sum(1) > 0)
+        Y = A[px][:, idx].astype(np.float64) @ C[idx].astype(np.float64)
+        best = idx[np.argmax((A[:, idx] ** 2).sum(0) * (C[idx] ** 2).sum(1))]
+        a, c = _rank1(Y, C[best], 10)
+        full = np.zeros(A.shape[0], np.float32)
+        full[px] = a
+        newA.append(full)
+        newC.append(c.astype(np.float32))
+    return np.stack(newA, 1), np.stack(newC), groups
+
+
+# ------------------------------------------------------------------------------------------
+# deconvolution
+# ------------------------------------------------------------------------------------------
+def deconvolve_traces(Y: np.ndarray, p: int, bas_nonneg: bool, noise_range: tuple[float, float]) -> dict[str, Any]:
+    """OASIS AR(p) deconvolution of each raw trace: C (no baseline), S, g, bl, c1, sn, lam."""
+    K, T = Y.shape
+    out = {
+        "C": np.zeros((K, T), np.float32), "S": np.zeros((K, T), np.float32),
+        "g": np.zeros((K, max(p, 1)), np.float64), "bl": np.zeros(K), "c1": np.zeros(K),
+        "neurons_sn": np.zeros(K), "lam": np.zeros(K),
+    }
+    if K == 0:
+        return out
+    sn_all = noise_psd(Y, noise_range)
+    if p <= 0:
+        for k in range(K):
+            bl = float(np.percentile(Y[k], 8))
+            out["C"][k] = np.maximum(Y[k] - bl, 0)
+            out["bl"][k] = bl
+            out["neurons_sn"][k] = sn_all[k]
+            out["c1"][k] = out["C"][k, 0]
+        return out
+    from oasis.functions import deconvolve
+
+    for k in range(K):
+        y = np.asarray(Y[k], np.float64)
+        try:
+            res = deconvolve(y, g=(None,) * p, sn=float(sn_all[k]) or None, penalty=1, b_nonneg=bas_nonneg)
+            c, s, bl, g, lam = res[:5]
+            g = np.atleast_1d(np.asarray(g, np.float64))
+            if not (np.all(np.isfinite(c)) and np.isfinite(bl)):
+                raise FloatingPointError("non-finite deconvolution")
+        except Exception as e:  # degenerate traces: keep the baseline-removed trace
+            log.debug("OASIS failed on component %d: %s", k, e)
+            bl = float(np.percentile(y, 8))
+            c, s, g, lam = np.maximum(y - bl, 0), np.zeros(T), np.zeros(p), 0.0
+        out["C"][k] = c
+        out["S"][k] = s
+        out["g"][k, : min(p, len(g))] = g[:p]
+        out["bl"][k] = bl
+        out["c1"][k] = c[0]
+        out["neurons_sn"][k] = sn_all[k]
+        out["lam"][k] = lam
+    return out
+
+
+def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, opts: Options) -> dict[str, Any]:
+    """Block-coordinate update of each trace through OASIS (``ITER`` sweeps); returns the
+    deconvolution outputs plus YrA (raw trace minus C, baseline included) and the updated f."""
+    K, nb = A.shape[1], b.shape[1]
+    Ab = np.hstack([A, b]).astype(np.float64)
+    Cf = np.vstack([C, f]).astype(np.float64)
+    AtY = mov.AtY(Ab)
+    AtA = Ab.T @ Ab
+    res: dict[str, Any] = {}
+    Yk = np.zeros((K, mov.T))
+    for _ in range(max(1, opts.ITER)):
+        for k in range(K, K + nb):  # background traces first (plain HALS)
+            if AtA[k, k] > 0:
+                Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
+        for k in range(K):
+            Yk[k] = Cf[k] + (AtY[k] - AtA[k] @ Cf) / max(AtA[k, k], 1e-12)
+        res = deconvolve_traces(Yk, opts.p, opts.bas_nonneg, opts.noise_range)
+        # the baseline is part of the model for the next sweep's residuals
+        Cf[:K] = res["C"] + res["bl"][:, None]
+    res["YrA"] = (Yk - res["C"]).astype(np.float32)
+    res["f"] = Cf[K:].astype(np.float32)
+    return res
+
+
+# ------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------
+def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, fr: float, Athresh: float = 0.1) -> np.ndarray:
+    """Spatial r-values: correlation of each footprint with the background-subtracted movie
+    averaged over the frames around its 10 largest peaks, leaving out frames when an
+    overlapping component (normalised overlap > Athresh) peaks (CaImAn's classify_components_ep,
+    with the background ``b·f`` removed first)."""
+    K = A.shape[1]
+    rv = np.zeros(K)
+    if K == 0:
+        return rv
+    nA = np.linalg.norm(A, axis=0)
+    AA = (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12)
+    np.fill_diagonal(AA, 0)
+    loc = _activity_frames(C, fr)
+    for i in range(K):
+        if loc[i] is None:
+            continue
+        idx = set(loc[i].tolist())
+        for j in np.flatnonzero(AA[:, i] > Athresh):
+            if loc[j] is not None:
+                idx -= set(loc[j].tolist())
+        frames = np.array(sorted(idx if idx else set(loc[i].tolist())), int)
+        px = np.flatnonzero(A[:, i] > 0)
+        if px.size < 3:
+            continue
+        y = mov.rows(px)[:, frames].mean(1)
+        if b.shape[1]:
+            y = y - b[px] @ f[:, frames].mean(1)
+        a = A[px, i]
+        if np.std(y) <= 0 or np.std(a) <= 0:
+            continue
+        rv[i] = float(np.corrcoef(y, a)[0, 1])
+    return rv
+
+
+def classify(snr: np.ndarray, rv: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
+    """Accept/reject with CaImAn's rule (shared with run_eval and the viewer)."""
+    quality = {"min_SNR": opts.min_SNR, "rval_thr": opts.rval_thr, "SNR_lowest": opts.SNR_lowest,
+               "rval_lowest": opts.rval_lowest}
+    good, bad = select_components(snr, rv, quality)
+    return good.astype(int), bad.astype(int)
+
+
+# ------------------------------------------------------------------------------------------
+# patches
+# ------------------------------------------------------------------------------------------
+def patch_grid(dims: tuple[int, int], rf: int, stride: int) -> list[tuple[slice, slice]]:
+    """Patches of side 2*rf+1 overlapping by ``stride`` pixels, the last flush with the edge."""
+    size = 2 * rf + 1
+    step = max(1, size - stride)
+
+    def starts(n: int) -> list[int]:
+        if n <= size:
+            return [0]
+        s = list(range(0, n - size, step))
+        s.append(n - size)
+        return sorted(set(s))
+
+    return [(slice(r, min(r + size, dims[0])), slice(c, min(c + size, dims[1])))
+            for r in starts(dims[0]) for c in starts(dims[1])]
+
+
+def _read_patch(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+    """(h, w, T) float32 of a rectangle of a (P, T) Fortran-pixel-order movie."""
+    d1 = dims[0]
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    out = np.empty((h, w, Yr.shape[1]), np.float32)
+    for j, c in enumerate(range(cols.start, cols.stop)):
+        out[:, j] = Yr[c * d1 + rows.start : c * d1 + rows.stop]
+    return out
+
+
+def _init_patch(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarray, np.ndarray]:
+    d1, d2, T = Y3.shape
+    if opts.method_init == "corr_pnr":
+        A, C, _, _ = corr_pnr_init(Y3, opts, K)
+    else:
+        A, C = greedy_init(_tsub(Y3, opts.tsub), opts, int(K or 0))
+        if not A.shape[1]:
+            C = np.zeros((0, T), np.float32)
+        elif C.shape[1] != T:
+            # traces came from the temporally downsampled movie: project the full movie
+            A64 = A.astype(np.float64)
+            G = A64.T @ A64
+            C = np.linalg.lstsq(G, A64.T @ Y3.reshape(-1, T, order="F") - (A64.T @ np.median(Y3, -1).reshape(-1, order="F"))[:, None], rcond=None)[0]
+            C = np.maximum(C, 0).astype(np.float32)
+    return A, C
+
+
+def fit_patch(args: tuple) -> tuple[tuple[slice, slice], sp.csc_matrix, np.ndarray]:
+    """Initialise (and, unless only_init, refine) one patch; run in a worker process."""
+    mmap_path, dims, rows, cols, opts = args
+    from ...formats.memmap import load_memmap
+
+    Yr, _, _ = load_memmap(mmap_path)
+    Y3 = _read_patch(Yr, dims, rows, cols)
+    pdims = Y3.shape[:2]
+    A, C = _init_patch(Y3, opts, opts.K)
+    if A.shape[1] and not opts.only_init:
+        mov = _Movie(Y3.reshape(-1, Y3.shape[-1], order="F"))
+        b, f = _init_background(mov, A, C, max(background_rank(opts), 1), np.random.default_rng(opts.seed))
+        A, C, b, f = hals(mov, A, C, b, f, pdims, opts, n_outer=2)
+        A, C = _drop_empty(A, C)
+    return (rows, cols), sp.csc_matrix(A), C
+
+
+def _embed(A_local: sp.csc_matrix, rows: slice, cols: slice, dims: tuple[int, int]) -> np.ndarray:
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    Ad = A_local.toarray()
+    out = np.zeros((dims[0] * dims[1], Ad.shape[1]), np.float32)
+    for k in range(Ad.shape[1]):
+        img = np.zeros(dims, np.float32)
+        img[rows, cols] = Ad[:, k].reshape(h, w, order="F")
+        out[:, k] = img.reshape(-1, order="F")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the whole pipeline
+# ------------------------------------------------------------------------------------------
+def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
+                         dims: tuple[int, int], opts: Options) -> tuple[np.ndarray, np.ndarray]:
+    """A second greedy pass on the residual ``Y - A·C - b·f``: finds neurons the first pass
+    missed because a brighter neighbour's window had swallowed part of them."""
+    T = mov.T
+    R = np.empty((mov.P, T), np.float32)
+    for blk in mov.blocks:
+        R[blk] = mov.rows(blk) - A[blk] @ C - b[blk] @ f
+    R3 = R.reshape(dims[1], dims[0], T).transpose(1, 0, 2)
+    k_extra = max(5, int(opts.K or 0) // 3) if opts.K is None or opts.K > 0 else 0
+    A2, C2 = greedy_init(_tsub(R3, opts.tsub), opts, k_extra)
+    if not A2.shape[1]:
+        return A2, np.zeros((0, T), np.float32)
+    if C2.shape[1] != T:
+        C2 = np.maximum(np.repeat(C2, T // C2.shape[1] + 1, axis=1)[:, :T], 0).astype(np.float32)
+    return A2, C2
+
+
+def check_geometry(dims: tuple[int, int], opts: Options) -> None:
+    """Refuse neuron sizes that cannot fit the field (or a patch) with a clear message."""
+    side = min(dims) if opts.rf is None else min(min(dims), 2 * opts.rf + 1)
+    if 2 * max(opts.gSig) + 1 > side:
+        where = "field of view" if opts.rf is None else f"patch (rf={opts.rf})"
+        raise ValueError(
+            f"gSig {tuple(opts.gSig)} describes neurons larger than the {side}-pixel {where} "
+            f"of this {dims[0]}x{dims[1]} movie: set gSig to the neuron half-size in pixels"
+        )
+
+
+def fit(
+    Yr: np.ndarray,
+    dims: tuple[int, int],
+    opts: Options,
+    *,
+    mmap_path: str | os.PathLike | None = None,
+    Ain: np.ndarray | None = None,
+    refit: bool = False,
+    n_processes: int = 1,
+    progress: ProgressFn = _noprogress,
+) -> dict[str, Any]:
+    """Run CNMF (or CNMF-E with ``opts.cnmfe``) on a (P, T) movie; returns CaImAn's estimates
+    as a dict of arrays (A dense P x K, l2-normalised columns), plus ``cn``/``pnr`` for CNMF-E."""
+    if opts.use_cnn:
+        raise ValueError(
+            "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
+            "(or run this item with backend='caiman')"
+        )
+    P, T = Yr.shape
+    rng = np.random.default_rng(opts.seed)
+    mov = _Movie(Yr)
+    extra: dict[str, Any] = {}
+    if Ain is not None:
+        opts.rf = None
+    check_geometry(dims, opts)
+    patched = False
+    if Ain is not None:
+        A = np.asarray(Ain, np.float32)
+        C = np.zeros((A.shape[1], T), np.float32)
+        if A.shape[1]:
+            G = A.astype(np.float64).T @ A
+            C = np.maximum(np.linalg.lstsq(G + 1e-9 * np.eye(len(G)), mov.AtY(A), rcond=None)[0], 0)
+            C -= C.min(1, keepdims=True)
+            C = C.astype(np.float32)
+        progress(0.3, f"seeded with {A.shape[1]} masks")
+    elif opts.rf is None:
+        Y3 = np.asarray(Yr, np.float32).reshape(dims[1], dims[0], T).transpose(1, 0, 2)
+        A, C = _init_patch(Y3, opts, opts.K)
+        del Y3
+        progress(0.3, f"initialised {A.shape[1]} components")
+    else:
+        patched = True
+        stride = opts.stride if opts.stride is not None else max(1, opts.rf // 2)
+        grid = patch_grid(dims, int(opts.rf), int(stride))
+        if mmap_path is None:
+            raise ValueError("patches need the C-order memmap path")
+        jobs = [(str(mmap_path), dims, r, c, opts) for r, c in grid]
+        parts = []
+        if n_processes > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(min(n_processes, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+                for i, res in enumerate(ex.map(fit_patch, jobs)):
+                    parts.append(res)
+                    progress(0.05 + 0.3 * (i + 1) / len(jobs), f"patch {i + 1}/{len(jobs)}")
+        else:
+            for i, job in enumerate(jobs):
+                parts.append(fit_patch(job))
+                progress(0.05 + 0.3 * (i + 1) / len(jobs), f"patch {i + 1}/{len(jobs)}")
+        As = [_embed(Al, r, c, dims) for (r, c), Al, _ in parts]
+        Cs = [Cl for _, _, Cl in parts]
+        A = np.hstack(As) if As else np.zeros((P, 0), np.float32)
+        C = np.vstack(Cs) if Cs else np.zeros((0, T), np.float32)
+        A, C = _drop_empty(A, C)
+        if opts.do_merge:
+            A, C, _ = merge_components(A, C, opts.merge_thr, dims)
+        progress(0.4, f"{A.shape[1]} components from {len(jobs)} patches")
+    nb = background_rank(opts)
+    A, C = _drop_empty(A, C)
+    b, f = _init_background(mov, A, C, nb, rng)
+    ring = uses_ring(opts)
+    raw, rm, fluct = mov, None, None
+    n_rounds = 2 if (refit or patched or ring) else 1
+    for r in range(n_rounds):
+        if ring:
+            # CaImAn's order: ring background from the current components, then A and C refitted
+            # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
+            rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
+            fluct = rm.fluctuation(raw, A, C)
+            mov = _BackgroundSubtracted(raw, rm, fluct)
+        A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
+        A, C = _drop_empty(A, C)
+        if r == 0 and Ain is None and not opts.cnmfe:
+            A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts)
+            if A2.shape[1]:
+                A, C = np.hstack([A, A2]), np.vstack([C, C2])
+                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
+                A, C = _drop_empty(A, C)
+        if opts.do_merge and Ain is None:
+            A, C, merged = merge_components(A, C, opts.merge_thr, dims)
+            if merged:
+                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
+                A, C = _drop_empty(A, C)
+        progress(0.4 + 0.3 * (r + 1) / n_rounds, f"refined {A.shape[1]} components")
+    # normalise footprints to unit l2 norm, scaling traces to keep A·C
+    nrm = np.linalg.norm(A, axis=0)
+    nrm[nrm == 0] = 1
+    A = A / nrm
+    C = C * nrm[:, None]
+    dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
+    f = dec["f"]
+    progress(0.85, "deconvolved")
+    snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
+    rv = r_values(mov, A, dec["C"], b, f, opts.fr)
+    good, bad = classify(snr, rv, opts)
+    sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
+        [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in mov.blocks])
+    if rm is not None and fluct is not None:
+        # CaImAn's nb=0 outputs (W, b0), plus b, f = a low-rank summary of the same background
+        # so that a plain b ⊗ f reconstruction (rcb, residuals) shows it
+        extra.update(W=rm.W, b0=rm.b0)
+        b, f = rm.low_rank(fluct)
+    progress(0.95, f"{len(good)} of {A.shape[1]} components accepted")
+    out = dict(
+        A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
+        g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
+        sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, idx_components=good,
+        idx_components_bad=bad, **extra,
+    )
+    return out

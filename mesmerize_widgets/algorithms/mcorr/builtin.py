@@ -1,0 +1,430 @@
+"""Built-in NoRMCorre-class motion correction, streamed in frame chunks over worker processes.
+
+Passes over the movie, as CaImAn's ``MotionCorrect.motion_correct``:
+
+1. an initial template from up to 50 evenly spaced frames, refined by registering them to it;
+2. ``niter_rig`` rigid passes, each giving a new template: the median over ``splits_rig``
+   time splits of the mean corrected frame (the last rigid pass writes the movie if rigid);
+3. piecewise-rigid (``pw_rigid``): one pass registering each patch within
+   ``max_deviation_rigid`` of the frame's rigid shift, writing the movie.
+
+Each pass cuts the movie into chunks of at most ``chunk_frames`` frames; a worker opens the
+lazy movie itself, corrects its chunk and writes it straight into the preallocated F-order
+memmap, returning only shifts, template sums and summary-image partial sums. Memory is
+bounded by ``n_processes * chunk_frames`` frames whatever the movie length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ...arrays import open_movie
+from ...formats.memmap import memmap_name
+from ..context import RunContext
+from ..images import SummaryAccumulator
+from ..summary.builtin import save_summary_images
+from . import registration as R
+from .common import (
+    check_movie,
+    full_params,
+    merge_summary,
+    save_shifts,
+)
+
+log = logging.getLogger(__name__)
+
+SUB_BATCH = 16  # frames transformed together (bounds FFT temporaries)
+N_TEMPLATE_FRAMES = 100
+N_MIN_FRAMES = 400  # CaImAn's min_mov: minimum of the first 400 frames
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs besides its frame range and the template (picklable)."""
+
+    path: str
+    var_name_hdf5: str
+    crop: tuple[slice, slice]
+    dims: tuple[int, int]
+    max_shifts: tuple[int, int]
+    strides: tuple[int, int]
+    overlaps: tuple[int, int]
+    max_deviation_rigid: int
+    upsample_factor_grid: int
+    shifts_opencv: bool
+    shifts_interpolate: bool
+    border_nan: Any
+    gSig_filt: tuple[int, ...] | None
+    add_to_output: float
+    out_path: str | None = None
+    summary_ref: np.ndarray | None = None
+
+
+# -- per-process state -------------------------------------------------------------------------
+_MOVIES: dict[tuple[str, str], Any] = {}
+
+
+def _movie(s: Settings):
+    key = (s.path, s.var_name_hdf5)
+    if key not in _MOVIES:
+        _MOVIES.clear()
+        _MOVIES[key] = open_movie(s.path, var_name_hdf5=s.var_name_hdf5)
+    return _MOVIES[key]
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core: no oversubscription
+
+
+def read_frames(s: Settings, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) as float32, cropped; NaN/inf is an error naming the frame."""
+    frames = np.asarray(_movie(s)[start:stop, s.crop[0], s.crop[1]], dtype=np.float32)
+    finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
+    if not finite.all():
+        bad = start + int(np.flatnonzero(~finite)[0])
+        raise ValueError(
+            f"frame {bad} of {s.path} contains NaN or infinite values: motion correction needs "
+            "finite pixels (CaImAn refuses NaN movies too)"
+        )
+    return frames
+
+
+# -- registration of one chunk ----------------------------------------------------------------
+class _Registrar:
+    """Template matchers and warpers for one template, reused over a chunk's frames."""
+
+    def __init__(self, s: Settings, template: np.ndarray, piecewise: bool):
+        self.s = s
+        self.kernel = R.highpass_kernel(s.gSig_filt) if s.gSig_filt else None
+        self.ms = np.asarray(s.max_shifts, dtype=np.float64)
+        inset = tuple(int(m) + 1 for m in s.max_shifts)
+        self.match = R.Matcher(template, inset, inset)
+        self.piecewise = piecewise and s.max_deviation_rigid > 0
+        self.pad = int(self.ms.max()) + 2
+        if self.piecewise:
+            self.rows, self.cols, self.psize = R.patch_grid(s.dims, s.strides, s.overlaps)
+            dev = s.max_deviation_rigid
+            lim = np.array([(p - 1) // 2 for p in self.psize], dtype=np.float64)
+            if dev + 2 > lim.min():
+                log.warning("max_deviation_rigid %s is more than half the %s patch; searching "
+                            "only +-%s px", dev, self.psize, lim.min() - 2)
+            self.dev = np.minimum(dev, lim - 2)
+            self.pad += int(np.ceil(self.dev.max())) + 2
+            tp = R.extract_patches(template, self.rows, self.cols, self.psize)
+            pin = tuple(int(np.ceil(d)) + 2 for d in self.dev)
+            self.pmatch = R.Matcher(tp, pin, pin)
+            grid = (len(self.rows), len(self.cols))
+            if s.shifts_opencv:
+                self.fine_grid = grid
+            else:  # CaImAn's FFT path reports shifts on a grid upsample_factor_grid x finer
+                fs = tuple(max(1, round(st / s.upsample_factor_grid)) for st in s.strides)
+                fr, fc, _ = R.patch_grid(s.dims, fs, s.overlaps)
+                self.fine_grid = (len(fr), len(fc))
+            centers = R.patch_centers(s.dims, s.strides, s.overlaps) if s.shifts_interpolate else None
+            if centers is not None and self.fine_grid != grid:
+                centers = None
+            self.field = R.FieldUpsampler(s.dims, centers)
+            self.warp = R.PiecewiseWarper(s.dims, s.border_nan)
+
+    @property
+    def n_patches(self) -> int:
+        return self.fine_grid[0] * self.fine_grid[1] if self.piecewise else 1
+
+    def reg_frames(self, frames: np.ndarray) -> np.ndarray:
+        """The frames as the matcher compares them (1p high-pass if gSig_filt, then its band)."""
+        x = R.highpass(frames, self.kernel) if self.kernel is not None else frames
+        return R.highpass_for_matching(x)
+
+    def _padded(self, hp: np.ndarray) -> np.ndarray:
+        k = self.pad
+        return cv2.copyMakeBorder(hp, k, k, k, k, cv2.BORDER_REPLICATE)
+
+    def rigid(self, hp: np.ndarray) -> np.ndarray:
+        """Applied rigid shifts (n, 2) of high-passed frames."""
+        out = []
+        h, w = self.s.dims
+        k = self.pad
+        for a in range(0, len(hp), SUB_BATCH):
+            batch = hp[a : a + SUB_BATCH]
+            d0 = self.match.coarse(batch, -self.ms, self.ms).astype(int)
+            aligned = np.stack([
+                self._padded(f)[k + dy : k + dy + h, k + dx : k + dx + w]
+                for f, (dy, dx) in zip(batch, d0, strict=True)
+            ])
+            d = np.clip(d0 + self.match.fine(aligned), -self.ms, self.ms)
+            out.append(-d)
+        return np.concatenate(out) if out else np.zeros((0, 2))
+
+    def patches(self, hp_frame: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Applied per-patch shifts (n_rows, n_cols, 2) within max_deviation_rigid of ``shift``."""
+        d_r = -np.asarray(shift, dtype=np.float64)
+        base = np.round(d_r).astype(int)
+        padded = self._padded(hp_frame)
+        k = self.pad
+        ph, pw = self.psize
+
+        def cut(offsets: np.ndarray) -> np.ndarray:
+            return np.stack([
+                padded[k + r + oy : k + r + oy + ph, k + c + ox : k + c + ox + pw]
+                for (r, c), (oy, ox) in zip(((r, c) for r in self.rows for c in self.cols), offsets, strict=True)
+            ])
+
+        n = len(self.rows) * len(self.cols)
+        at_base = cut(np.broadcast_to(base, (n, 2)))
+        rel = self.pmatch.coarse(at_base, d_r - self.dev - base, d_r + self.dev - base, center=d_r - base)
+        offs = base + rel.astype(int)
+        d = offs + self.pmatch.fine(cut(offs))
+        d = np.clip(d, d_r - self.dev, d_r + self.dev)
+        return (-d).reshape(len(self.rows), len(self.cols), 2)
+
+    def apply(self, frame: np.ndarray, shift: np.ndarray, grid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Corrected frame, and the saved per-patch shifts (n_patches, 2) when piecewise."""
+        if grid is None:
+            return R.shift_rigid(frame, shift, self.s.border_nan, self.s.shifts_opencv), None
+        gy, gx = grid[..., 0].astype(np.float32), grid[..., 1].astype(np.float32)
+        if self.fine_grid != gy.shape:
+            size = self.fine_grid[::-1]
+            gy = cv2.resize(gy, size, interpolation=cv2.INTER_CUBIC)
+            gx = cv2.resize(gx, size, interpolation=cv2.INTER_CUBIC)
+        out = self.warp(frame, self.field(gy), self.field(gx))
+        return out, np.stack([gy.ravel(), gx.ravel()], axis=1)
+
+
+def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
+    """Correct frames [start, stop): the unit of work of a worker process."""
+    s: Settings = task["settings"]
+    start, stop = task["start"], task["stop"]
+    frames = read_frames(s, start, stop)
+    reg = _Registrar(s, task["template"], task["piecewise"])
+    reg_frames = reg.reg_frames(frames)
+    shifts = reg.rigid(reg_frames)
+    els = np.zeros((len(frames), reg.n_patches, 2)) if reg.piecewise else None
+    corrected = np.empty_like(frames)
+    for i in range(len(frames)):
+        grid = reg.patches(reg_frames[i], shifts[i]) if reg.piecewise else None
+        corrected[i], e = reg.apply(frames[i], shifts[i], grid)
+        if e is not None:
+            els[i] = e
+    result: dict[str, Any] = {"start": start, "shifts": shifts, "els": els, "sums": {}}
+    for split, a, b in task["splits"]:
+        part = corrected[a - start : b - start]
+        result["sums"][split] = (np.nansum(part, axis=0, dtype=np.float64), len(part))
+    if s.out_path is not None:
+        out = corrected
+        if s.add_to_output:
+            out += np.float32(s.add_to_output)
+        _write_frames(s.out_path, start, out)
+        acc = SummaryAccumulator(s.dims)
+        acc._shift = s.summary_ref  # shared reference so partial sums add up across workers
+        nan = np.isnan(out)
+        if nan.any():  # border_nan=True: NaN pixels count as the reference (template) value
+            out = np.where(nan, s.summary_ref[None].astype(np.float32), out)
+        acc.add(out)
+        result["acc"] = acc
+    return result
+
+
+def _write_frames(path: str, start: int, frames: np.ndarray) -> None:
+    """Write frames at their place in the F-order memmap (pixels in Fortran order per frame)."""
+    data = np.ascontiguousarray(frames.transpose(0, 2, 1), dtype="<f4")
+    with open(path, "r+b") as fh:
+        fh.seek(start * data[0].size * 4)
+        fh.write(memoryview(data).cast("B"))
+
+
+# -- orchestration ----------------------------------------------------------------------------
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _executor(n: int) -> Iterator[Executor | None]:
+    """A pool of ``n`` fresh worker processes with single-threaded BLAS/OpenMP (None if n == 1).
+
+    One process per core: multi-threaded BLAS inside each worker only fights for the same
+    cores. Fresh interpreters ("spawn") read these variables at start and inherit no threads.
+    """
+    if n <= 1:
+        yield None
+        return
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    ex = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _bounded_map(ex: Executor | None, fn: Callable, tasks: Iterable, limit: int) -> Iterator:
+    """Results in task order with at most ``limit`` tasks in flight (bounded memory)."""
+    if ex is None:
+        for t in tasks:
+            yield fn(t)
+        return
+    it = iter(tasks)
+    pending: deque = deque(ex.submit(fn, t) for _, t in zip(range(limit), it, strict=False))
+    try:
+        while pending:
+            res = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(ex.submit(fn, nxt))
+            yield res
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def _tasks(n_frames: int, n_splits: int, chunk: int) -> list[tuple[int, int, list]]:
+    """Chunks [a, b) of ``chunk`` frames, each with the (split, a, b) pieces of the splits it covers.
+
+    The chunk size alone sets the memory of a task, whatever the movie length or the splits.
+    """
+    edges = np.linspace(0, n_frames, min(n_splits, n_frames) + 1).round().astype(int)
+    out = []
+    for a in range(0, n_frames, chunk):
+        b = min(a + chunk, n_frames)
+        pieces = [(k, max(a, int(edges[k])), min(b, int(edges[k + 1])))
+                  for k in range(len(edges) - 1) if edges[k] < b and edges[k + 1] > a]
+        out.append((a, b, pieces))
+    return out
+
+
+def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, np.ndarray]:
+    """(template in the registration domain, raw mean) from evenly spaced frames."""
+    idx = np.unique(np.linspace(0, n_frames - 1, min(n_frames, N_TEMPLATE_FRAMES)).astype(int))
+    raw = np.stack([read_frames(s, int(i), int(i) + 1)[0] for i in idx])
+    sample = R.highpass(raw, kernel) if kernel is not None else raw
+    template = R.bin_median(sample)
+    ref_settings = s
+    for _ in range(3):
+        reg = _Registrar(ref_settings, template, piecewise=False)
+        shifts = reg.rigid(R.highpass_for_matching(sample))
+        moved = np.stack([R.shift_rigid(f, sh, "copy") for f, sh in zip(sample, shifts, strict=True)])
+        template = R.bin_median(moved)
+    return template, raw.mean(axis=0)
+
+
+def _min_mov(s: Settings, n_frames: int, kernel) -> float:
+    lo = np.inf
+    for a in range(0, min(n_frames, N_MIN_FRAMES), 100):
+        f = read_frames(s, a, min(a + 100, n_frames, N_MIN_FRAMES))
+        if kernel is not None:
+            f = R.highpass(f, kernel)
+        lo = min(lo, float(f.min()))
+    return lo
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    p = full_params(ctx.main)
+    if p["is3D"]:
+        raise ValueError("is3D=True (3-D motion correction) is caiman backend only; run with backend='caiman'")
+    movie = open_movie(ctx.input_path, var_name_hdf5=p["var_name_hdf5"])
+    crop, dims, n_frames = check_movie(movie, p, str(ctx.input_path))
+    _MOVIES[(str(ctx.input_path), p["var_name_hdf5"])] = movie
+    kernel = R.highpass_kernel(p["gSig_filt"]) if p["gSig_filt"] else None
+    s = Settings(
+        path=str(ctx.input_path), var_name_hdf5=p["var_name_hdf5"], crop=crop, dims=dims,
+        max_shifts=tuple(p["max_shifts"]), strides=tuple(p["strides"]), overlaps=tuple(p["overlaps"]),
+        max_deviation_rigid=int(p["max_deviation_rigid"]), upsample_factor_grid=int(p["upsample_factor_grid"]),
+        shifts_opencv=bool(p["shifts_opencv"]), shifts_interpolate=bool(p["shifts_interpolate"]),
+        border_nan=p["border_nan"], gSig_filt=p["gSig_filt"], add_to_output=0.0,
+    )
+    ctx.progress(0.0, "template")
+    min_mov = float(p["min_mov"]) if p["min_mov"] is not None else _min_mov(s, n_frames, kernel)
+    template, raw_mean = _initial_template(s, n_frames, kernel)
+
+    pw = bool(p["pw_rigid"])
+    n_rigid = int(p["niter_rig"]) if pw else max(1, int(p["niter_rig"]))
+    n_passes = n_rigid + (1 if pw else 0)
+    chunk = int(p["chunk_frames"])
+    n_proc = max(1, int(ctx.n_processes))
+    kind = "els" if pw else "rig"
+    tmp = ctx.output_dir / f".{ctx.prefix}_mcorr.partial"
+    results: list[dict[str, Any]] = []
+    summary = SummaryAccumulator(dims)
+    try:
+        with _executor(n_proc) as ex:
+            for k in range(n_passes):
+                final = k == n_passes - 1
+                piecewise = pw and final
+                splits = int(p["splits_els"] if piecewise else p["splits_rig"])
+                pass_s = s
+                if final:
+                    with open(tmp, "wb") as fh:
+                        fh.truncate(n_frames * dims[0] * dims[1] * 4)
+                    add = -min_mov if p["nonneg_movie"] else 0.0
+                    pass_s = _replace(s, out_path=str(tmp), add_to_output=add,
+                                      summary_ref=(raw_mean + add).astype(np.float64))
+                elif s.border_nan is True:
+                    pass_s = _replace(s, border_nan="copy")  # templates need no NaN strips
+                tasks = ({"settings": pass_s, "start": a, "stop": b, "splits": sp, "template": template,
+                          "piecewise": piecewise} for a, b, sp in _tasks(n_frames, splits, chunk))
+                sums: dict[int, list] = {}
+                results = []
+                done = 0
+                for res in _bounded_map(ex, process_chunk, tasks, 2 * n_proc):
+                    for key, (tot, cnt) in res["sums"].items():
+                        acc = sums.setdefault(key, [0.0, 0])
+                        acc[0] = acc[0] + tot
+                        acc[1] += cnt
+                    res.pop("sums")
+                    part = res.pop("acc", None)
+                    if part is not None:  # merged at once: memory must not grow with length
+                        merge_summary(summary, part)
+                    results.append(res)
+                    done += len(res["shifts"])
+                    ctx.progress((k + done / n_frames) / n_passes * 0.97, f"pass {k + 1}/{n_passes}: {done}/{n_frames} frames")
+                if not final:
+                    means = np.stack([tot / cnt for tot, cnt in sums.values() if cnt])
+                    template = np.median(means, axis=0).astype(np.float32)
+                    if kernel is not None:
+                        template = R.highpass(template, kernel)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+    results.sort(key=lambda r: r["start"])
+    final_path = ctx.output_dir / memmap_name(f"{ctx.prefix}_{kind}_", dims, n_frames, "F")
+    os.replace(tmp, final_path)
+    rigid = np.concatenate([r["shifts"] for r in results])
+    els = np.concatenate([r["els"] for r in results]) if pw else None
+    outputs = save_summary_images(ctx, summary)
+    outputs["mcorr-output-path"] = final_path
+    outputs["shifts"] = save_shifts(ctx, rigid if not pw else None, els)
+    outputs["n_frames"] = n_frames
+    outputs["dims"] = dims
+    ctx.progress(1.0, "done")
+    return outputs
+
+
+def _replace(s: Settings, **kw: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(s, **kw)
+
+
+def correct_array(path: str | Path, params: dict[str, Any], out_dir: str | Path, n_processes: int = 1) -> dict[str, Any]:
+    """Run the builtin correction on a movie file outside a batch (scripts, benchmarks)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(input_path=Path(path), params={"main": params}, output_dir=out_dir,
+                     prefix="mcorr", n_processes=n_processes)
+    return run(ctx)

@@ -1,0 +1,338 @@
+"""NoRMCorre-style registration primitives, numpy/scipy/OpenCV only.
+
+Conventions (CaImAn's, and :mod:`mesmerize_widgets.sim`'s): a shift ``s = [dy, dx]`` is the
+shift to APPLY to a frame to register it, ``registered(q) = frame(q - s)``. Internally the
+cross-correlation peak gives the displacement ``d = -s`` of the frame relative to the template.
+
+Sub-pixel accuracy: the integer peak of the FFT cross-correlation is refined by evaluating the
+correlation on a 1/10 px grid around it with a matrix-multiply DFT (Guizar-Sicairos et al. 2008,
+as CaImAn and scikit-image do), then by a parabola through the best grid point and its
+neighbours, so estimates are continuous rather than quantised to 0.1 px.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import scipy.fft as sfft
+
+UPSAMPLE = 10  # refinement grid: 1/UPSAMPLE px
+_HALF_WINDOW = int(np.ceil(UPSAMPLE * 1.5)) // 2  # +-0.7 px around the integer peak
+
+
+# -- 1-photon high-pass ----------------------------------------------------------------------
+def highpass_kernel(gSig_filt: tuple[int, ...]) -> np.ndarray:
+    """Zero-mean Gaussian kernel on an elliptic support: removes the smooth 1p background.
+
+    Same size rule as CaImAn (``(3 * g) // 2 * 2 + 1`` taps per axis), so ``gSig_filt`` values
+    tuned for CaImAn select the same spatial scale here.
+    """
+    sig = [float(g) for g in gSig_filt][:2]
+    if len(sig) == 1:
+        sig = sig * 2
+    sizes = [(3 * int(g)) // 2 * 2 + 1 for g in sig]
+    ky = cv2.getGaussianKernel(sizes[0], sig[0]).ravel()
+    kx = cv2.getGaussianKernel(sizes[1], sig[1]).ravel()
+    k = np.outer(ky, kx)
+    ry, rx = (np.arange(s) - s // 2 for s in sizes)
+    inside = (ry[:, None] / max(sizes[0] // 2, 1)) ** 2 + (rx[None, :] / max(sizes[1] // 2, 1)) ** 2 <= 1
+    k = np.where(inside, k - k[inside].mean(), 0.0)
+    return k.astype(np.float32)
+
+
+def highpass(frames: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Filter one frame (2-D) or each frame of a stack with ``kernel`` (reflected borders)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim == 2:
+        return cv2.filter2D(frames, -1, kernel, borderType=cv2.BORDER_REFLECT)
+    return np.stack([cv2.filter2D(f, -1, kernel, borderType=cv2.BORDER_REFLECT) for f in frames])
+
+
+# -- patch grid ------------------------------------------------------------------------------
+def patch_starts(n: int, stride: int, overlap: int) -> list[int]:
+    """First pixel of each patch along an axis: every ``stride`` px, the last one flush with the edge.
+
+    CaImAn's layout, so patch counts (and the columns of the saved piecewise shifts) agree.
+    """
+    size = stride + overlap
+    if size > n:
+        raise ValueError(f"patch size {size} exceeds the axis length {n}")
+    return [*range(0, n - size, stride), n - size]
+
+
+def patch_grid(dims: tuple[int, int], strides: tuple[int, int], overlaps: tuple[int, int]):
+    """``(row_starts, col_starts, (patch_h, patch_w))`` of the piecewise-rigid patches."""
+    rows = patch_starts(dims[0], strides[0], overlaps[0])
+    cols = patch_starts(dims[1], strides[1], overlaps[1])
+    return rows, cols, (strides[0] + overlaps[0], strides[1] + overlaps[1])
+
+
+def patch_centers(dims, strides, overlaps) -> tuple[np.ndarray, np.ndarray]:
+    """Centre coordinates (rows, cols) of the patches, in pixels."""
+    rows, cols, (ph, pw) = patch_grid(dims, strides, overlaps)
+    return np.asarray(rows) + (ph - 1) / 2, np.asarray(cols) + (pw - 1) / 2
+
+
+def extract_patches(image: np.ndarray, rows, cols, size) -> np.ndarray:
+    """(n_patches, ph, pw) patches of a 2-D image, row-major (C order of the patch grid)."""
+    ph, pw = size
+    return np.stack([image[r : r + ph, c : c + pw] for r in rows for c in cols])
+
+
+# -- cross-correlation -----------------------------------------------------------------------
+def spectrum(images: np.ndarray) -> np.ndarray:
+    """Real FFT of mean-subtracted images (the mean only adds a constant to the correlation)."""
+    x = np.asarray(images, dtype=np.float32)
+    x = x - x.mean(axis=(-2, -1), keepdims=True)
+    return sfft.rfft2(x, axes=(-2, -1), workers=1)
+
+
+HP_SIGMA = 3.0  # the template is high-passed at this scale (px) before correlating
+
+
+def taper_mask(shape: tuple[int, int], inset: tuple[int, int], taper: int = 8) -> np.ndarray:
+    """Weights that are 0 within ``inset`` px of the edges, rising to 1 over ``taper`` px (cosine)."""
+    axes = []
+    for n, k in zip(shape, inset, strict=True):
+        k = int(min(max(k, 0), (n - 1) // 2))
+        t = max(1, min(taper, (n - 2 * k) // 2))
+        x = np.arange(n, dtype=np.float64)
+        depth = np.minimum(x - k, n - 1 - k - x) + 1  # 1 at the first pixel past the inset
+        ramp = np.clip(depth / t, 0.0, 1.0)
+        axes.append(0.5 - 0.5 * np.cos(np.pi * ramp))
+    return np.outer(*axes).astype(np.float32)
+
+
+def _hp(stack: np.ndarray) -> np.ndarray:
+    return np.stack([
+        im - cv2.GaussianBlur(im, (0, 0), HP_SIGMA, borderType=cv2.BORDER_REFLECT) for im in stack
+    ])
+
+
+def highpass_for_matching(images: np.ndarray) -> np.ndarray:
+    """The band the matcher compares: smooth background removed (float32, same shape)."""
+    x = np.asarray(images, dtype=np.float32)
+    return _hp(x[None])[0] if x.ndim == 2 else _hp(x)
+
+
+def _windowed(hp: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    mu = (hp * mask).sum(axis=(-2, -1), keepdims=True) / mask.sum()
+    return (hp - mu) * mask
+
+
+class Matcher:
+    """Two-stage sub-pixel matcher of images (already high-passed) to one template or a stack.
+
+    Plain circular FFT correlation is biased by the wrapped-around edges and by smooth
+    background, by up to tenths of a pixel. Here:
+
+    1. coarse: the high-passed template, windowed to zero within ``search + 1`` px of its
+       edges, is correlated with the whole image, so every candidate shift up to ``search``
+       overlaps real image content: an unbiased integer peak;
+    2. fine: the image is moved by that integer shift (exactly, by slicing) and both it and the
+       template are multiplied by the same tapered window; their correlation is then symmetric
+       about the true residual (< 1 px), located on a 1/10 px grid and by a parabola.
+    """
+
+    def __init__(self, template: np.ndarray, coarse_inset: tuple[int, int], fine_inset: tuple[int, int]):
+        t = highpass_for_matching(np.asarray(template, dtype=np.float32))
+        self.shape = t.shape[-2:]
+        self.coarse_ref = np.conj(sfft.rfft2(_windowed(t, taper_mask(self.shape, coarse_inset)),
+                                             axes=(-2, -1), workers=1))
+        self.fine_mask = taper_mask(self.shape, fine_inset)
+        self.fine_ref = np.conj(sfft.rfft2(_windowed(t, self.fine_mask), axes=(-2, -1), workers=1))
+
+    def coarse(self, hp_images: np.ndarray, lo, hi, center=(0.0, 0.0)) -> np.ndarray:
+        """Integer displacements (B, 2) within [lo, hi]."""
+        return displacement(spectrum(hp_images), self.coarse_ref, self.shape, lo, hi, center, refine=False)
+
+    def fine(self, aligned_hp: np.ndarray) -> np.ndarray:
+        """Sub-pixel residual displacements (B, 2) of integer-aligned images, within +-1 px."""
+        spec = sfft.rfft2(_windowed(np.asarray(aligned_hp, dtype=np.float32), self.fine_mask),
+                          axes=(-2, -1), workers=1)
+        return displacement(spec, self.fine_ref, self.shape, (-1.0, -1.0), (1.0, 1.0))
+
+
+def _parabola(fm: np.ndarray, f0: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    denom = fm - 2 * f0 + fp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.where(denom < 0, 0.5 * (fm - fp) / denom, 0.0)
+    return np.clip(np.nan_to_num(off), -0.5, 0.5)
+
+
+def displacement(
+    spec: np.ndarray,
+    ref_conj: np.ndarray,
+    shape: tuple[int, int],
+    lo: tuple[float, float],
+    hi: tuple[float, float],
+    center: tuple[float, float] = (0.0, 0.0),
+    refine: bool = True,
+) -> np.ndarray:
+    """Sub-pixel displacement ``d`` (B, 2) of each image relative to the reference.
+
+    ``spec`` (B, N1, N2//2+1) holds the images' spectra, ``ref_conj`` the conjugate spectrum of
+    the reference (broadcastable). The peak is searched for in ``[lo, hi]`` (pixels, both
+    axes) and the result clipped to it. A flat correlation (constant image) gives no evidence
+    of motion: its displacement is ``center`` clipped to the bounds.
+    """
+    n1, n2 = shape
+    prod = (spec * ref_conj).astype(np.complex64, copy=False)
+    cc = sfft.irfft2(prod, s=shape, axes=(-2, -1), workers=1)
+    ilo = np.ceil(np.asarray(lo) - 1e-9).astype(int)
+    ihi = np.floor(np.asarray(hi) + 1e-9).astype(int)
+    r = np.arange(ilo[0], ihi[0] + 1)
+    c = np.arange(ilo[1], ihi[1] + 1)
+    win = cc[:, (r % n1)[:, None], (c % n2)[None, :]]  # (B, nr, nc)
+    b = len(win)
+    flat = win.reshape(b, -1)
+    best = flat.argmax(axis=1)
+    d0 = np.stack([r[best // len(c)], c[best % len(c)]], axis=1).astype(np.float64)
+    spread = flat.max(axis=1) - flat.min(axis=1)
+    scale = np.abs(flat).max(axis=1)
+    is_flat = spread <= 1e-6 * np.maximum(scale, 1e-30)
+    if not refine:
+        d0[is_flat] = np.clip(np.round(np.asarray(center, dtype=np.float64)), ilo, ihi)
+        return d0
+
+    # matrix-multiply DFT of the correlation on a fine grid around the integer peak
+    k = _HALF_WINDOW
+    offs = np.arange(-k, k + 1) / UPSAMPLE
+    f1 = sfft.fftfreq(n1, 1.0 / n1)
+    f2 = np.arange(prod.shape[-1], dtype=np.float64)
+    w2 = np.full(prod.shape[-1], 2.0)  # the half spectrum stands for both k and -k
+    w2[0] = 1.0
+    if n2 % 2 == 0:
+        w2[-1] = 1.0
+    p1 = d0[:, 0, None] + offs[None, :]
+    p2 = d0[:, 1, None] + offs[None, :]
+    e1 = np.exp((2j * np.pi / n1) * p1[:, :, None] * f1[None, None, :]).astype(np.complex64)
+    e2 = (np.exp((2j * np.pi / n2) * f2[None, :, None] * p2[:, None, :]) * w2[None, :, None]).astype(
+        np.complex64
+    )
+    prod = np.broadcast_to(prod, (b, *prod.shape[-2:]))
+    fine = np.real(np.matmul(np.matmul(e1, prod), e2))  # (B, 2k+1, 2k+1)
+    m = 2 * k + 1
+    idx = fine.reshape(b, -1).argmax(axis=1)
+    i, j = idx // m, idx % m
+    bi = np.arange(b)
+    ic, jc = np.clip(i, 1, m - 2), np.clip(j, 1, m - 2)
+    fi = _parabola(fine[bi, ic - 1, j], fine[bi, ic, j], fine[bi, ic + 1, j])
+    fj = _parabola(fine[bi, i, jc - 1], fine[bi, i, jc], fine[bi, i, jc + 1])
+    fi = np.where((i == ic), fi, 0.0)
+    fj = np.where((j == jc), fj, 0.0)
+    d = d0 + np.stack([(i - k + fi) / UPSAMPLE, (j - k + fj) / UPSAMPLE], axis=1)
+    d[is_flat] = np.asarray(center, dtype=np.float64)
+    return np.clip(d, np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
+
+
+# -- applying shifts -------------------------------------------------------------------------
+def _fill_border(img: np.ndarray, shift: np.ndarray, border_nan, low: float) -> None:
+    """Overwrite the strips a rigid shift uncovered, as CaImAn does for each border_nan mode."""
+    if border_nan is False:
+        return
+    h, w = img.shape
+    # only one of top/bottom (left/right) is non-zero: the sign of the shift picks the side
+    top, left = (min(int(np.ceil(max(v, 0.0))), n - 1) for v, n in zip(shift, (h, w), strict=True))
+    bottom, right = (min(int(np.ceil(max(-v, 0.0))), n - 1) for v, n in zip(shift, (h, w), strict=True))
+    if border_nan == "copy":
+        if top:
+            img[:top] = img[top]
+        if bottom:
+            img[h - bottom :] = img[h - bottom - 1]
+        if left:
+            img[:, :left] = img[:, left, None]
+        if right:
+            img[:, w - right :] = img[:, w - right - 1, None]
+        return
+    value = np.nan if border_nan is True else low
+    if top:
+        img[:top] = value
+    if bottom:
+        img[h - bottom :] = value
+    if left:
+        img[:, :left] = value
+    if right:
+        img[:, w - right :] = value
+
+
+def shift_rigid(frame: np.ndarray, shift, border_nan="copy", use_opencv: bool = True) -> np.ndarray:
+    """Apply a rigid shift ``[dy, dx]``: bicubic warp (clipped to the frame's range) or FFT phase."""
+    frame = np.asarray(frame, dtype=np.float32)
+    s = np.asarray(shift, dtype=np.float64)
+    lo, hi = float(frame.min()), float(frame.max())
+    if use_opencv:
+        m = np.array([[1.0, 0.0, s[1]], [0.0, 1.0, s[0]]], dtype=np.float64)
+        out = cv2.warpAffine(frame, m, frame.shape[::-1], flags=cv2.INTER_CUBIC,
+                             borderMode=cv2.BORDER_REFLECT)
+        np.clip(out, lo, hi, out=out)
+    else:
+        n1, n2 = frame.shape
+        ramp = np.exp(-2j * np.pi * (sfft.fftfreq(n1)[:, None] * s[0] + sfft.rfftfreq(n2)[None, :] * s[1]))
+        out = sfft.irfft2(sfft.rfft2(frame, workers=1) * ramp, s=frame.shape, workers=1).astype(np.float32)
+    _fill_border(out, s, border_nan, lo)
+    return out
+
+
+def _interp_matrix(n: int, centers: np.ndarray) -> np.ndarray:
+    """(n, len(centers)) linear-interpolation weights from patch centres to pixels (clamped)."""
+    x = np.clip(np.arange(n, dtype=np.float64), centers[0], centers[-1])
+    w = np.zeros((n, len(centers)))
+    if len(centers) == 1:
+        w[:] = 1.0
+        return w
+    j = np.clip(np.searchsorted(centers, x, side="right") - 1, 0, len(centers) - 2)
+    t = (x - centers[j]) / (centers[j + 1] - centers[j])
+    w[np.arange(n), j] = 1 - t
+    w[np.arange(n), j + 1] = t
+    return w
+
+
+class FieldUpsampler:
+    """Turns a shift grid (one value per patch) into a per-pixel field.
+
+    Default: ``cv2.resize`` of the grid to the frame (CaImAn's default). ``centers`` given:
+    bilinear interpolation between the actual patch centres, clamped outside them (CaImAn's
+    ``shifts_interpolate``, which uses cubic interpolation there).
+    """
+
+    def __init__(self, dims: tuple[int, int], centers: tuple[np.ndarray, np.ndarray] | None = None):
+        self.dims = dims
+        self._w = None
+        if centers is not None:
+            self._w = (_interp_matrix(dims[0], centers[0]), _interp_matrix(dims[1], centers[1]))
+
+    def __call__(self, grid: np.ndarray) -> np.ndarray:
+        grid = np.asarray(grid, dtype=np.float32)
+        if self._w is not None:
+            return (self._w[0] @ grid @ self._w[1].T).astype(np.float32)
+        return cv2.resize(grid, self.dims[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+class PiecewiseWarper:
+    """Applies per-pixel shift fields with ``cv2.remap`` (bicubic), border per ``border_nan``."""
+
+    def __init__(self, dims: tuple[int, int], border_nan="copy"):
+        self.gy, self.gx = np.mgrid[0 : dims[0], 0 : dims[1]].astype(np.float32)
+        self.border_nan = border_nan
+
+    def __call__(self, frame: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+        frame = np.asarray(frame, dtype=np.float32)
+        if self.border_nan == "copy":
+            mode, value = cv2.BORDER_REPLICATE, 0.0
+        elif self.border_nan is True:
+            mode, value = cv2.BORDER_CONSTANT, float("nan")
+        elif self.border_nan == "min":
+            mode, value = cv2.BORDER_CONSTANT, float(frame.min())
+        else:
+            mode, value = cv2.BORDER_CONSTANT, 0.0
+        return cv2.remap(frame, self.gx - sx, self.gy - sy, cv2.INTER_CUBIC,
+                         borderMode=mode, borderValue=value)
+
+
+def bin_median(frames: np.ndarray, window: int = 10) -> np.ndarray:
+    """Median over consecutive ``window``-frame means: a template robust to activity bursts."""
+    frames = np.asarray(frames, dtype=np.float32)
+    n_bins = max(1, len(frames) // window)
+    means = np.stack([b.mean(axis=0) for b in np.array_split(frames, n_bins)])
+    return np.median(means, axis=0).astype(np.float32)
