@@ -21,7 +21,15 @@ from ..errors import ItemNotFoundError
 from ..store import ACTIVE, BatchStore
 from ..store.batch_store import record_to_series
 from . import operations
-from .frame import append_record, drop_row, position_of, refresh_all, set_row, store_of
+from .frame import (
+    ItemAccessor,
+    append_record,
+    drop_row,
+    position_of,
+    refresh_all,
+    set_row,
+    store_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,19 +174,8 @@ class CaimanDataFrameAccessor:
 
 
 @pd.api.extensions.register_series_accessor("caiman")
-class CaimanSeriesAccessor:
+class CaimanSeriesAccessor(ItemAccessor):
     """Item-level operations on one row: run it, cancel it, read its input and summary images."""
-
-    def __init__(self, row: pd.Series):
-        self._row = row
-
-    @property
-    def store(self) -> BatchStore:
-        return store_of(self._row)
-
-    @property
-    def uuid(self) -> str:
-        return str(self._row["uuid"])
 
     def record(self) -> dict[str, Any]:
         """The item as the store has it now (status and progress are live)."""

@@ -23,9 +23,8 @@ from ..algorithms.cnmf.evaluation import QUALITY_KEYS, select_components
 from ..arrays import LazyArray, LazyMemmap
 from ..arrays.reconstruction import LazyArrayRCB, LazyArrayRCM, LazyArrayResiduals
 from ..formats.cnmf_hdf5 import CNMFResult, load_cnmf, save_cnmf
-from ..store import BatchStore
 from .cache import _derived, _outputs, clear_cache, copy_result, file_key
-from .frame import store_of
+from .frame import ItemAccessor
 
 __all__ = ["CNMFSeriesAccessor", "QUALITY_KEYS", "clear_cache", "detrend_df_f", "select_components"]
 
@@ -37,20 +36,10 @@ ComponentSpec = None | str | Sequence[int] | np.ndarray
 # the accessor
 # --------------------------------------------------------------------------------------------
 @pd.api.extensions.register_series_accessor("cnmf")
-class CNMFSeriesAccessor:
+class CNMFSeriesAccessor(ItemAccessor):
     """CNMF/CNMF-E results of one row: footprints, traces, reconstructions, evaluation."""
 
-    def __init__(self, row: pd.Series):
-        self._row = row
-
     # -- item and files ------------------------------------------------------------------------
-    @property
-    def store(self) -> BatchStore:
-        return store_of(self._row)
-
-    @property
-    def uuid(self) -> str:
-        return str(self._row["uuid"])
 
     def _record(self) -> dict[str, Any]:
         rec = self.store.get(self.uuid)

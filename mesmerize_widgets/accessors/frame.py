@@ -59,3 +59,18 @@ def position_of(df: pd.DataFrame, index: Any) -> int:
     if not hits:
         raise ItemNotFoundError(f"no item with uuid {str(index)!r} in this batch")
     return hits[0]
+
+
+class ItemAccessor:
+    """What every row accessor starts from: the row, its store and its uuid."""
+
+    def __init__(self, row: pd.Series):
+        self._row = row
+
+    @property
+    def store(self) -> BatchStore:
+        return store_of(self._row)
+
+    @property
+    def uuid(self) -> str:
+        return str(self._row["uuid"])

@@ -16,14 +16,12 @@ import tifffile
 from ..algorithms.mcorr.common import load_shifts
 from ..arrays import LazyMemmap
 from ..formats.memmap import load_memmap
+from .frame import ItemAccessor
 
 
 @pd.api.extensions.register_series_accessor("mcorr")
-class MCorrExtensions:
+class MCorrExtensions(ItemAccessor):
     """Outputs of an mcorr item: corrected movie, shifts, TIFF export."""
-
-    def __init__(self, row: pd.Series):
-        self._row = row
 
     def _path(self, key: str, what: str) -> Path:
         algo = self._row.get("algo")

@@ -10,14 +10,13 @@ so a mean over 10 frames of A⊗C costs one matrix product. Nothing here imports
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..accessors.cache import BoundedCache
 from ..arrays.reconstruction import window_bounds
 
 __all__ = ["FRAME_APPLY", "WINDOW_FUNCS", "FrameCache", "ProcessedMovie", "ResidualMovie",
@@ -58,32 +57,14 @@ def reduce_window(frames: np.ndarray, func: str | Callable) -> np.ndarray:
     return np.asarray(ops[func](frames, axis=0), dtype=np.float32)
 
 
-class FrameCache:
+class FrameCache(BoundedCache):
     """A few recent windowed frames per source, shared by the panels of one viewer.
 
     The residual panel reuses the input, A⊗C and b⊗f windows the other panels just computed.
     """
 
     def __init__(self, maxsize: int = 16) -> None:
-        self.maxsize = maxsize
-        self._data: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = compute()
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+        super().__init__(maxsize)
 
 
 class WindowSettings:
