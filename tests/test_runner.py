@@ -237,7 +237,7 @@ import sys, mesmerize_widgets as mw
 mw.set_parent_raw_data_path(sys.argv[2])
 df = mw.load_batch(sys.argv[1])
 items = [i for i, n in enumerate(df["item_name"]) if n.startswith(sys.argv[3])]
-h = df.caiman.run(items, max_workers=1, progress=False)
+h = df.caiman.run(items, max_workers=1, progress=False, backend="builtin")
 assert set(h.statuses().values()) == {"done"}, h.statuses()
 """
 
