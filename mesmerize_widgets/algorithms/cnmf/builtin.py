@@ -175,5 +175,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_cnmfe(ctx: RunContext) -> dict[str, Any]:
-    """CNMF-E (correlation x PNR initialisation, one-photon background; see core.background_rank)."""
+    """CNMF-E (correlation x PNR initialisation). With nb=0 (default) the background is CaImAn's
+    ring model, stored as ``estimates.W`` (sparse, on the ssub_B grid) and ``b0``; ``b``/``f``
+    then hold a low-rank summary of that same background (``b[:, 0] = b0``, ``f[0] = 1``, plus
+    its leading fluctuation modes) so b ⊗ f reconstructions (rcb, residuals) show it. CaImAn
+    leaves b, f empty there: its own rcb needs W, b0 and the movie."""
     return _run(ctx, cnmfe=True)

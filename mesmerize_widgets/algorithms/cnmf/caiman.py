@@ -19,16 +19,22 @@ from ..context import RunContext
 from ..summary.builtin import save_summary_images
 from .builtin import final_output_dir, load_masks, write_c_memmap
 
-_CNMFE_FORCED = {"method_init": "corr_pnr", "only_init": True, "center_psf": True, "normalize_init": False}
+# CaImAn's CNMF-E settings (its demo_pipeline_cnmfE) that are not init-group defaults of ours
+_CNMFE_CAIMAN = {"nb_patch": 0, "low_rank_background": None, "ssub_B": 2, "del_duplicates": True}
 
 
 def _main_for_caiman(params: dict[str, Any], cnmfe: bool) -> dict[str, Any]:
-    """Only the keys the user set (CaImAn fills its own defaults), as mesmerize-core passes them."""
+    """The keys the user set, as mesmerize-core passes them; CaImAn fills its own defaults,
+    except where our schema's defaults differ from CaImAn's: ``use_cnn`` (False) and, for
+    cnmfe items, the CNMF-E defaults (corr_pnr, nb=0 ring model, gSig/gSiz, thresholds), so
+    both backends fit the same model."""
+    from . import _CNMFE_DEFAULTS
+
     main = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.get("main", {}).items()}
     main.pop("var_name_hdf5", None)
     if cnmfe:
-        for k, v in _CNMFE_FORCED.items():
-            main.setdefault(k, v)
+        for k, v in {**_CNMFE_DEFAULTS, **_CNMFE_CAIMAN}.items():
+            main.setdefault(k, list(v) if isinstance(v, tuple) else v)
     main.setdefault("use_cnn", False)  # our schema's default; True needs the model weights
     return main
 
@@ -101,5 +107,5 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
 
 def run_cnmfe(ctx: RunContext) -> dict[str, Any]:
-    """CNMF-E with CaImAn (method_init corr_pnr etc. forced unless main overrides them)."""
+    """CNMF-E with CaImAn (the CNMF-E defaults unless main overrides them)."""
     return _run(ctx, cnmfe=True)

@@ -8,7 +8,8 @@ pixel order), traces ``C`` (K x T) following an AR(p) process and a background `
   CNMF-E, seeds from the correlation x peak-to-noise images of a high-pass-filtered movie;
 * alternating HALS updates of A (each footprint confined to a dilation of its support, then
   thresholded and reduced to its largest connected piece) and C, with a low-rank nonnegative
-  background ``b·f`` updated jointly (CNMF-E: see :func:`background_rank`);
+  background ``b·f`` updated jointly; CNMF-E with ``nb=0`` instead uses CaImAn's ring model
+  (:mod:`.ring`: sparse ``W`` and ``b0``, fitted twice, A and C refined on ``Y - B``);
 * merging of spatially overlapping components whose traces correlate above ``merge_thr``;
 * AR(p) deconvolution of each trace with OASIS (C, S, g, bl, c1, neurons_sn, lam);
 * evaluation: CaImAn's event-exceptionality SNR and spatial r-values.
