@@ -204,6 +204,66 @@ def test_reconstructions(item, sim):
     assert row.cnmf.get_rcm() is rcm  # cached lazy arrays
 
 
+def ring_background_dense(W, b0, A, C, Y, s, dims=DIMS):
+    """CaImAn's ring background b0 + U W D (Y - A C - b0) with explicit matrices (Fortran pixels)."""
+    d1, d2 = dims
+    d1s = (d1 - 1) // s + 1
+    P = d1 * d2
+    p = np.arange(P)
+    U = np.zeros((P, W.shape[0]))
+    U[p, (p % d1) // s + ((p // d1) // s) * d1s] = 1.0
+    D = U.T / U.sum(0)[:, None]
+    Yr = Y.transpose(1, 2, 0).reshape(P, -1, order="F")
+    B = b0[:, None] + U @ (W.toarray() @ (D @ (Yr - A.toarray() @ C - b0[:, None])))
+    return B.reshape(d1, d2, -1, order="F").transpose(2, 0, 1)
+
+
+def test_ring_background_of_cnmfe_output(batch, raw_dir, sim):
+    """A CaImAn-shaped CNMF-E result (nb=0: W, b0, empty b and f): rcb and residuals use the ring."""
+    from mesmerize_widgets.algorithms.cnmf.ring import decimation_matrix, ds_dims, fit_ring_weights
+    from mesmerize_widgets.arrays.reconstruction import LazyArrayRingBackground
+
+    cnmf_acc.clear_cache()
+    _, row, est, _ = make_item(batch, raw_dir, sim, algo="cnmfe")
+    Y = np.asarray(sim.movie, dtype=np.float64)
+    P = DIMS[0] * DIMS[1]
+    Yr = Y.transpose(1, 2, 0).reshape(P, T, order="F")
+    A = est.A
+    b0 = (Yr.mean(1) - A @ est.C.mean(1)).astype(np.float32)
+    Dm = decimation_matrix(DIMS, 2)
+    X = Dm @ (Yr - A @ est.C - b0[:, None])
+    W = fit_ring_weights(X, ds_dims(DIMS, 2), radius=5).astype(np.float32)
+    ring_est = dataclasses.replace(
+        est, b=np.zeros((P, 0), np.float32), f=np.zeros((0, T), np.float32), W=W, b0=b0
+    )
+    params = {"init": {"K": K, "nb": 0, "ssub_B": 2, "center_psf": True, "method_init": "corr_pnr",
+                       "ring_size_factor": 1.4}}
+    path = row.cnmf.get_output_path()
+    save_cnmf(path, ring_est, params, dims=DIMS, mmap_file=str(row.cnmf.get_cnmf_memmap().path))
+    cnmf_acc.clear_cache()
+    with h5py.File(path, "r") as f:  # stored as CaImAn stores them
+        assert f["estimates/b"].shape == (P, 0) and f["estimates/f"].shape == (0, T)
+        assert tuple(f["estimates/W/shape"][()]) == (P // 4, P // 4)
+
+    rcb = row.cnmf.get_rcb()
+    assert isinstance(rcb, LazyArrayRingBackground) and rcb.ssub == 2
+    assert rcb.shape == (T, *DIMS) and rcb.dtype == np.float32
+    B = ring_background_dense(W, b0.astype(np.float64), A, est.C, Y, 2)
+    M = np.stack([frame_of(A @ est.C[:, t]) for t in range(T)])
+    scale = np.abs(B).max()
+    for key in (0, 77, T - 1, slice(10, 14), [3, 90, 5]):
+        np.testing.assert_allclose(rcb[key], B[key], rtol=0, atol=2e-5 * scale)
+    res = row.cnmf.get_residuals()
+    assert res.rcb is rcb
+    for key in (2, 120, slice(40, 43)):
+        np.testing.assert_allclose(res[key], (Y - M - B)[key], rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(rcb.window(50, 9), B[46:55].mean(0), rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(res.window(50, 9), (Y - M - B)[46:55].mean(0), rtol=0, atol=2e-5 * scale)
+    np.testing.assert_allclose(res.window(0, 4, "max"), (Y - M - B)[0:2].max(0), rtol=0, atol=2e-5 * scale)
+    # the background is not the zeros of the empty b ⊗ f: it holds most of the movie
+    assert np.abs(res[5]).mean() < 0.2 * np.abs(Y[5] - M[5]).mean()
+
+
 def test_detrend_dfof(item):
     _, row, est, _ = item
     with pytest.raises(AttributeError, match="run_detrend_dfof"):

@@ -11,6 +11,8 @@ from mesmerize_widgets.arrays.reconstruction import (
     LazyArrayRCB,
     LazyArrayRCM,
     LazyArrayResiduals,
+    LazyArrayRingBackground,
+    ring_ssub,
     window_bounds,
 )
 
@@ -168,3 +170,106 @@ def test_bad_inputs(data):
     res = LazyArrayResiduals(Y, LazyArrayRCM(A, C, (D1, D2)), None)
     np.testing.assert_allclose(res[4], (Y - dense_movie(A, C))[4], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(res.window(4, 3), (Y - dense_movie(A, C))[3:6].mean(0), rtol=1e-5, atol=1e-5)
+
+
+# -- CNMF-E's ring model (nb=0) ----------------------------------------------------------------------
+def ring_dense(W, b0, A, C, Y, s):
+    """CaImAn's formula with explicit matrices: b0 + U W D (Y - A C - b0), pixels in Fortran order."""
+    d1s, d2s = (D1 - 1) // s + 1, (D2 - 1) // s + 1
+    P = D1 * D2
+    block = np.array([(p % D1) // s + ((p // D1) // s) * d1s for p in range(P)])
+    U = np.zeros((P, d1s * d2s))
+    U[np.arange(P), block] = 1.0  # repeat each grid value over its block
+    D = U.T / U.sum(0)[:, None]  # block means (partial edge blocks: mean of the pixels they have)
+    Yr = Y.transpose(1, 2, 0).reshape(P, -1, order="F").astype(np.float64)
+    X = Yr - A.toarray() @ C - b0[:, None]
+    B = b0[:, None] + U @ (W.toarray() @ (D @ X))
+    return B.reshape(D1, D2, -1, order="F").transpose(2, 0, 1)
+
+
+def ring_data(s, seed=5):
+    rng = np.random.default_rng(seed)
+    n_ds = ((D1 - 1) // s + 1) * ((D2 - 1) // s + 1)
+    W = scipy.sparse.random(n_ds, n_ds, density=0.3, format="csr", random_state=seed) * 0.2
+    b0 = rng.random(D1 * D2) * 3 + 1
+    return W, b0
+
+
+@pytest.mark.parametrize("s", [1, 2, 3, 4])
+@pytest.mark.parametrize("key", INDEXES, ids=[repr(k)[:30] for k in INDEXES])
+def test_ring_background_every_index(data, s, key):
+    A, C, _, _, Y = data
+    W, b0 = ring_data(s)
+    rcm = LazyArrayRCM(A, C, (D1, D2))
+    bg = LazyArrayRingBackground(W, b0, Y, rcm)
+    assert bg.ssub == s and bg.shape == (T, D1, D2) and bg.dtype == np.float32
+    B = ring_dense(W, b0, A, C, Y, s)
+    M = dense_movie(A, C)
+    got = bg[key]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, B[key], rtol=1e-5, atol=1e-5)
+    # residuals: fused (same movie and rcm objects) and through the background's own reads
+    for res in (LazyArrayResiduals(Y, rcm, bg), LazyArrayResiduals(Y.copy(), LazyArrayRCM(A, C, (D1, D2)), bg)):
+        np.testing.assert_allclose(res[key], (Y - M - B)[key], rtol=1e-5, atol=1e-5)
+    assert LazyArrayResiduals(Y, rcm, bg)._ring is bg
+
+
+@pytest.mark.parametrize("func", FUNCS, ids=["mean", "max", "min", "std", "median", "p90"])
+@pytest.mark.parametrize("t,size,edge", [(0, 5, "clip"), (20, 10, "clip"), (20, 7, "clip"),
+                                          (39, 6, "shift"), (15, 1, "clip"), (10, 100, "clip")])
+def test_ring_windows_exact(data, func, t, size, edge):
+    A, C, _, _, Y = data
+    W, b0 = ring_data(2)
+    rcm = LazyArrayRCM(A, C, (D1, D2))
+    bg = LazyArrayRingBackground(W, b0, Y, rcm, ssub=2)
+    B, M = ring_dense(W, b0, A, C, Y, 2), dense_movie(A, C)
+    start, stop = window_bounds(t, size, T, edge)
+    ref_fn = {"mean": np.mean, "max": np.max, "min": np.min, "std": np.std, "median": np.median}
+    fn = ref_fn[func] if isinstance(func, str) else func
+    cases = [(bg, B), (LazyArrayResiduals(Y, rcm, bg), Y - M - B),
+             (LazyArrayResiduals(Y.copy(), LazyArrayRCM(A, C, (D1, D2)), bg), Y - M - B)]
+    for lazy, dense in cases:
+        got = lazy.window(t, size, func, edge=edge)
+        assert got.shape == (D1, D2) and got.dtype == np.float32
+        np.testing.assert_allclose(got, fn(dense[start:stop], axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_ring_projections_and_lazy_reads(data, tmp_path):
+    A, C, _, _, Y = data
+    W, b0 = ring_data(3)
+    np.save(tmp_path / "y.npy", Y)
+    lazyY = LazyNpy(tmp_path / "y.npy")
+    rcm = LazyArrayRCM(A, C, (D1, D2))
+    bg = LazyArrayRingBackground(W, b0, lazyY, rcm)
+    B, M = ring_dense(W, b0, A, C, Y, 3), dense_movie(A, C)
+    res = LazyArrayResiduals(lazyY, rcm, bg)
+    for lazy, dense in ((bg, B), (res, Y - M - B)):
+        np.testing.assert_allclose(lazy.mean_image, dense.mean(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(lazy.max_image, dense.max(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(lazy.std_image, dense.std(0), rtol=1e-4, atol=1e-5)
+    # a frame reads only that frame of the movie
+    seen = []
+    orig = lazyY._read_frames
+    lazyY._read_frames = lambda idx: (seen.append(list(idx)), orig(idx))[1]
+    np.testing.assert_allclose(bg[[4, 30]], B[[4, 30]], rtol=1e-5, atol=1e-5)
+    assert seen == [[4, 30]]
+
+
+def test_ring_ssub_and_bad_inputs(data):
+    A, C, _, _, Y = data
+    assert ring_ssub((D1, D2), 5 * 4) == 2 and ring_ssub((D1, D2), 3 * 3) == 3
+    assert ring_ssub((D1, D2), D1 * D2) == 1
+    # 10 rows: ssub 5 and 6 both give 2 blocks; the hint picks, CaImAn's rule otherwise
+    assert ring_ssub((10, 1), 2, hint=6) == 6 and ring_ssub((10, 1), 2) == 5
+    with pytest.raises(ValueError, match="no downsampling factor"):
+        ring_ssub((D1, D2), 7)
+    W, b0 = ring_data(2)
+    rcm = LazyArrayRCM(A, C, (D1, D2))
+    with pytest.raises(ValueError, match="does not give"):
+        LazyArrayRingBackground(W, b0, Y, rcm, ssub=3)
+    with pytest.raises(ValueError, match="b0 has"):
+        LazyArrayRingBackground(W, b0[:-1], Y, rcm)
+    with pytest.raises(ValueError, match="sparse"):
+        LazyArrayRingBackground(W.toarray(), b0, Y, rcm)
+    with pytest.raises(ValueError, match="does not match"):
+        LazyArrayRingBackground(W, b0, Y[:-1], rcm)

@@ -16,12 +16,19 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
+import scipy.sparse
 
 from ..algorithms.caiman_env import caiman_installed
 from ..algorithms.cnmf.dfof import detrend_df_f
 from ..algorithms.cnmf.evaluation import QUALITY_KEYS, select_components
 from ..arrays import LazyArray, LazyMemmap
-from ..arrays.reconstruction import LazyArrayRCB, LazyArrayRCM, LazyArrayResiduals
+from ..arrays.reconstruction import (
+    LazyArrayRCB,
+    LazyArrayRCM,
+    LazyArrayResiduals,
+    LazyArrayRingBackground,
+    ring_ssub,
+)
 from ..formats.cnmf_hdf5 import CNMFResult, load_cnmf, save_cnmf
 from .cache import _derived, _outputs, clear_cache, copy_result, file_key
 from .frame import ItemAccessor
@@ -248,11 +255,41 @@ class CNMFSeriesAccessor(ItemAccessor):
             return compute(self._result())
         return self._cached("rcm", (self._spec_key(component_indices),), compute)
 
-    def get_rcb(self) -> LazyArrayRCB:
-        """Lazy b ⊗ f [t, y, x]."""
-        return self._cached(
-            "rcb", (), lambda res: LazyArrayRCB(res.estimates.b, res.estimates.f, self._dims(res))
+    @staticmethod
+    def _has_ring(res: CNMFResult, dims: tuple[int, int]) -> bool:
+        """Whether the result holds CNMF-E's ring background (a non-empty sparse W and b0)."""
+        e = res.estimates
+        W, b0 = e.W, e.b0
+        return (
+            scipy.sparse.issparse(W) and W.shape[0] > 0 and W.shape[0] == W.shape[1]
+            and b0 is not None and np.size(b0) == dims[0] * dims[1]
         )
+
+    @staticmethod
+    def _ring_ssub(res: CNMFResult, dims: tuple[int, int]) -> int:
+        try:
+            hint = int(res.params.get("init", "ssub_B"))
+        except (KeyError, TypeError, ValueError):
+            hint = None
+        return ring_ssub(dims, res.estimates.W.shape[0], hint)
+
+    def get_rcb(self) -> LazyArrayRCB | LazyArrayRingBackground:
+        """Lazy background [t, y, x]: CNMF-E's ring model where the result has W and b0, else b ⊗ f.
+
+        The ring model's frame t is ``b0 + up(W · ds(Y_t - A·C_t - b0))`` (CaImAn's
+        ``compute_background``), with Y the item's input movie (the CNMF memmap if it is gone).
+        """
+
+        def compute(res: CNMFResult) -> LazyArrayRCB | LazyArrayRingBackground:
+            dims = self._dims(res)
+            e = res.estimates
+            if self._has_ring(res, dims):
+                return LazyArrayRingBackground(
+                    e.W, e.b0, self._residual_movie(), self.get_rcm(), ssub=self._ring_ssub(res, dims)
+                )
+            return LazyArrayRCB(e.b, e.f, dims)
+
+        return self._cached("rcb", (), compute)
 
     def _residual_movie(self) -> Any:
         try:
@@ -261,12 +298,18 @@ class CNMFSeriesAccessor(ItemAccessor):
             return self.get_cnmf_memmap()
 
     def get_residuals(self) -> LazyArrayResiduals:
-        """Lazy Y - A ⊗ C - b ⊗ f, with Y the item's input movie (as mesmerize-core)."""
-        res = self._result()
-        rcb = None if res.estimates.b is None or res.estimates.f is None else self.get_rcb()
-        return self._cached(
-            "residuals", (), lambda _res: LazyArrayResiduals(self._residual_movie(), self.get_rcm(), rcb)
-        )
+        """Lazy Y - A ⊗ C - background (``get_rcb()``), Y the item's input movie (as mesmerize-core)."""
+
+        def compute(res: CNMFResult) -> LazyArrayResiduals:
+            e = res.estimates
+            if self._has_ring(res, self._dims(res)):
+                rcb = self.get_rcb()  # shares its movie and A ⊗ C: each frame is read once
+                assert isinstance(rcb, LazyArrayRingBackground)
+                return LazyArrayResiduals(rcb.movie, rcb.rcm, rcb)
+            rcb = None if e.b is None or e.f is None else self.get_rcb()
+            return LazyArrayResiduals(self._residual_movie(), self.get_rcm(), rcb)
+
+        return self._cached("residuals", (), compute)
 
     # -- dF/F ---------------------------------------------------------------------------------------
     def _rewrite(self, res: CNMFResult, estimates: Any, params: dict[str, dict[str, Any]]) -> Path:

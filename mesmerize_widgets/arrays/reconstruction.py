@@ -1,5 +1,8 @@
 """Lazy reconstructions of a CNMF result: ``A ⊗ C``, ``b ⊗ f`` and the residuals ``Y - A⊗C - b⊗f``.
 
+CNMF-E's ring model (``nb=0``) has no ``b ⊗ f``: :class:`LazyArrayRingBackground` computes its
+background ``b0 + up(W · ds(Y - A·C - b0))`` frame by frame from the movie.
+
 A frame is a matrix product ``spatial @ temporal[:, t]``, so only the frames asked for are ever
 computed, each in O(nnz(A) + pixels). The spatial factor is re-ordered once from CaImAn's Fortran
 pixel order to C order, so the product lands directly as (y, x) frames.
@@ -19,7 +22,14 @@ import scipy.sparse
 
 from .base import LazyArray
 
-__all__ = ["LazyArrayRCB", "LazyArrayRCM", "LazyArrayResiduals", "window_bounds"]
+__all__ = [
+    "LazyArrayRCB",
+    "LazyArrayRCM",
+    "LazyArrayResiduals",
+    "LazyArrayRingBackground",
+    "ring_ssub",
+    "window_bounds",
+]
 
 WindowFunc = str | Callable[..., np.ndarray]
 _F32 = np.float32
@@ -285,10 +295,151 @@ class LazyArrayRCB(_Factorized):
         super().__init__(spatial, temporal, frame_dims)
 
 
-class LazyArrayResiduals(_Projections, LazyArray):
-    """The residuals ``Y - A⊗C - b⊗f`` of a movie ``Y`` (any (T, y, x) array-like), float32."""
+def ring_ssub(dims: tuple[int, int], n_ds: int, hint: int | None = None) -> int:
+    """The factor ``s`` whose grid ``((d1 - 1) // s + 1, (d2 - 1) // s + 1)`` has ``n_ds`` pixels.
 
-    def __init__(self, raw_movie: Any, rcm: LazyArrayRCM, rcb: LazyArrayRCB | None) -> None:
+    ``hint`` (the params' ``ssub_B``) when it fits, else CaImAn's ``round(sqrt(P / n_ds))``,
+    else the smallest factor that fits; ValueError when none does.
+    """
+    d1, d2 = (int(d) for d in dims)
+
+    def fits(s: int) -> bool:
+        return s >= 1 and ((d1 - 1) // s + 1) * ((d2 - 1) // s + 1) == n_ds
+
+    guess = int(round(np.sqrt(d1 * d2 / max(n_ds, 1))))
+    for s in (hint, guess, *range(1, max(d1, d2) + 1)):
+        if s is not None and fits(int(s)):
+            return int(s)
+    raise ValueError(f"W has {n_ds} rows: no downsampling factor of the {d1}x{d2} frame gives that grid")
+
+
+class LazyArrayRingBackground(_Projections, LazyArray):
+    """CNMF-E's ring-model background (``nb=0``), shape (T, d1, d2), float32.
+
+    As CaImAn's ``Estimates.compute_background``: ``B_t = b0 + up(W · (ds(Y_t - A·C_t) - ds(b0)))``
+    where ``ds`` averages ``ssub`` x ``ssub`` pixel blocks (partial blocks at the bottom/right
+    edges average the pixels they have), ``W`` (P_ds x P_ds) acts on that grid in Fortran pixel
+    order, ``up`` repeats each grid value over its block, and ``b0`` is full resolution
+    (Fortran order). ``rcm`` is the ``A ⊗ C`` of all components; ``raw_movie`` is Y (t, y, x).
+    A frame reads one movie frame and costs O(nnz(A) + nnz(W) + pixels).
+    """
+
+    def __init__(
+        self, W: Any, b0: np.ndarray, raw_movie: Any, rcm: LazyArrayRCM, ssub: int | None = None
+    ) -> None:
+        super().__init__()
+        if not scipy.sparse.issparse(W) or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+            raise ValueError(f"W must be a square, non-empty sparse matrix, got {type(W).__name__} {np.shape(W)}")
+        d1, d2 = rcm.dims
+        b0 = np.asarray(b0, dtype=_F32).ravel()
+        if b0.size != d1 * d2:
+            raise ValueError(f"b0 has {b0.size} values, expected {d1 * d2} for dims {rcm.dims}")
+        shape = tuple(raw_movie.shape)
+        if shape != tuple(rcm.shape):
+            raise ValueError(f"movie shape {shape} does not match the reconstruction {rcm.shape}")
+        if ssub is None:
+            s = ring_ssub((d1, d2), W.shape[0])
+        else:
+            s = int(ssub)
+            if ring_ssub((d1, d2), W.shape[0], s) != s:
+                raise ValueError(f"ssub={s} does not give W's grid of {W.shape[0]} pixels for dims {rcm.dims}")
+        self.ssub = s
+        self.ds_dims = ((d1 - 1) // s + 1, (d2 - 1) // s + 1)
+        perm = _fortran_to_c_perm(self.ds_dims)  # W re-indexed to C order on the grid
+        self._W = scipy.sparse.csr_matrix(W)[perm][:, perm].astype(_F32).tocsr()
+        self._W.sort_indices()
+        self._rows = np.arange(0, d1, s)  # block starts, for np.add.reduceat
+        self._cols = np.arange(0, d2, s)
+        counts = np.minimum(s, d1 - self._rows)[:, None] * np.minimum(s, d2 - self._cols)[None, :]
+        self._inv_counts = (1.0 / counts).astype(_F32)
+        self._up_rows = np.arange(d1) // s
+        self._up_cols = np.arange(d2) // s
+        self._b0 = np.ascontiguousarray(b0.reshape(d2, d1).T)  # (y, x)
+        self._b0_ds = self._downsample(self._b0[None])[0]
+        self._movie = raw_movie
+        self._rcm = rcm
+        self.dims = rcm.dims
+        self._shape = shape
+        self._dtype = np.dtype(_F32)
+        self._images = {}
+
+    @property
+    def movie(self) -> Any:
+        return self._movie
+
+    @property
+    def rcm(self) -> LazyArrayRCM:
+        return self._rcm
+
+    def _describe(self) -> str:
+        return f"ssub={self.ssub}, nnz(W)={self._W.nnz}"
+
+    # -- the model ------------------------------------------------------------------------------
+    def _downsample(self, x: np.ndarray) -> np.ndarray:
+        """Block means of (n, d1, d2) frames on the ssub grid, (n, d1s, d2s)."""
+        if self.ssub == 1:
+            return x
+        x = np.add.reduceat(np.add.reduceat(x, self._rows, axis=1), self._cols, axis=2)
+        x *= self._inv_counts
+        return x
+
+    def _upsample(self, z: np.ndarray) -> np.ndarray:
+        if self.ssub == 1:
+            return z
+        return np.take(np.take(z, self._up_rows, axis=1), self._up_cols, axis=2)
+
+    def _background(self, movie_frames: Any, model_frames: np.ndarray) -> np.ndarray:
+        """``b0 + up(W · ds(Y - A·C - b0))`` for frames Y and A·C (n, d1, d2)."""
+        x = np.subtract(np.asarray(movie_frames), model_frames, dtype=_F32)
+        xd = self._downsample(x)
+        xd -= self._b0_ds
+        n = xd.shape[0]
+        fluct = np.asarray(self._W @ xd.reshape(n, -1).T, dtype=_F32).T.reshape(n, *self.ds_dims)
+        out = np.ascontiguousarray(self._upsample(fluct))  # a fresh buffer either way
+        out += self._b0
+        return out
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        return self._background(self._movie[start:stop], self._rcm._read_range(start, stop))
+
+    def _read_frames(self, indices: np.ndarray) -> np.ndarray:
+        return self._background(self._movie[indices], self._rcm._read_frames(indices))
+
+    def _compute_mean_image(self) -> np.ndarray:
+        if self.n_frames == 0:
+            raise ValueError("projections of an empty movie")
+        return self._background(_movie_mean(self._movie, 0, self.n_frames)[None], self._rcm.mean_image[None])[0]
+
+    def window(self, t: int, size: int, func: WindowFunc = "mean", *, edge: str = "clip") -> np.ndarray:
+        """Like :meth:`LazyArrayRCM.window`; "mean" is exact by linearity: the model of the mean frame."""
+        start, stop = window_bounds(int(t), int(size), self.n_frames, edge)
+        if func == "mean":
+            mean_ac = self._rcm.window(t, size, "mean", edge=edge)
+            return self._background(_movie_mean(self._movie, start, stop)[None], mean_ac[None])[0]
+        return np.asarray(_reduce(self._read_range(start, stop), func), dtype=_F32)
+
+
+def _movie_mean(movie: Any, start: int, stop: int) -> np.ndarray:
+    """Mean of frames ``start:stop`` of a (t, y, x) array-like, streamed in chunks (float64)."""
+    shape = tuple(movie.shape[1:])
+    total = np.zeros(shape, dtype=np.float64)
+    step = max(1, _CHUNK_ELEMENTS // max(int(np.prod(shape)), 1))
+    for a in range(start, stop, step):
+        total += np.asarray(movie[a : min(stop, a + step)]).sum(axis=0, dtype=np.float64)
+    return total / max(stop - start, 1)
+
+
+class LazyArrayResiduals(_Projections, LazyArray):
+    """The residuals ``Y - A⊗C - B`` of a movie ``Y`` (any (T, y, x) array-like), float32.
+
+    ``B`` is ``b⊗f`` (:class:`LazyArrayRCB`), the ring model (:class:`LazyArrayRingBackground`)
+    or None. A ring background built on the same movie and ``rcm`` objects shares their frames:
+    each residual frame reads Y and computes A·C once.
+    """
+
+    def __init__(
+        self, raw_movie: Any, rcm: LazyArrayRCM, rcb: LazyArrayRCB | LazyArrayRingBackground | None
+    ) -> None:
         super().__init__()
         shape = tuple(raw_movie.shape)
         if shape != tuple(rcm.shape) or (rcb is not None and shape != tuple(rcb.shape)):
@@ -299,6 +450,9 @@ class LazyArrayResiduals(_Projections, LazyArray):
         self._movie = raw_movie
         self._rcm = rcm
         self._rcb = rcb
+        self._ring = rcb if (
+            isinstance(rcb, LazyArrayRingBackground) and rcb.movie is raw_movie and rcb.rcm is rcm
+        ) else None
         self.dims = rcm.dims
         self._shape = shape
         self._dtype = np.dtype(_F32)
@@ -309,7 +463,7 @@ class LazyArrayResiduals(_Projections, LazyArray):
         return self._rcm
 
     @property
-    def rcb(self) -> LazyArrayRCB | None:
+    def rcb(self) -> LazyArrayRCB | LazyArrayRingBackground | None:
         return self._rcb
 
     def _residual(self, movie_frames: Any, model: np.ndarray) -> np.ndarray:
@@ -317,26 +471,27 @@ class LazyArrayResiduals(_Projections, LazyArray):
         np.subtract(np.asarray(movie_frames), model, out=model, casting="unsafe")
         return model
 
-    def _model(self, rcm_frames: np.ndarray, rcb_frames: Callable[[], np.ndarray] | None) -> np.ndarray:
-        if rcb_frames is not None:
+    def _frames(self, movie_frames: Any, rcm_frames: np.ndarray, rcb_frames: Callable[[], np.ndarray]) -> np.ndarray:
+        if self._ring is not None:
+            movie_frames = np.asarray(movie_frames)
+            rcm_frames += self._ring._background(movie_frames, rcm_frames)
+        elif self._rcb is not None:
             rcm_frames += rcb_frames()
-        return rcm_frames
+        return self._residual(movie_frames, rcm_frames)
 
     def _read_range(self, start: int, stop: int) -> np.ndarray:
         rcb = self._rcb
-        model = self._model(
-            self._rcm._read_range(start, stop),
-            None if rcb is None else (lambda: rcb._read_range(start, stop)),
+        return self._frames(
+            self._movie[start:stop], self._rcm._read_range(start, stop),
+            lambda: rcb._read_range(start, stop),  # type: ignore[union-attr]
         )
-        return self._residual(self._movie[start:stop], model)
 
     def _read_frames(self, indices: np.ndarray) -> np.ndarray:
         rcb = self._rcb
-        model = self._model(
-            self._rcm._read_frames(indices),
-            None if rcb is None else (lambda: rcb._read_frames(indices)),
+        return self._frames(
+            self._movie[indices], self._rcm._read_frames(indices),
+            lambda: rcb._read_frames(indices),  # type: ignore[union-attr]
         )
-        return self._residual(self._movie[indices], model)
 
     def _movie_window_mean(self, start: int, stop: int) -> np.ndarray:
         frames = np.asarray(self._movie[start:stop])
@@ -345,22 +500,26 @@ class LazyArrayResiduals(_Projections, LazyArray):
 
     def _compute_mean_image(self) -> np.ndarray:
         # mean(Y) streamed over the movie; the model's mean by linearity
-        total = np.zeros(self.dims, dtype=np.float64)
-        step = max(1, _CHUNK_ELEMENTS // max(int(np.prod(self.dims)), 1))
-        for start in range(0, self.n_frames, step):
-            total += np.asarray(self._movie[start : start + step]).sum(axis=0, dtype=np.float64)
-        out = total / self.n_frames - self._rcm.mean_image
-        if self._rcb is not None:
+        mean_y = _movie_mean(self._movie, 0, self.n_frames)
+        out = mean_y - self._rcm.mean_image
+        if self._ring is not None:
+            bg = self._ring._background(mean_y[None], self._rcm.mean_image[None])[0]
+            self._ring._images.setdefault("mean", bg)
+            out -= bg
+        elif self._rcb is not None:
             out -= self._rcb.mean_image
         return out
 
     def window(self, t: int, size: int, func: WindowFunc = "mean", *, edge: str = "clip") -> np.ndarray:
-        """Like :meth:`LazyArrayRCM.window`; "mean" is ``mean(Y[w]) - A mean(C[:, w]) - b mean(f[:, w])``."""
+        """Like :meth:`LazyArrayRCM.window`; "mean" is ``mean(Y[w])`` minus the model of the mean frame."""
         start, stop = window_bounds(int(t), int(size), self.n_frames, edge)
         if func == "mean":
-            out = np.asarray(self._movie_window_mean(start, stop), dtype=_F32)
-            out -= self._rcm.window(t, size, "mean", edge=edge)
-            if self._rcb is not None:
+            mean_y = np.asarray(self._movie_window_mean(start, stop), dtype=_F32)
+            mean_ac = self._rcm.window(t, size, "mean", edge=edge)
+            out = mean_y - mean_ac
+            if self._ring is not None:
+                out -= self._ring._background(mean_y[None], mean_ac[None])[0]
+            elif self._rcb is not None:
                 out -= self._rcb.window(t, size, "mean", edge=edge)
             return out
         return np.asarray(_reduce(self._read_range(start, stop), func), dtype=_F32)

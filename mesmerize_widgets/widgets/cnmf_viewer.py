@@ -182,7 +182,8 @@ class CNMFViewer(ViewerBase):
         if tuple(movie.shape) != tuple(rcm.shape):
             raise ValueError(f"the input movie has shape {tuple(movie.shape)} but the CNMF result is "
                              f"{tuple(rcm.shape)} (frames, rows, cols): not this item's movie")
-        has_bg = e.b is not None and e.f is not None and np.size(e.b) > 0
+        ring = getattr(e, "W", None) is not None and getattr(e, "b0", None) is not None  # CNMF-E, nb=0
+        has_bg = ring or (e.b is not None and e.f is not None and np.size(e.b) > 0)
         rcb = row.cnmf.get_rcb() if has_bg else _Zeros(rcm.shape)
         residuals = row.cnmf.get_residuals()
         K = int(np.shape(e.C)[0]) if e.C is not None else 0
