@@ -239,16 +239,36 @@ def test_border_nan_true_and_1p_highpass(tmp_path):
 
 
 @pytest.mark.caiman
-def test_caiman_backend_writes_the_same_files(tmp_path, rigid_sim):
+@pytest.mark.parametrize("pw_rigid", [False, True], ids=["rigid", "piecewise"])
+def test_caiman_backend_writes_the_same_files(tmp_path, rigid_sim, pw_sim, pw_rigid):
     pytest.importorskip("caiman.source_extraction")
     from mesmerize_widgets.algorithms.mcorr import caiman as caiman_backend
 
-    path = _small(tmp_path, rigid_sim.movie[:100])
-    params = get_algorithm("mcorr").schema.validate({"main": {"max_shifts": (6, 6)}})
+    sim = pw_sim if pw_rigid else rigid_sim
+    path = _small(tmp_path, sim.movie[:100])
+    main = {**PW, "niter_rig": 1} if pw_rigid else {"max_shifts": (6, 6)}
+    params = get_algorithm("mcorr").schema.validate({"main": main})
     ctx = RunContext(input_path=path, params=params, output_dir=tmp_path / "o", prefix="u")
     (tmp_path / "o").mkdir()
     out = caiman_backend.run(ctx)
-    assert out["mcorr-output-path"].name == "u_rig__d1_128_d2_128_d3_1_order_F_frames_100.mmap"
+    kind = "els" if pw_rigid else "rig"
+    assert out["mcorr-output-path"] == tmp_path / "o" / f"u_{kind}__d1_128_d2_128_d3_1_order_F_frames_100.mmap"
+    assert sorted(f.name for f in (tmp_path / "o").glob("*.mmap")) == [out["mcorr-output-path"].name]
+    mov = _read_caiman_f(out["mcorr-output-path"])
+    assert mov.shape == (100, *DIMS) and np.isfinite(mov).all()
+    for key in ("mean-projection-path", "std-projection-path", "max-projection-path", "corr-img-path"):
+        img = np.load(out[key])
+        assert img.shape == DIMS and np.isfinite(img).all(), key
+    np.testing.assert_allclose(np.load(out["mean-projection-path"]), mov.mean(0), rtol=1e-4, atol=1e-3)
     shifts = np.load(out["shifts"])
-    assert shifts.shape == (100, 2)
-    assert _rms_without_offset(shifts - rigid_sim.truth.shifts[:100]) <= 0.2
+    if not pw_rigid:
+        assert shifts.shape == (100, 2)
+        assert _rms_without_offset(shifts - sim.truth.shifts[:100]) <= 0.2
+        return
+    # our documented layout (2, T, n_patches), patches in C order of patch_grid, as the builtin's
+    rows, cols = patch_centers(DIMS, PW["strides"], PW["overlaps"])
+    assert shifts.shape == (2, 100, len(rows) * len(cols))
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    truth = np.stack([sim.truth.shift_at(t, rr.ravel(), cc.ravel()) for t in range(100)])
+    err = (shifts.transpose(1, 0, 2) - truth).transpose(0, 2, 1).reshape(-1, 2)
+    assert _rms_without_offset(err) <= 0.5, _rms_without_offset(err)

@@ -2,16 +2,17 @@
 
 Passes over the movie, as CaImAn's ``MotionCorrect.motion_correct``:
 
-1. an initial template from up to 50 evenly spaced frames, refined by registering them to it;
+1. an initial template from up to 60 evenly spaced frames, refined by registering them to it;
 2. ``niter_rig`` rigid passes, each giving a new template: the median over ``splits_rig``
    time splits of the mean corrected frame (the last rigid pass writes the movie if rigid);
 3. piecewise-rigid (``pw_rigid``): one pass registering each patch within
    ``max_deviation_rigid`` of the frame's rigid shift, writing the movie.
 
 Each pass cuts the movie into chunks of at most ``chunk_frames`` frames; a worker opens the
-lazy movie itself, corrects its chunk and writes it straight into the preallocated F-order
-memmap, returning only shifts, template sums and summary-image partial sums. Memory is
-bounded by ``n_processes * chunk_frames`` frames whatever the movie length.
+lazy movie itself and streams its chunk SUB_BATCH frames at a time (read, register, warp,
+write straight into the preallocated F-order memmap), returning only shifts, template sums and
+summary-image partial sums. Memory is bounded by ``n_processes * SUB_BATCH`` frames (plus the
+initial template's sample) whatever the movie length.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from .common import (
 
 log = logging.getLogger(__name__)
 
-SUB_BATCH = 16  # frames transformed together (bounds FFT temporaries)
-N_TEMPLATE_FRAMES = 100
+SUB_BATCH = 16  # frames read, registered and written together (bounds worker memory)
+N_TEMPLATE_FRAMES = 60  # as CaImAn (about 50 frames): the rigid passes refine the template anyway
+N_TEMPLATE_ROUNDS = 2  # register-and-median rounds of the initial template
 N_MIN_FRAMES = 400  # CaImAn's min_mov: minimum of the first 400 frames
 
 
@@ -203,35 +205,49 @@ class _Registrar:
 
 
 def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
-    """Correct frames [start, stop): the unit of work of a worker process."""
+    """Correct frames [start, stop): the unit of work of a worker process.
+
+    Streams the chunk SUB_BATCH frames at a time (read, register, warp, write, accumulate), so
+    a worker holds a few sub-batches, not several copies of its chunk.
+    """
     s: Settings = task["settings"]
     start, stop = task["start"], task["stop"]
-    frames = read_frames(s, start, stop)
     reg = _Registrar(s, task["template"], task["piecewise"])
-    reg_frames = reg.reg_frames(frames)
-    shifts = reg.rigid(reg_frames)
-    els = np.zeros((len(frames), reg.n_patches, 2)) if reg.piecewise else None
-    corrected = np.empty_like(frames)
-    for i in range(len(frames)):
-        grid = reg.patches(reg_frames[i], shifts[i]) if reg.piecewise else None
-        corrected[i], e = reg.apply(frames[i], shifts[i], grid)
-        if e is not None:
-            els[i] = e
-    result: dict[str, Any] = {"start": start, "shifts": shifts, "els": els, "sums": {}}
-    for split, a, b in task["splits"]:
-        part = corrected[a - start : b - start]
-        result["sums"][split] = (np.nansum(part, axis=0, dtype=np.float64), len(part))
+    n = stop - start
+    shifts = np.zeros((n, 2))
+    els = np.zeros((n, reg.n_patches, 2)) if reg.piecewise else None
+    sums = {split: [np.zeros(s.dims), b - a] for split, a, b in task["splits"]}
+    acc = None
     if s.out_path is not None:
-        out = corrected
-        if s.add_to_output:
-            out += np.float32(s.add_to_output)
-        _write_frames(s.out_path, start, out)
         acc = SummaryAccumulator(s.dims)
         acc._shift = s.summary_ref  # shared reference so partial sums add up across workers
-        nan = np.isnan(out)
-        if nan.any():  # border_nan=True: NaN pixels count as the reference (template) value
-            out = np.where(nan, s.summary_ref[None].astype(np.float32), out)
-        acc.add(out)
+    for a in range(start, stop, SUB_BATCH):
+        b = min(a + SUB_BATCH, stop)
+        frames = read_frames(s, a, b)
+        reg_frames = reg.reg_frames(frames)
+        sh = reg.rigid(reg_frames)
+        shifts[a - start : b - start] = sh
+        for i in range(len(frames)):  # corrected in place: the raw frame is not needed again
+            grid = reg.patches(reg_frames[i], sh[i]) if reg.piecewise else None
+            frames[i], e = reg.apply(frames[i], sh[i], grid)
+            if e is not None:
+                els[a - start + i] = e
+        del reg_frames
+        for split, lo, hi in task["splits"]:
+            lo, hi = max(lo, a), min(hi, b)
+            if hi > lo:
+                sums[split][0] += np.nansum(frames[lo - a : hi - a], axis=0, dtype=np.float64)
+        if s.out_path is not None:
+            if s.add_to_output:
+                frames += np.float32(s.add_to_output)
+            _write_frames(s.out_path, a, frames)
+            nan = np.isnan(frames)
+            if nan.any():  # border_nan=True: NaN pixels count as the reference (template) value
+                np.copyto(frames, s.summary_ref[None].astype(np.float32), where=nan)
+            acc.add(frames)
+    result: dict[str, Any] = {"start": start, "shifts": shifts, "els": els,
+                              "sums": {k: (v[0], v[1]) for k, v in sums.items()}}
+    if acc is not None:
         result["acc"] = acc
     return result
 
@@ -308,18 +324,27 @@ def _tasks(n_frames: int, n_splits: int, chunk: int) -> list[tuple[int, int, lis
 
 
 def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, np.ndarray]:
-    """(template in the registration domain, raw mean) from evenly spaced frames."""
+    """(template in the registration domain, raw mean) from evenly spaced frames.
+
+    Each refinement round registers the sample bin by bin and keeps only the bins' means (all
+    that the bin median needs), so beyond the sample itself it holds a bin of frames.
+    """
     idx = np.unique(np.linspace(0, n_frames - 1, min(n_frames, N_TEMPLATE_FRAMES)).astype(int))
-    raw = np.stack([read_frames(s, int(i), int(i) + 1)[0] for i in idx])
-    sample = R.highpass(raw, kernel) if kernel is not None else raw
+    sample = np.stack([read_frames(s, int(i), int(i) + 1)[0] for i in idx])
+    raw_mean = sample.mean(axis=0)
+    if kernel is not None:
+        sample = R.highpass(sample, kernel)
+    bins = np.array_split(np.arange(len(sample)), max(1, len(sample) // R.BIN_FRAMES))
     template = R.bin_median(sample)
-    ref_settings = s
-    for _ in range(3):
-        reg = _Registrar(ref_settings, template, piecewise=False)
-        shifts = reg.rigid(R.highpass_for_matching(sample))
-        moved = np.stack([R.shift_rigid(f, sh, "copy") for f, sh in zip(sample, shifts, strict=True)])
-        template = R.bin_median(moved)
-    return template, raw.mean(axis=0)
+    for _ in range(N_TEMPLATE_ROUNDS):
+        reg = _Registrar(s, template, piecewise=False)
+        means = np.empty((len(bins), *s.dims), np.float32)
+        for k, ids in enumerate(bins):
+            part = sample[ids[0] : ids[-1] + 1]
+            shifts = reg.rigid(R.highpass_for_matching(part))
+            means[k] = np.mean([R.shift_rigid(f, sh, "copy") for f, sh in zip(part, shifts, strict=True)], axis=0)
+        template = np.median(means, axis=0).astype(np.float32)
+    return template, raw_mean
 
 
 def _min_mov(s: Settings, n_frames: int, kernel) -> float:
