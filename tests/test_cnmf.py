@@ -104,6 +104,26 @@ def test_seeded_cnmf_recovers_every_true_mask(tmp_path, sim2p):
     assert res.params.get("patch", "rf") is None
 
 
+def test_seed_from_another_items_footprints(tmp_path):
+    """Ain_path may name another cnmf item's HDF5: its accepted components seed the fit."""
+    from mesmerize_widgets.formats.cnmf_hdf5 import Estimates, save_cnmf
+
+    sim = simulate_2p(n_frames=300, dims=(64, 64), n_neurons=12, motion=None, seed=4)
+    K = sim.truth.A.shape[1]
+    good = np.arange(0, K, 2)  # only the accepted ones (every other) must seed the new fit
+    (tmp_path / "in").mkdir()
+    save_cnmf(tmp_path / "in" / "other.hdf5",
+              Estimates(A=sim.truth.A.astype(np.float64).tocsc(), C=sim.truth.C.astype(np.float64),
+                        idx_components=good, idx_components_bad=np.setdiff1d(np.arange(K), good),
+                        dims=(64, 64)),
+              None, dims=(64, 64), mmap_file="")
+    outputs, _ = _run(tmp_path, sim.movie, {"gSig": (4, 4), "p": 1}, Ain_path="other.hdf5")
+    res = load_cnmf(outputs["cnmf-hdf5-path"])
+    assert res.estimates.A.shape[1] == len(good)
+    corr = np.corrcoef(res.estimates.A.toarray().T, sim.truth.A[:, good].toarray().T)[: len(good), len(good):]
+    assert np.all(corr.diagonal() > 0.9)
+
+
 @pytest.mark.slow
 def test_cnmfe_finds_the_simulated_neurons(tmp_path):
     sim = simulate_1p(n_frames=1000, dims=(128, 128), n_neurons=60, seed=1)

@@ -35,7 +35,7 @@ from .frame import ItemAccessor
 
 __all__ = ["CNMFSeriesAccessor", "QUALITY_KEYS", "clear_cache", "detrend_df_f", "select_components"]
 
-CNMF_ALGOS = ("cnmf", "cnmfe")
+CNMF_ALGOS = ("cnmf", "cnmfe", "onacid")
 ComponentSpec = None | str | Sequence[int] | np.ndarray
 
 

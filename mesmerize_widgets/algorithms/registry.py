@@ -61,7 +61,7 @@ def register(algo: Algorithm) -> Algorithm:
 
 def _ensure_builtin_algorithms() -> None:
     # importing the package modules registers them
-    from . import cnmf, mcorr, preprocess, summary  # noqa: F401
+    from . import cnmf, mcorr, onacid, preprocess, summary  # noqa: F401
 
 
 def get_algorithm(name: str) -> Algorithm:

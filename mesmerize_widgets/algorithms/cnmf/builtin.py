@@ -64,14 +64,22 @@ def write_c_memmap(ctx: RunContext, chunk: int = 200) -> tuple[Path, SummaryAccu
 
 def load_masks(path: str | os.PathLike, dims: tuple[int, int], input_path: Path | None = None) -> np.ndarray:
     """Seed masks for ``Ain_path``: an .npy, bool or float, shaped (rows, cols, K), (K, rows, cols)
-    or (pixels, K) in Fortran pixel order (CaImAn's A); a relative path is taken from the input
-    movie's directory. Returns dense (pixels, K) float32 footprints with unit l2 norm."""
+    or (pixels, K) in Fortran pixel order (CaImAn's A), or another cnmf item's ``.hdf5`` (its
+    accepted components, all of them if it was never evaluated); a relative path is taken from
+    the input movie's directory. Returns dense (pixels, K) float32 footprints with unit l2 norm."""
     p = Path(path)
     if not p.is_absolute() and input_path is not None:
         p = Path(input_path).parent / p
     if not p.exists():
         raise ValueError(f"Ain_path {path!r} not found (looked for {p})")
-    m = np.load(p, allow_pickle=False)
+    if p.suffix in (".hdf5", ".h5"):
+        from ...formats.cnmf_hdf5 import load_cnmf
+
+        est = load_cnmf(p).estimates
+        good = est.idx_components
+        m = est.A[:, good] if good is not None and len(good) else est.A
+    else:
+        m = np.load(p, allow_pickle=False)
     if sp.issparse(m):  # pragma: no cover - np.load never gives one, kept for callers
         m = m.toarray()
     m = np.asarray(m)
