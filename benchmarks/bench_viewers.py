@@ -12,6 +12,15 @@ movie as a TIFF) in a temporary batch, then steps the time index frame by frame 
 
 Both fetch synchronously and draw with ``canvas.draw()`` so every step is a complete new frame.
 Prints frames/s of each and the overhead ratio (bare fps / viewer fps; goal <= 1.3).
+
+``--scale`` (``.venv/bin/python benchmarks/bench_viewers.py --scale [--k 2000 --t 30000 --dims 512]``)
+instead checks the viewer stays interactive at full size: the input movie is a 512x512x30000
+float32 F-order CaImAn memmap made as a sparse file (a few hundred real frames at three places),
+C and YrA are K x T float32, footprints ~150 px. The item is built in a child process (so peak RSS
+is the viewer's alone) under a temp dir on /tmp, which is removed at the end. Prints the time to
+construct the viewer and ``set_row``, peak RSS, per-step time of the time index at t=100, 15000,
+29000 with a mean-``window`` window, ``set_eval`` + redraw, click-select + redraw, and the bytes
+read from the movie file per step (a counter on ``LazyMemmap``'s reads, and /proc/self/io rchar).
 """
 
 from __future__ import annotations
@@ -72,6 +81,210 @@ def build_item(root: Path, d: int, k: int, t: int, seed: int = 0):
     return mw.load_batch(root / "batch").iloc[0]
 
 
+# -- --scale: 2000 components over a 512x512x30000 memmapped movie -------------------------------------
+SCALE_REAL = (0, 14900, 28900)  # real frames are written at these starts (SCALE_NREAL each); the rest is a hole
+SCALE_NREAL = 200
+
+
+def build_scale_item(root: Path, d: int, k: int, t: int, seed: int = 0) -> None:
+    """A done cnmf item whose input is a sparse F-order memmap (t, d, d); C, YrA K x t float32."""
+    from mesmerize_widgets.formats.memmap import memmap_name
+
+    rng = np.random.default_rng(seed)
+    raw = root / "raw"
+    raw.mkdir()
+    mw.set_parent_raw_data_path(raw)
+    mw.create_batch(root / "batch")
+    A = random_footprints(d, d, k, 7.0, rng)  # ~154 px each
+    C = np.empty((k, t), np.float32)
+    for s in range(0, t, 5000):  # chunked, float32 all the way: C is 240 MB at 2000 x 30000
+        n = min(5000, t - s)
+        C[:, s : s + n] = np.maximum(0, rng.standard_normal((k, n), dtype=np.float32))
+    np.cumsum(C, axis=1, out=C)
+    np.remainder(C, 5, out=C)
+    b = rng.uniform(50, 100, (d * d, 1))
+    f = (1 + 0.1 * rng.normal(size=(1, t))).astype(np.float32)
+    name = memmap_name("movie", (d, d), t, "F")
+    P = d * d
+    with open(raw / name, "wb") as fh:  # sparse: seek to the end, write one byte
+        fh.seek(P * t * 4 - 1)
+        fh.write(b"\0")
+        for s0 in (s for s in SCALE_REAL if s < t):
+            s1 = min(s0 + SCALE_NREAL, t)
+            block = (A @ C[:, s0:s1] + b @ f[:, s0:s1]).T  # (n, P) Fortran pixels = F-order frames
+            block = (block + rng.normal(0, 2, block.shape)).astype("<f4")
+            fh.seek(s0 * P * 4)
+            fh.write(block.tobytes())
+    store = BatchStore(root / "batch")
+    rec = store.add(algo="cnmf", item_name="scale", params={"main": {}}, input_root="raw", input_movie_path=name)
+    u = rec["uuid"]
+    out = store.item_dir(u)
+    out.mkdir(parents=True)
+    snr = rng.uniform(0, 8, k)
+    rv = rng.uniform(-1, 1, k)
+    good = np.flatnonzero((snr > 2.5) | (rv >= 0.8))
+    YrA = rng.standard_normal((k, t), dtype=np.float32)
+    YrA *= 0.5
+    est = Estimates(A=A, C=C, b=b, f=f, YrA=YrA, SNR_comp=snr, r_values=rv, idx_components=good,
+                    idx_components_bad=np.setdiff1d(np.arange(k), good), dims=(d, d))
+    save_cnmf(out / f"{u}.hdf5", est, {"quality": {"min_SNR": 2.5, "rval_thr": 0.8}}, dims=(d, d), mmap_file="")
+    store.update(u, status="done", outputs={"success": True, "cnmf-hdf5-path": f"{u}/{u}.hdf5"})
+
+
+def _proc_io() -> dict[str, int]:
+    with open("/proc/self/io") as fh:
+        return {k: int(v) for k, v in (line.split(":") for line in fh)}
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _reset_peak() -> bool:
+    try:  # Linux >= 4.0: writing 5 resets VmHWM to the current RSS
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def scale_main(a: argparse.Namespace) -> None:
+    import shutil
+    import subprocess
+
+    from mesmerize_widgets.arrays.memmap import LazyMemmap
+    from mesmerize_widgets.widgets.cnmf_viewer import CNMFViewer
+
+    d, k, t = a.dims, a.k, a.t
+    print(subprocess.run(["df", "-h", "/tmp"], capture_output=True, text=True).stdout.strip())
+    movie_gb = d * d * t * 4 / 1e9
+    tmp = Path(tempfile.mkdtemp(prefix="bench-viewers-scale-", dir="/tmp"))
+    try:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--scale-build", str(tmp), "--dims", str(d), "--k", str(k),
+                        "--t", str(t)], check=True)
+        du = subprocess.run(["du", "-sh", "--apparent-size", str(tmp)], capture_output=True, text=True).stdout.split()[0]
+        real = subprocess.run(["du", "-sh", str(tmp)], capture_output=True, text=True).stdout.split()[0]
+        print(f"item: {t} frames of {d}x{d} ({movie_gb:.1f} GB sparse F-order memmap), {k} components; "
+              f"built in {time.perf_counter() - t0:.1f} s (child process); on disk {real} real, {du} apparent")
+
+        # count what the movie file gives: every F-order read goes through _read_runs
+        counter = {"bytes": 0, "frames": 0, "calls": 0}
+        orig = LazyMemmap._read_runs
+
+        def counting(self, runs):
+            n = sum(b - a_ for a_, b in runs)
+            counter["bytes"] += n * self.info.n_pixels * 4
+            counter["frames"] += n
+            counter["calls"] += 1
+            return orig(self, runs)
+
+        LazyMemmap._read_runs = counting
+
+        def measure(fn):
+            c0, io0 = dict(counter), _proc_io()
+            t0 = time.perf_counter()
+            r = fn()
+            dt = time.perf_counter() - t0
+            io1 = _proc_io()
+            return r, dt, counter["bytes"] - c0["bytes"], counter["frames"] - c0["frames"], \
+                io1["rchar"] - io0["rchar"], io1["read_bytes"] - io0["read_bytes"]
+
+        mb = 1 / 2**20
+        mw.set_parent_raw_data_path(tmp / "raw")
+        rss0 = _status_kb("VmRSS")
+        _reset_peak()
+        row = mw.load_batch(tmp / "batch").iloc[0]
+        v, dt_new, *_ = measure(lambda: CNMFViewer(size=tuple(a.size)))
+        ok, dt_row, by, fr, rchar, rb = measure(lambda: v.set_row(row))
+        assert ok, v.last_message
+        _, dt_win, by2, fr2, rchar2, _ = measure(lambda: (v.set_window("mean", a.window), v.render()))
+        peak = _status_kb("VmHWM")
+        print(f"CNMFViewer(): {dt_new:.2f} s; set_row: {dt_row:.2f} s (movie file: {fr} frames, {by * mb:.1f} MiB; "
+              f"all read() calls {rchar * mb:.1f} MiB, from disk {rb * mb:.1f} MiB); "
+              f"set_window(mean, {a.window}) + first render: {dt_win:.2f} s ({fr2} frames, {by2 * mb:.1f} MiB)")
+        cg = v.contours
+        print(f"contours: {cg.n} in one graphic ({cg.offsets[-1]} vertices); graphics in panel 0: "
+              f"{len(_fpl_graphics(v, 0))}")
+        print(f"RSS: {rss0 * 1024 * mb:.0f} MiB before, {_status_kb('VmRSS') * 1024 * mb:.0f} MiB after load, "
+              f"peak {peak * 1024 * mb:.0f} MiB (VmHWM since load_batch; ru_maxrss "
+              f"{_ru_maxrss_mb():.0f} MiB); C {v.C.dtype} {v.C.nbytes * mb:.0f} MiB, "
+              f"movie {movie_gb * 1e9 * mb:.0f} MiB on disk")
+
+        frame_mib = d * d * 4 * mb
+        print(f"time steps (+1 frame each, mean-{a.window} window, set_time + render of both canvases; "
+              f"one frame = {frame_mib:.2f} MiB):")
+        for start in (100, 15000, 29000):
+            if start + a.scale_steps >= t:
+                continue
+            _, dt_j, by_j, fr_j, rc_j, _ = measure(lambda s=start: (v.set_time(s), v.render()))
+            dts, bys, frs, rcs = [], [], [], []
+            for i in range(1, a.scale_steps + 1):
+                _, dt_s, by_s, fr_s, rc_s, _ = measure(lambda s=start + i: (v.set_time(s), v.render()))
+                dts.append(dt_s), bys.append(by_s), frs.append(fr_s), rcs.append(rc_s)
+            dts_ms = np.array(dts) * 1e3
+            split_set, split_draw = [], []  # where a step's time goes: set_time (fetch + upload) vs drawing
+            for i in range(a.scale_steps + 1, a.scale_steps + 6):
+                t0 = time.perf_counter()
+                v.set_time(start + i)
+                t1 = time.perf_counter()
+                v.render()
+                split_set.append(t1 - t0), split_draw.append(time.perf_counter() - t1)
+            real_frame = v.shown_frame(0)
+            print(f"  t={start}: jump {dt_j * 1e3:.0f} ms ({fr_j} frames, {by_j * mb:.1f} MiB read); "
+                  f"{a.scale_steps} steps: median {np.median(dts_ms):.0f} ms, max {dts_ms.max():.0f} ms "
+                  f"({1e3 / np.median(dts_ms):.1f} steps/s); movie read per step {np.mean(frs):.1f} frames = "
+                  f"{np.mean(bys) * mb:.2f} MiB (max {max(bys) * mb:.2f}); all read() per step "
+                  f"{np.mean(rcs) * mb:.2f} MiB; split: set_time {np.median(split_set) * 1e3:.0f} ms + "
+                  f"render {np.median(split_draw) * 1e3:.0f} ms; shown frame mean {float(real_frame.mean()):.1f}")
+
+        # re-classify via the eval sliders
+        times = []
+        for snr_thr in (1.0, 2.0, 3.0, 4.0, 5.0):
+            _, dt_e, by_e, *_ = measure(lambda x=snr_thr: (v.set_eval(min_SNR=x), v.render()))
+            times.append((snr_thr, dt_e * 1e3, int(v.accepted.sum()) if hasattr(v, "accepted") else -1, by_e))
+        print("set_eval(min_SNR=x) + render: " + ", ".join(
+            f"{x:g}: {ms:.0f} ms ({n} accepted, {by * mb:.0f} MiB read)" for x, ms, n, by in times))
+
+        # select components by click at their centres
+        rng = np.random.default_rng(1)
+        ks = rng.choice(v.n_components, 10, replace=False)
+        ms, hits, bys = [], 0, []
+        for kk in ks:
+            r_, c_ = v.centers[kk]
+            got, dt_c, by_c, *_ = measure(lambda r_=r_, c_=c_: (v.click(c_, r_), v.render())[0])
+            ms.append(dt_c * 1e3)
+            hits += got == kk
+            bys.append(by_c)
+        ms = np.array(ms)
+        print(f"click-select + render (10 components): median {np.median(ms):.0f} ms, max {ms.max():.0f} ms, "
+              f"{hits}/10 picked the clicked component, movie read {np.mean(bys) * mb:.1f} MiB per click")
+        print(f"total movie read by the viewer: {counter['frames']} frames = {counter['bytes'] * mb:.0f} MiB "
+              f"of {movie_gb * 1e9 * mb:.0f} MiB ({counter['calls']} reads); peak RSS {_status_kb('VmHWM') * 1024 * mb:.0f} MiB")
+        LazyMemmap._read_runs = orig
+        v.close() if hasattr(v, "close") else None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"removed {tmp}: exists={tmp.exists()}")
+
+
+def _ru_maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fpl_graphics(v, panel: int) -> list:
+    from mesmerize_widgets.widgets import _fpl
+
+    return list(_fpl.subplots(v.iw)[panel].graphics)
+
+
 def step_fps(step, n: int) -> float:
     step(0)  # warm-up: shaders, caches
     step(1)
@@ -83,13 +296,26 @@ def step_fps(step, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dims", type=int, default=256)
-    ap.add_argument("--k", type=int, default=1000)
-    ap.add_argument("--t", type=int, default=400)
+    ap.add_argument("--dims", type=int, default=None, help="default 256 (512 with --scale)")
+    ap.add_argument("--k", type=int, default=None, help="default 1000 (2000 with --scale)")
+    ap.add_argument("--t", type=int, default=None, help="default 400 (30000 with --scale)")
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--size", type=int, nargs=2, default=(900, 640))
+    ap.add_argument("--scale", action="store_true", help="2000 components over a 512x512x30000 sparse memmap")
+    ap.add_argument("--scale-steps", type=int, default=10, help="time steps measured at each position (--scale)")
+    ap.add_argument("--scale-build", type=Path, help=argparse.SUPPRESS)  # child process of --scale
     a = ap.parse_args()
+    big = a.scale or a.scale_build
+    for key, small, large in (("dims", 256, 512), ("k", 1000, 2000), ("t", 400, 30000)):
+        if getattr(a, key) is None:
+            setattr(a, key, large if big else small)
+    if a.scale_build:
+        build_scale_item(a.scale_build, a.dims, a.k, a.t)
+        return
+    if a.scale:
+        scale_main(a)
+        return
 
     from mesmerize_widgets.widgets import _fpl
     from mesmerize_widgets.widgets.cnmf_viewer import CNMFViewer
