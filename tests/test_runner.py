@@ -226,8 +226,12 @@ def test_a_dead_runner_leaves_items_interrupted_not_running(batch, movie_file):
     store = BatchStore(batch.attrs["batch_path"])
     import socket
 
+    # a process that is gone but beat recently may still be recording its outcome: left alone
     store.update(row["uuid"], status="running", run_id="x", pid=dead.pid, host=socket.gethostname(),
                  heartbeat=time.time())
+    assert mw.load_batch(batch.attrs["batch_path"]).iloc[0]["status"] == "running"
+    # its heartbeat stopped long ago: interrupted
+    store.update(row["uuid"], heartbeat=time.time() - 120)
     df = mw.load_batch(batch.attrs["batch_path"])
     assert df.iloc[0]["status"] == "interrupted" and "gone" in df.iloc[0]["error"]
 

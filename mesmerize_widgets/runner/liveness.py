@@ -1,8 +1,10 @@
 """Find items recorded as queued or running whose process is gone, and mark them interrupted.
 
 A notebook that died, a worker killed with its item: without this such items would show
-'running' forever. On the same host a dead pid is proof; across hosts a heartbeat older than
-``STALE_AFTER_S`` is.
+'running' forever. The monitor beats every few seconds while its item runs, so an item is dead
+only once its heartbeat is stale: on the same host after ``SAME_HOST_GRACE_S`` with its process
+gone (a live monitor records the outcome itself within that time: reaping earlier would race
+it and turn a cancel into 'interrupted'), across hosts after ``STALE_AFTER_S``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ..store import BatchStore
 from .item_process import remove_stale_partials
 
 STALE_AFTER_S = 120.0
+SAME_HOST_GRACE_S = 30.0
 
 
 def _alive(pid: int | None) -> bool:
@@ -34,11 +37,11 @@ def reap_stale(store: BatchStore) -> list[str]:
     now = time.time()
     reaped = []
     for rec in store.active_items():
-        same_host = rec["host"] == host
-        if same_host and rec["pid"]:
-            dead = not _alive(rec["pid"])
+        age = now - rec["heartbeat"] if rec["heartbeat"] is not None else 0.0
+        if rec["host"] == host and rec["pid"]:
+            dead = age > SAME_HOST_GRACE_S and not _alive(rec["pid"])
         else:
-            dead = rec["heartbeat"] is not None and now - rec["heartbeat"] > STALE_AFTER_S
+            dead = age > STALE_AFTER_S
         if dead and store.transition(
             rec["uuid"], [rec["status"]], if_run=rec["run_id"], status="interrupted",
             error=f"the process that {'ran' if rec['status'] == 'running' else 'queued'} this item "

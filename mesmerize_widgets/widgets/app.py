@@ -18,7 +18,7 @@ from .messages import describe_error, html_message
 from .param_grid import ParamGrid
 from .viewer_base import ViewerBase
 
-__all__ = ["App", "viewer_class_for"]
+__all__ = ["App", "app_for_path", "viewer_class_for"]
 
 
 def viewer_class_for(algo: str) -> type[ViewerBase] | None:
@@ -111,3 +111,26 @@ class App(widgets.VBox):
     def close(self) -> None:
         self.table.close()
         super().close()
+
+
+def app_for_path(batch_path: Any, raw_data_path: Any = None, **kwargs: Any) -> widgets.Widget:
+    """An ``App`` over the batch at ``batch_path``; a readable message widget if it cannot be opened.
+
+    ``raw_data_path`` is set as the parent raw data path when given. For the Voila app: a
+    missing, empty or corrupt batch shows what is wrong, never a traceback.
+    """
+    from ..api import load_batch
+    from ..store.paths import set_parent_raw_data_path
+
+    try:
+        if raw_data_path:
+            set_parent_raw_data_path(raw_data_path)
+        df = load_batch(batch_path)
+    except Exception as e:
+        text = f"cannot open the batch {str(batch_path)!r}: {describe_error(e)}"
+        msg = widgets.HTML(f"<h3>mesmerize app</h3><p>{html_message(text, 'error')}</p>"
+                           "<p>Start the app on a batch directory: <code>mesmerize-widgets app BATCH_DIR</code>"
+                           " (or set <code>MESMERIZE_BATCH</code>); <code>make demo</code> builds one.</p>")
+        msg.add_class("mesmerize-app-error")
+        return msg
+    return App(df, **kwargs)

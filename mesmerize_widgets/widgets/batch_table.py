@@ -135,20 +135,18 @@ class _GridView:
 
     def __init__(self, on_user_select: Callable[[list[str]], None],
                  on_user_edit: Callable[[str, str, Any], None]):
-        from ipydatagrid import DataGrid, TextRenderer, VegaExpr
+        from ipydatagrid import DataGrid, TextRenderer
 
         self._on_user_select = on_user_select
         self._on_user_edit = on_user_edit
         self._uuids: list[str] = []
         self._quiet = False
-        highlight = TextRenderer(background_color=VegaExpr("cell.value ? '#fff3b0' : default_value"))
-        status = TextRenderer(text_color=VegaExpr(
-            "indexOf(cell.value, 'failed') >= 0 || indexOf(cell.value, 'interrupted') >= 0 ? '#b00020' : "
-            "(cell.value == 'done' ? '#1b5e20' : (indexOf(cell.value, 'running') >= 0 ? '#0d47a1' : default_value))"
-        ))
+        # constant colours only: ipydatagrid 1.4's frontend fails on VegaExpr renderers in Voila
+        # ("r.scale is not a function") and leaves the whole column blank
+        highlight = TextRenderer(background_color="#fff3b0")
         self.grid = DataGrid(
             display_frame_empty(), selection_mode="row", editable=True, base_column_size=110,
-            renderers={"differs": highlight, "status": status},
+            renderers={"differs": highlight},
             column_widths={"#": 40, "item_name": 160, "differs": 160, "params": 220, "comments": 180},
             layout=widgets.Layout(height="320px", width="100%"),
         )
