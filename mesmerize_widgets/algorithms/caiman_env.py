@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -55,3 +57,18 @@ def caiman_problems(needs_deconvolution: bool = False) -> list[str]:
             "install scipy<=1.16 or use backend='builtin'"
         )
     return problems
+
+
+def set_caiman_temp(directory: os.PathLike | str) -> Callable[[], None]:
+    """Point CAIMAN_TEMP at ``directory`` (CaImAn writes its memmaps and HDF5 there, not under
+    ~/caiman_data) and return the function that puts the previous value back."""
+    old = os.environ.get("CAIMAN_TEMP")
+    os.environ["CAIMAN_TEMP"] = str(directory)
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop("CAIMAN_TEMP", None)
+        else:
+            os.environ["CAIMAN_TEMP"] = old
+
+    return restore

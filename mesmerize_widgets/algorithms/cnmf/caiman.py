@@ -9,12 +9,12 @@ temporary memmaps stay inside the item's folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
 from .builtin import final_output_dir, load_masks, write_c_memmap
@@ -44,8 +44,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     from caiman.source_extraction.cnmf import cnmf as cnmf_mod
     from caiman.source_extraction.cnmf.params import CNMFParams
 
-    old_temp = os.environ.get("CAIMAN_TEMP")
-    os.environ["CAIMAN_TEMP"] = str(ctx.output_dir)
+    restore_temp = set_caiman_temp(ctx.output_dir)
     dview = None
     try:
         mmap, acc, dims, n = write_c_memmap(ctx)
@@ -95,10 +94,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     finally:
         if dview is not None:
             cm.stop_server(dview=dview)
-        if old_temp is None:
-            os.environ.pop("CAIMAN_TEMP", None)
-        else:
-            os.environ["CAIMAN_TEMP"] = old_temp
+        restore_temp()
 
 
 def run(ctx: RunContext) -> dict[str, Any]:

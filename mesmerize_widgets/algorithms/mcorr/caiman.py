@@ -14,6 +14,7 @@ import numpy as np
 
 from ...arrays import LazyMemmap, open_movie
 from ...formats.memmap import memmap_name, parse_memmap_name
+from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
 from .common import check_movie, full_params, save_shifts, summary_of_movie
@@ -38,8 +39,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if not p["is3D"]:
         check_movie(movie, p, str(ctx.input_path))
     del movie
-    old_temp = os.environ.get("CAIMAN_TEMP")
-    os.environ["CAIMAN_TEMP"] = str(ctx.output_dir)
+    restore_temp = set_caiman_temp(ctx.output_dir)
     dview = cluster = None
     try:
         import caiman as cm  # imported here: it takes seconds and is optional
@@ -56,10 +56,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     finally:
         if dview is not None:
             cm.stop_server(dview=dview)
-        if old_temp is None:
-            os.environ.pop("CAIMAN_TEMP", None)
-        else:
-            os.environ["CAIMAN_TEMP"] = old_temp
+        restore_temp()
     info = parse_memmap_name(produced)
     kind = "els" if p["pw_rigid"] else "rig"
     final = ctx.output_dir / memmap_name(f"{ctx.prefix}_{kind}_", info.dims, info.n_frames, "F")

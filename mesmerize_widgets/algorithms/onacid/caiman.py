@@ -9,13 +9,13 @@ per frame is rebuilt. ``CAIMAN_TEMP`` points at the output directory while it ru
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ...arrays import open_movie
+from ..caiman_env import set_caiman_temp
 from ..cnmf.builtin import load_masks
 from ..context import RunContext
 from ..images import SummaryAccumulator
@@ -50,8 +50,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         frames = np.asarray(movie[s : s + CHUNK], np.float32)
         _check_finite(frames, s, ctx.input_path)
         acc.add(frames)
-    old_temp = os.environ.get("CAIMAN_TEMP")
-    os.environ["CAIMAN_TEMP"] = str(ctx.output_dir)
+    restore_temp = set_caiman_temp(ctx.output_dir)
     try:
         opts = CNMFParams(params_dict={**main, "fnames": [str(ctx.input_path)]})
         cnm = online_cnmf.OnACID(params=opts)
@@ -86,7 +85,4 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ctx.progress(1.0, "done")
         return outputs
     finally:
-        if old_temp is None:
-            os.environ.pop("CAIMAN_TEMP", None)
-        else:
-            os.environ["CAIMAN_TEMP"] = old_temp
+        restore_temp()
