@@ -3,7 +3,7 @@ peak memory for a short vs a long movie (run by hand; ratios are from one run).
 
     .venv/bin/python benchmarks/bench_onacid.py                      # 512x512, 300 neurons
     .venv/bin/python benchmarks/bench_onacid.py --frames 1000 10000  # memory pair
-    /work/caiman/venv/bin/python benchmarks/bench_onacid.py --caiman  # also CaImAn's OnACID
+    $CAIMAN_PYTHON benchmarks/bench_onacid.py --caiman  # a python where CaImAn imports: also CaImAn's OnACID
 
 Each run is a fresh process (``--one``) whose peak RSS (with its children) is sampled every
 50 ms. The movie is simulated once per length and streamed to a TIFF.
