@@ -20,33 +20,20 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from scipy.optimize import linear_sum_assignment
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.caiman_env import caiman_problems
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
-from mesmerize_widgets.sim import simulate_1p, simulate_2p
+from mesmerize_widgets.sim import match_to_truth, simulate_1p, simulate_2p
 
 
 def score(path: Path, truth) -> dict:
+    """Accuracy of the accepted components against the ground truth."""
     res = load_cnmf(path)
     good = np.asarray(res.estimates.idx_components, int)
-    A = res.estimates.A.toarray()[:, good]
-    C = np.asarray(res.estimates.C)[good]
-    At = truth.A.toarray()
-
-    def z(M):
-        M = M - M.mean(0)
-        return M / np.maximum(np.linalg.norm(M, axis=0), 1e-12)
-
-    corr = z(At).T @ z(A) if A.shape[1] else np.zeros((At.shape[1], 0))
-    r, c = linear_sum_assignment(-corr)
-    ok = corr[r, c] >= 0.7
-    r, c = r[ok], c[ok]
-    tc = [np.corrcoef(truth.C[i], C[j])[0, 1] for i, j in zip(r, c, strict=True)]
-    rec, prec = len(r) / At.shape[1], len(r) / max(A.shape[1], 1)
-    return {"K": res.estimates.A.shape[1], "accepted": A.shape[1], "recall": rec, "precision": prec,
-            "f1": 2 * rec * prec / max(rec + prec, 1e-12), "trace_corr": float(np.median(tc)) if tc else 0.0}
+    m = match_to_truth(res.estimates.A.toarray()[:, good], np.asarray(res.estimates.C)[good], truth)
+    return {"K": res.estimates.A.shape[1], "accepted": len(good), "recall": m["recall"],
+            "precision": m["precision"], "f1": m["f1"], "trace_corr": m["trace_corr"]}
 
 
 def run_one(algo: str, backend: str, movie_path: Path, params: dict, workdir: Path, n_proc: int) -> tuple[float, Path]:

@@ -9,33 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import tifffile
-from scipy.optimize import linear_sum_assignment
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.cnmf import builtin, core
 from mesmerize_widgets.algorithms.cnmf.ring import ring_offsets
 from mesmerize_widgets.errors import ParamError
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
+from mesmerize_widgets.sim import match_to_truth as match
 from mesmerize_widgets.sim import simulate_1p, simulate_2p
-
-
-def match(A_est: np.ndarray, C_est: np.ndarray, truth) -> dict:
-    """Hungarian matching on footprint correlation >= 0.7; recall, precision, trace correlations."""
-    At = truth.A.toarray()
-
-    def z(M):
-        M = M - M.mean(0)
-        return M / np.maximum(np.linalg.norm(M, axis=0), 1e-12)
-
-    corr = z(At).T @ z(A_est) if A_est.shape[1] else np.zeros((At.shape[1], 0))
-    r, c = linear_sum_assignment(-corr)
-    ok = corr[r, c] >= 0.7
-    r, c = r[ok], c[ok]
-    tc = np.array([np.corrcoef(truth.C[i], C_est[j])[0, 1] for i, j in zip(r, c, strict=True)])
-    recall = len(r) / At.shape[1]
-    precision = len(r) / max(A_est.shape[1], 1)
-    return {"recall": recall, "precision": precision, "f1": 2 * recall * precision / max(recall + precision, 1e-12),
-            "trace_corr": float(np.median(tc)) if len(tc) else 0.0, "K": A_est.shape[1]}
 
 
 def _run(tmp_path: Path, movie: np.ndarray, main: dict, algo: str = "cnmf", **extra) -> tuple[dict, Path]:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from test_cnmf import match
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.onacid import builtin
 from mesmerize_widgets.errors import ParamError
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
+from mesmerize_widgets.sim import match_to_truth as match
 from mesmerize_widgets.sim import simulate_2p
 
 MAIN = {"gSig": (4, 4), "p": 1, "K": 40, "fr": 30.0, "init_batch": 200, "max_shifts_online": 6}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import wait_for
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.algorithms.images import SummaryAccumulator
@@ -27,16 +28,6 @@ def slow_movie(tmp_path_factory) -> Path:
     rng = np.random.default_rng(1)
     tifffile.imwrite(path, rng.integers(0, 255, (12000, 32, 32), dtype=np.uint8))
     return path
-
-
-def _wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _leftovers(batch_dir: Path) -> list[str]:
@@ -138,7 +129,7 @@ def test_kill_9_leaves_the_item_interrupted_and_rerunnable(batch, slow_movie):
     row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
     store = BatchStore(batch.attrs["batch_path"])
     handle = row.caiman.run(wait=False)
-    rec = _wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["status"] == "running" and r["progress"] > 0
+    rec = wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["status"] == "running" and r["progress"] > 0
                     and r, what="the item to run")
     os.kill(rec["pid"], signal.SIGKILL)
     statuses = handle.wait(timeout=60, progress=False)
@@ -157,7 +148,7 @@ def test_cancel_a_running_item(batch, slow_movie):
     row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
     store = BatchStore(batch.attrs["batch_path"])
     handle = row.caiman.run(wait=False)
-    _wait_for(lambda: store.get(row["uuid"])["progress"] > 0, what="progress")
+    wait_for(lambda: store.get(row["uuid"])["progress"] > 0, what="progress")
     assert 0 < store.get(row["uuid"])["progress"] < 1  # progress is live in the store
     row.caiman.cancel()
     assert handle.wait(timeout=60, progress=False)[row["uuid"]] == "cancelled"
@@ -181,7 +172,7 @@ def test_cancel_many_queued_and_running(batch, slow_movie):
         batch.caiman.add_item("summary", f"slow {i}", slow_movie, {"main": {"chunk_frames": 1}})
     handle = batch.caiman.run(wait=False)
     store = BatchStore(batch.attrs["batch_path"])
-    _wait_for(lambda: any(store.get(u)["status"] == "running" for u in batch["uuid"]), what="a running item")
+    wait_for(lambda: any(store.get(u)["status"] == "running" for u in batch["uuid"]), what="a running item")
     batch.caiman.cancel()
     assert set(handle.wait(timeout=60, progress=False).values()) == {"cancelled"}
     assert _leftovers(Path(batch.attrs["batch_path"])) == []
@@ -265,7 +256,7 @@ def test_killed_dask_worker_leaves_its_item_interrupted(batch, slow_movie, clien
     row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
     store = BatchStore(batch.attrs["batch_path"])
     handle = row.caiman.run(wait=False)
-    rec = _wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["progress"] > 0 and r, what="running")
+    rec = wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["progress"] > 0 and r, what="running")
     worker_pid = psutil.Process(rec["pid"]).ppid()
     os.kill(worker_pid, signal.SIGKILL)
     status = handle.wait(timeout=120, progress=False)[row["uuid"]]

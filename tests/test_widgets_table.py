@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from helpers import wait_for
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.store import BatchStore
@@ -36,16 +36,6 @@ def items(batch, movie_file):
 
 def _store(df) -> BatchStore:
     return BatchStore(df.attrs["batch_path"])
-
-
-def _wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_columns_show_status_input_params_and_sibling_diffs(items):
@@ -168,10 +158,10 @@ def test_run_from_the_table_updates_rows_live(items):
         return statuses == ["done", "done", "pending", "pending"]
 
     assert table.run_selected() is not None
-    _wait_for(both_done, what="the table to show both items done")
+    wait_for(both_done, what="the table to show both items done")
     assert seen - {"pending", "done"}  # queued/running were shown on the way
     sub = table._submissions[0]
-    _wait_for(lambda: sub["bar"].value == 2, what="the progress bar to fill")
+    wait_for(lambda: sub["bar"].value == 2, what="the progress bar to fill")
     assert sub["label"].value.startswith("2/2 finished") and sub["bar"].bar_style == "success"
     assert all(d.endswith(" sec") for d in table.visible_rows()["duration"][:2])
     assert list(items["status"]) == ["done", "done", "pending", "pending"]  # the user's df follows
@@ -185,7 +175,7 @@ def test_cancel_a_long_running_item(batch, slow_movie):
     table = BatchTable(batch, poll_interval=0.1)
     table.select([0])
     table.run_button.click()
-    _wait_for(lambda: table.visible_rows().iloc[0]["status"] not in ("pending", "queued", "running 0%"),
+    wait_for(lambda: table.visible_rows().iloc[0]["status"] not in ("pending", "queued", "running 0%"),
               what="progress to show in the table")
     assert table.visible_rows().iloc[0]["status"].startswith("running ")
     table.run_selected()  # already running: refused, said, nothing breaks
@@ -193,7 +183,7 @@ def test_cancel_a_long_running_item(batch, slow_movie):
     table.remove_selected(confirm=True)
     assert "cancel these items" in table.last_message
     table.cancel_button.click()
-    _wait_for(lambda: table.visible_rows().iloc[0]["status"] == "cancelled", what="cancelled in the table")
+    wait_for(lambda: table.visible_rows().iloc[0]["status"] == "cancelled", what="cancelled in the table")
     assert _store(batch).get(batch.iloc[0]["uuid"])["status"] == "cancelled"
     table.wait(timeout=30)
     table.close()

@@ -17,6 +17,7 @@ See :mod:`mesmerize_widgets.sim.truth` for the conventions (shift sign, pixel or
 
 from .io import TiffInfo, sample_dir, sample_movie, write_tiff
 from .movie import SimulatedMovie, simulate_1p, simulate_2p
+from .scoring import match_to_truth
 from .truth import GroundTruth, load_truth
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SimulatedMovie",
     "TiffInfo",
     "load_truth",
+    "match_to_truth",
     "sample_dir",
     "sample_movie",
     "simulate_1p",
