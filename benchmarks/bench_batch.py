@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         t_ours = median_time(lambda: mw.load_batch(batch_dir), args.repeats)
         t_pkl = median_time(lambda: pd.read_pickle(pickle_path), args.repeats)
         rows.append(("open: load_batch(dir) vs pd.read_pickle", t_ours, t_pkl, f"median of {args.repeats}"))
-        # load_batch reads every row twice (reap_stale's scan, then the frame); this is one read
+        # load_batch = look up queued/running items for dead runners (status index) + this read
         t_one = median_time(lambda: BatchStore(batch_dir).dataframe(), args.repeats)
         rows.append(("  (info) one read: BatchStore(dir).dataframe()", t_one, t_pkl, "load_batch minus reap_stale"))
 

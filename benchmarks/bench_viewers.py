@@ -21,6 +21,11 @@ is the viewer's alone) under a temp dir on /tmp, which is removed at the end. Pr
 construct the viewer and ``set_row``, peak RSS, per-step time of the time index at t=100, 15000,
 29000 with a mean-``window`` window, ``set_eval`` + redraw, click-select + redraw, and the bytes
 read from the movie file per step (a counter on ``LazyMemmap``'s reads, and /proc/self/io rchar).
+Then, where a step's drawing goes (each canvas drawn on its own), and in the same run the
+baseline: a bare ``fastplotlib.ImageWidget`` with the same 4 panels of the same memmap,
+fastplotlib's own ``window_funcs`` mean-``window``, the same canvas size, stepped the same way;
+the viewer is re-measured right before it and the viewer/bare ratio per step printed (what part
+of the step time is ours; the viewer also has a second canvas, the traces and the heatmap).
 """
 
 from __future__ import annotations
@@ -266,11 +271,89 @@ def scale_main(a: argparse.Namespace) -> None:
               f"{hits}/10 picked the clicked component, movie read {np.mean(bys) * mb:.1f} MiB per click")
         print(f"total movie read by the viewer: {counter['frames']} frames = {counter['bytes'] * mb:.0f} MiB "
               f"of {movie_gb * 1e9 * mb:.0f} MiB ({counter['calls']} reads); peak RSS {_status_kb('VmHWM') * 1024 * mb:.0f} MiB")
+        per_canvas = _per_canvas_draw(v, 20000, a.scale_steps)
+        print("draw per canvas and step (median): " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in per_canvas))
+        viewer_med = {start: med for start, med in _viewer_medians(v, a, t)}
         LazyMemmap._read_runs = orig
         v.close() if hasattr(v, "close") else None
+
+        # the baseline, same run: a bare fastplotlib ImageWidget, same panels / canvas / memmap
+        bare = _bare_scale(row.caiman.get_input_movie(), a, t)
+        print(f"bare fastplotlib ImageWidget ({len(bare['names'])} panels of {d}x{d}, fastplotlib's own "
+              f"window_funcs mean-{a.window}, {a.size[0]}x{a.size[1]} canvas, same memmap), "
+              f"{a.scale_steps} steps (set_index + draw):")
+        for start, med in bare["medians"]:
+            vm = viewer_med.get(start)
+            ratio = f"; viewer (re-measured) {vm:.0f} ms, ratio viewer/bare {vm / med:.2f}" if vm else ""
+            print(f"  t={start}: median {med:.0f} ms ({1e3 / med:.1f} steps/s){ratio}")
+        vm_all = np.median(list(viewer_med.values()))
+        bm_all = np.median([m for _, m in bare["medians"]])
+        print(f"at scale: viewer {vm_all:.0f} ms / bare {bm_all:.0f} ms per step = ratio {vm_all / bm_all:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"removed {tmp}: exists={tmp.exists()}")
+
+
+def _viewer_medians(v, a: argparse.Namespace, t: int) -> list[tuple[int, float]]:
+    """Median ms of a +1 step (set_time + render) at each position, measured right before the bare run."""
+    out = []
+    for start in (100, 15000, 29000):
+        if start + a.scale_steps + 1 >= t:
+            continue
+        v.set_time(start)
+        v.render()
+        dts = []
+        for i in range(1, a.scale_steps + 1):
+            t0 = time.perf_counter()
+            v.set_time(start + i)
+            v.render()
+            dts.append(time.perf_counter() - t0)
+        out.append((start, float(np.median(dts)) * 1e3))
+    return out
+
+
+def _per_canvas_draw(v, start: int, n: int) -> list[tuple[str, float]]:
+    """Where a step's drawing goes: each figure of the viewer drawn on its own."""
+    from mesmerize_widgets.widgets import _fpl
+
+    figs = v.figures()
+    names = ["image widget", "trace figure", *[f"figure {i}" for i in range(2, len(figs))]][: len(figs)]
+    per = [[] for _ in figs]
+    for i in range(n):
+        v.set_time(start + i)
+        for j, f in enumerate(figs):
+            t0 = time.perf_counter()
+            _fpl.render_now(f)
+            per[j].append(time.perf_counter() - t0)
+    return [(nm, float(np.median(p)) * 1e3) for nm, p in zip(names, per, strict=True)]
+
+
+def _bare_scale(movie, a: argparse.Namespace, t: int) -> dict:
+    """fastplotlib's ImageWidget alone: 4 panels of the memmap, its own mean window, same canvas size."""
+    import fastplotlib as fpl  # the baseline, used bare on purpose
+
+    from mesmerize_widgets.widgets import _fpl
+
+    names = ["input", "A*C", "b*f", "residuals"]
+    iw = fpl.ImageWidget([movie] * len(names), names=names, figure_shape=(2, 2),
+                         window_funcs={"t": (np.mean, a.window)}, histogram_widget=False, cmap="gnuplot2",
+                         figure_kwargs={"size": tuple(a.size)})
+    iw.show()
+    medians = []
+    for start in (100, 15000, 29000):
+        if start + a.scale_steps + 1 >= t:
+            continue
+        _fpl.set_index(iw, start)
+        iw.figure.canvas.draw()
+        dts = []
+        for i in range(1, a.scale_steps + 1):
+            t0 = time.perf_counter()
+            _fpl.set_index(iw, start + i)
+            iw.figure.canvas.draw()
+            dts.append(time.perf_counter() - t0)
+        medians.append((start, float(np.median(dts)) * 1e3))
+    iw.figure.canvas.close()
+    return {"names": names, "medians": medians}
 
 
 def _ru_maxrss_mb() -> float:

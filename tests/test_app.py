@@ -28,6 +28,7 @@ def app_df(batch, raw_dir):
     df, movie2, corr2 = add_mcorr_item(df, raw_dir, name="m2", seed=7)
     df, sim, est = add_cnmf_item(df, raw_dir, name="c1")
     df, *_ = add_cnmf_item(df, raw_dir, name="c-failed", status="failed")
+    df, *_ = add_cnmf_item(df, raw_dir, name="o1", algo="onacid", seed=5)  # same HDF5 layout
     store = BatchStore(df.attrs["batch_path"])
     store.add(algo="summary", item_name="s", params={"main": {}}, input_root="raw", input_movie_path="m1.tif")
     df = mw.load_batch(df.attrs["batch_path"])
@@ -65,6 +66,9 @@ def test_app_selection_loads_and_swaps_viewers(app_df):
     np.testing.assert_allclose(c.shown_frame(0), np.asarray(data["c1"].movie[c.time], np.float32), rtol=1e-6)
     # the selected done items became the grid's inputs
     assert len(app.grid.selected_inputs()) == 1
+
+    app.table.select(uuid_of(df, "o1"))  # an onacid item opens in the same cnmf viewer
+    assert app.viewer is c and c.row["algo"] == "onacid" and c.n_components == 8 and c.last_message == ""
 
     app.table.select(uuid_of(df, "c-failed"))  # readable message in the viewer, no traceback
     assert app.viewer is c and "failed" in c.last_message and c.body.layout.display == "none"

@@ -105,6 +105,24 @@ def test_forward_migration_applies_once(tmp_path, monkeypatch):
     BatchStore(tmp_path / "b")  # opening again does not re-run the migration
 
 
+def test_a_version_1_batch_gets_the_status_index(tmp_path):
+    store = BatchStore.create(tmp_path / "b")
+    store.add(algo="summary", item_name="x", params={"main": {}}, input_root="abs", input_movie_path="/m.tif")
+    store.close()
+    conn = sqlite3.connect(store.db_path)  # as a batch written by the first release
+    conn.execute("DROP INDEX items_status")
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.commit()
+    conn.close()
+    df = mw.load_batch(tmp_path / "b")
+    assert list(df["item_name"]) == ["x"]
+    conn = sqlite3.connect(store.db_path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    plan = " ".join(r[-1] for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT uuid FROM items WHERE status IN ('queued', 'running')"))
+    assert "items_status" in plan  # finding live items no longer reads the whole table
+
+
 def test_update_and_transition(tmp_path):
     store = BatchStore.create(tmp_path / "b")
     rec = store.add(algo="summary", item_name="x", params={"main": {}}, input_root="abs", input_movie_path="/m")

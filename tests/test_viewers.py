@@ -75,13 +75,13 @@ def add_mcorr_item(df, raw_dir: Path, name: str = "m", pw: bool = False, seed: i
     return mw.load_batch(df.attrs["batch_path"]), movie, corr
 
 
-def add_cnmf_item(df, raw_dir: Path, name: str = "c", status: str = "done", seed: int = 3):
+def add_cnmf_item(df, raw_dir: Path, name: str = "c", status: str = "done", seed: int = 3, algo: str = "cnmf"):
     """A cnmf item whose CNMF HDF5 holds the simulation's ground truth and known SNR / r-values."""
     store = BatchStore(Path(df.attrs["batch_path"]))
     sim = simulate_2p(n_frames=CT, dims=CDIMS, n_neurons=K, motion=None, seed=seed, noise=2.0)
     movie = np.asarray(sim.movie, dtype=np.float32)
     tifffile.imwrite(raw_dir / f"{name}.tif", movie)
-    rec = store.add(algo="cnmf", item_name=name, params={"main": {"p": 1}}, input_root="raw",
+    rec = store.add(algo=algo, item_name=name, params={"main": {"p": 1}}, input_root="raw",
                     input_movie_path=f"{name}.tif")
     u = rec["uuid"]
     d = store.item_dir(u)
@@ -418,3 +418,126 @@ def test_processed_movie_reads_only_the_window():
     pm.cache.clear()
     pm[7]
     assert src.read == [7]
+
+
+# -- live view of a running onacid item -----------------------------------------------------------------
+LIVE_MAIN = {"gSig": (4, 4), "p": 1, "K": 4, "fr": 30.0, "init_batch": 100, "update_freq": 50,
+             "motion_correct": False}
+
+
+@pytest.mark.slow
+def test_cnmf_viewer_live_onacid_grows_then_switches_to_finished(batch, raw_dir, client):
+    """A real onacid item on the real runner: contours grow while it runs, then the finished view."""
+    import time
+
+    from mesmerize_widgets.algorithms.onacid import live as onacid_live
+
+    cnmf_acc.clear_cache()
+    sim = simulate_2p(n_frames=1500, dims=(64, 64), n_neurons=14, late_fraction=0.5, motion=None, seed=4)
+    tifffile.imwrite(raw_dir / "live.tif", np.asarray(sim.movie, np.float32))
+    batch.caiman.add_item("onacid", "live", "live.tif", {"main": LIVE_MAIN})
+    v = CNMFViewer(poll_interval=0.05)
+    batch.caiman.run(client=client, wait=False, progress=False)
+    row = batch.iloc[0]
+    assert v.set_row(row) and v.live, v.last_message  # queued or running: the live view
+    assert len(_fpl.image_graphics(v.iw)) == 1 and v.live_label.layout.display is None
+    assert v.finished_box.layout.display == "none"
+    seen: list[tuple[str, int, int]] = []  # (label, contours in the graphic, vertices)
+    shots = []
+    deadline = time.monotonic() + 60
+    while v.live and time.monotonic() < deadline:
+        with v._lock:
+            if v.live:
+                n = 0 if v.contours is None else v.contours.n
+                nv = 0 if v.contours is None else int(v.contours.offsets[-1])
+                seen.append((v.live_label.value, n, nv))
+                if n and (not shots or shots[-1][0] != n):
+                    shots.append((n, v.snapshot(0)))  # a real offscreen render of the live view
+        time.sleep(0.02)
+    assert not v.live, f"still live after 60 s: {seen[-1:]}"
+    v.wait_live(5)  # the switch to the finished view holds the viewer's lock until it is complete
+    labels = [lab for lab, *_ in seen]
+    assert any("waiting" in lab for lab in labels) or labels[0].startswith("running: frame")
+    running = [s for s in seen if s[0].startswith("running: frame")]
+    assert len({lab for lab, *_ in running}) >= 2, labels  # the label changed while it ran
+    counts = [n for _, n, _ in running]
+    assert counts == sorted(counts) and counts[-1] > counts[0], counts  # the contours grew
+    assert max(nv for *_, nv in running) > min(nv for *_, nv in running)
+    # the live contours are drawn: pixels of the input panel differ between a few and many contours
+    assert len(shots) >= 2 and (shots[0][1] != shots[-1][1]).any()
+    # finished: the normal four-panel view with the item's components, trace figure back
+    assert v.last_message == "" and v.row is not None and v.row["status"] == "done"
+    assert len(_fpl.image_graphics(v.iw)) == 4 and v.n_components == v.contours.n > 0
+    assert v.finished_box.layout.display is None and v.live_label.layout.display == "none"
+    assert len(v.figures()) == 2 and v.snapshot(1).shape[-1] == 4
+    final = onacid_live.read_live(onacid_live.live_snapshot_path(row.caiman.store, row.caiman.record()))
+    assert final["frame"] == final["n_frames"] == 1500 and final["n_components"] == v.n_components
+    v.close()
+
+
+def test_live_snapshot_helpers_without_a_snapshot(batch, raw_dir):
+    """No snapshot yet (queued, or running before the first write): a label, no error."""
+    from mesmerize_widgets.algorithms.onacid import live as onacid_live
+
+    tifffile.imwrite(raw_dir / "q.tif", blob_movie())
+    batch.caiman.add_item("onacid", "q", "q.tif", {"main": LIVE_MAIN})
+    store = BatchStore(Path(batch.attrs["batch_path"]))
+    u = batch.iloc[0]["uuid"]
+    store.update(u, status="running", run_id="abc123")
+    st = onacid_live.live_state(store, u)
+    assert st.active and st.snapshot is None and st.path.parent.name == f".{u}.tmp-abc123"
+    assert onacid_live.live_label(st) == "running: waiting for first components"
+    v = CNMFViewer(mw.load_batch(batch.attrs["batch_path"]).iloc[0], poll_interval=0.05)
+    assert v.live and v.last_message == "" and "waiting for first components" in v.live_label.value
+    assert v.contours is None and v.snapshot(0).shape[-1] == 4
+    # a snapshot appears: the next poll draws it
+    import scipy.sparse
+
+    from mesmerize_widgets.algorithms.onacid.builtin import write_live
+
+    st.path.parent.mkdir()
+    A = np.zeros((DIMS[0] * DIMS[1], 2), np.float32)
+    for k, (r0, c0) in enumerate([(10, 10), (30, 40)]):
+        m = np.zeros(DIMS, np.float32)
+        m[r0 : r0 + 6, c0 : c0 + 6] = 1
+        A[:, k] = m.ravel(order="F")
+    write_live(st.path, scipy.sparse.csc_matrix(A), DIMS, 50, 0, T)
+    v.poll_live(apply_now=True)
+    assert v.contours is not None and v.contours.n == 2 and v.live_label.value == f"running: frame 50/{T}, 2 components"
+    assert np.nanmax(v.coords[1][:, 0]) == pytest.approx(35) and np.nanmin(v.coords[1][:, 1]) == pytest.approx(40)
+    # the item ends without output: the viewer says so
+    store.update(u, status="failed", error="Traceback...\nValueError: boom")
+    v.poll_live(apply_now=True)
+    assert not v.live and "boom" in v.last_message
+    v.close()
+
+
+def test_trace_envelope_and_unchanged_trace_figure_not_redrawn(cnmf_df, monkeypatch):
+    """Long traces are drawn as a min/max envelope; render() skips a trace figure whose pixels stay."""
+    from mesmerize_widgets.widgets.cnmf_viewer import trace_envelope
+
+    y = np.sin(np.arange(30_000) / 50.0).astype(np.float32)
+    y[12_345] = 7.0
+    xy = trace_envelope(y, 1800)
+    assert len(xy) <= 1800 and xy[:, 1].max() == 7.0 and xy[:, 1].min() == y.min()
+    assert xy[0, 0] == 0 and xy[-1, 0] == 29_999 and (np.diff(xy[:, 0]) >= 0).all()
+    np.testing.assert_array_equal(trace_envelope(y[:100], 1800), np.column_stack([np.arange(100), y[:100]]))
+
+    df, sim, est = cnmf_df
+    v = CNMFViewer(df.iloc[0])
+    canvas = v.trace_fig.canvas
+    draws = []
+    real_draw = canvas.draw
+    monkeypatch.setattr(canvas, "draw", lambda *a, **k: (draws.append(1), real_draw(*a, **k))[1])
+    v.render()
+    n = len(draws)
+    assert n == 1
+    v.render()  # nothing changed: not drawn again
+    assert len(draws) == n
+    v.set_time(30)  # the marker moves on screen
+    v.render()
+    assert len(draws) == n + 1
+    v.select_component(3)  # a new trace
+    v.render()
+    assert len(draws) == n + 2
+    assert v.snapshot(1).shape[-1] == 4  # snapshot always draws

@@ -13,12 +13,12 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import scipy.sparse
 
 from ..algorithms.caiman_env import caiman_installed
+from ..algorithms.cnmf.contours import footprint_contours
 from ..algorithms.cnmf.dfof import detrend_df_f
 from ..algorithms.cnmf.evaluation import QUALITY_KEYS, select_components
 from ..arrays import LazyArray, LazyMemmap
@@ -180,33 +180,10 @@ class CNMFSeriesAccessor(ItemAccessor):
         def compute(res: CNMFResult) -> tuple[list[np.ndarray], list[np.ndarray]]:
             d1, d2 = self._dims(res)
             idx = self._indices(res, component_indices)
-            A = res.estimates.A[:, idx].tocsc()
-            coords, coms = [], []
-            for k in range(A.shape[1]):
-                data = A.data[A.indptr[k] : A.indptr[k + 1]]
-                pix = A.indices[A.indptr[k] : A.indptr[k + 1]]
-                if data.size == 0:
-                    coords.append(np.empty((0, 2)))
-                    coms.append(np.array([np.nan, np.nan]))
-                    continue
-                order = np.argsort(data)[::-1]
-                energy = np.cumsum(data[order] ** 2)
-                energy /= energy[-1]
-                # CaImAn's level set: the brightest pixels whose cumulative energy is below thr
-                n_keep = max(1, int(np.searchsorted(energy, thr, side="left")))
-                keep = pix[order[:n_keep]]
-                mask = np.zeros((d1, d2), dtype=np.uint8)
-                mask[keep % d1, keep // d1] = 1
-                found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-                pieces = [np.array([[np.nan, np.nan]])]
-                for c in found:
-                    xy = c.reshape(-1, 2).astype(np.float64)  # (col, row)
-                    xy = np.vstack([xy, xy[:1]])  # closed
-                    pieces += [xy[:, ::-1] if swap_dim else xy, np.array([[np.nan, np.nan]])]
-                pts = np.vstack(pieces)
-                coords.append(pts)
-                coms.append(np.nanmean(pts, axis=0))
-            return coords, coms
+            coords, centers = footprint_contours(res.estimates.A[:, idx], (d1, d2), thr)
+            if not swap_dim:  # (x, y) = (col, row)
+                return [c[:, ::-1] for c in coords], [c[::-1] for c in centers]
+            return coords, list(centers)
 
         args = (self._spec_key(component_indices), bool(swap_dim), float(thr))
         return copy_result(self._cached("contours", args, compute))

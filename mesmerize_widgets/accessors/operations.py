@@ -14,6 +14,7 @@ from ..algorithms import get_algorithm
 from ..arrays import open_movie
 from ..errors import DependencyError, ItemNotFoundError
 from ..store import ACTIVE, BatchStore
+from ..store.json_column import JSONColumn
 from ..store.paths import require_parent_raw_data_path, to_stored
 
 
@@ -72,12 +73,36 @@ def add_item(
         # relative to the parent raw data path, as in mesmerize-core; else to the working dir
         under_raw = require_parent_raw_data_path() / path
         path = under_raw if under_raw.exists() or not path.exists() else path.resolve()
-    open_movie(path, var_name_hdf5=params["main"].get("var_name_hdf5"))  # raises MovieReadError
+    check_movie(path, params["main"].get("var_name_hdf5"))  # raises MovieReadError
     root, rel = to_stored(path, store.path)
     return store.add(
         algo=algo, item_name=item_name, params=params, input_root=root, input_movie_path=rel,
         comments=comments, backend=backend,
     )
+
+
+_checked_movies: dict[tuple[str, str | None], tuple[int, int]] = {}
+
+
+def check_movie(path: Path, var_name_hdf5: str | None) -> None:
+    """Open the movie once to prove it readable; unchanged files are not re-opened.
+
+    A parameter grid adds hundreds of items on one movie: indexing a long TIFF for each would
+    make adding items cost as much as the pickle rewrite this store replaces.
+    """
+    key = (str(path), var_name_hdf5)
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:  # globs and missing files: let open_movie give the error or expand the glob
+        stamp = None
+    if stamp is not None and _checked_movies.get(key) == stamp:
+        return
+    open_movie(path, var_name_hdf5=var_name_hdf5)
+    if stamp is not None:
+        if len(_checked_movies) > 4096:
+            _checked_movies.clear()
+        _checked_movies[key] = stamp
 
 
 def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_removal: bool = True) -> None:
@@ -124,14 +149,26 @@ EDITABLE = ("item_name", "comments", "params")
 def save_edits(store: BatchStore, df: pd.DataFrame) -> list[str]:
     """Write cells a user edited in ``df`` (name, comments, params) back; returns changed uuids."""
     changed = []
-    for _, row in df.iterrows():
-        rec = store.get(row["uuid"])
-        updates = {k: row[k] for k in EDITABLE if row[k] != rec[k]}
+    stored = store.plain_fields("item_name", "comments")
+    params = df["params"].array
+    # only cells that were read or set can hold an edit; the rest are still the stored text
+    touched = set(params.touched().tolist()) if isinstance(params, JSONColumn) else set(range(len(df)))
+    for pos, (uuid, name, comments) in enumerate(zip(df["uuid"], df["item_name"], df["comments"], strict=True)):
+        if uuid not in stored:
+            raise ItemNotFoundError(f"item {uuid} of this DataFrame is no longer in the batch; reload it")
+        updates = {k: v for k, v in (("item_name", name), ("comments", comments)) if v != stored[uuid][k]}
+        if pos in touched:
+            rec = store.get(uuid)
+            if params[pos] != rec["params"]:
+                updates["params"] = params[pos]
+        else:
+            rec = None
         if "params" in updates:
+            assert rec is not None
             if rec["status"] in ACTIVE:
                 raise RuntimeError(f"cannot change the params of {rec['item_name']!r} while it is {rec['status']}")
             updates["params"] = get_algorithm(rec["algo"]).schema.validate(updates["params"])
         if updates:
-            store.update(row["uuid"], **updates)
-            changed.append(row["uuid"])
+            store.update(uuid, **updates)
+            changed.append(uuid)
     return changed

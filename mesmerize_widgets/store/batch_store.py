@@ -17,10 +17,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import ItemNotFoundError, NotABatchError
 from . import codec
+from .json_column import JSONColumn
 from .schema import SCHEMA_VERSION, migrate
 
 DB_NAME = "batch.sqlite"
@@ -272,6 +274,14 @@ class BatchStore:
                 rec[key] = value
         return recs
 
+    def plain_fields(self, *names: str) -> dict[str, dict[str, Any]]:
+        """``{uuid: {name: value}}`` for columns that need no decoding (one query, no JSON)."""
+        bad = [n for n in names if n not in _FIELDS or n in _JSON_FIELDS]
+        if bad:
+            raise ValueError(f"not plain item fields: {bad}")
+        rows = self._conn().execute(f"SELECT uuid, {', '.join(names)} FROM items").fetchall()
+        return {r[0]: dict(zip(names, r[1:], strict=True)) for r in rows}
+
     def uuids(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT uuid FROM items ORDER BY position")]
 
@@ -348,8 +358,8 @@ class BatchStore:
         columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in COLUMNS]
         data = dict(zip(COLUMNS, columns, strict=True))
         for key in _JSON_FIELDS:
-            data[key] = codec.loads_many(data[key])
-        return _frame(data, self.path)
+            data[key] = JSONColumn.from_json(data[key])  # decoded cell by cell, when read
+        return frame_from_columns(data, self.path)
 
     def active_items(self) -> list[dict[str, Any]]:
         """Queued and running items only (liveness checks run on every open)."""
@@ -359,12 +369,28 @@ class BatchStore:
 
 def records_to_dataframe(records: list[dict[str, Any]], batch_dir: Path) -> pd.DataFrame:
     """The mesmerize-core-shaped DataFrame of a batch; ``attrs['batch_path']`` finds the store."""
-    return _frame({c: [r[c] for r in records] for c in COLUMNS}, batch_dir)
+    return frame_from_columns({c: [r[c] for r in records] for c in COLUMNS}, batch_dir)
 
 
-def _frame(data: dict[str, list], batch_dir: Path) -> pd.DataFrame:
-    df = pd.DataFrame(data, columns=COLUMNS, dtype=object)
-    df["progress"] = df["progress"].astype(float)
+def frame_from_columns(data: dict[str, Any], batch_dir: Path) -> pd.DataFrame:
+    """The batch DataFrame from one sequence per column (params/outputs may be JSONColumns)."""
+    index = pd.RangeIndex(len(data[COLUMNS[0]]))  # given, so pandas does not align 15 indexes
+    columns = {}
+    for c in COLUMNS:
+        values = data[c]
+        if c in _JSON_FIELDS:
+            arr = values if isinstance(values, JSONColumn) else JSONColumn._from_sequence(values)
+            columns[c] = pd.Series(arr, index=index, dtype=arr.dtype, copy=False)
+        elif c == "progress":
+            columns[c] = pd.Series(np.asarray(values, dtype=float), index=index, copy=False)
+        else:  # object, never pandas' inferred str dtype (which turns None into NaN)
+            if isinstance(values, np.ndarray) and values.dtype == object:
+                arr = values
+            else:
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+            columns[c] = pd.Series(arr, index=index, dtype=object, copy=False)
+    df = pd.DataFrame(columns, index=index, columns=COLUMNS, copy=False)
     df.attrs["batch_path"] = str(batch_dir)
     return df
 

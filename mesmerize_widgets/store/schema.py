@@ -44,6 +44,9 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX items_position ON items(position)",
         "CREATE INDEX items_parent ON items(parent_uuid)",
     ],
+    # 1 -> 2: every open looks for queued/running items (dead runners); without this index
+    # that reads the whole table, params and all
+    ["CREATE INDEX items_status ON items(status)"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

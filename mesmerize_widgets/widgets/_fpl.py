@@ -26,8 +26,8 @@ import numpy as np
 from fastplotlib.widgets.nd_widget._async import run_sync
 
 __all__ = [
-    "ContourSet", "add_image", "add_line", "add_time_marker", "as_widget", "delete_graphic",
-    "figure", "image_widget", "is_offscreen", "on_click", "render_now", "set_clim",
+    "ContourSet", "add_image", "add_line", "add_time_marker", "as_widget", "close", "delete_graphic",
+    "figure", "image_widget", "is_offscreen", "on_click", "render_now", "request_draw", "set_clim",
     "set_image_arrays", "set_index", "set_line_data", "set_marker", "snapshot", "subplots", "sync",
 ]  # fmt: skip
 
@@ -75,6 +75,23 @@ def as_widget(obj: Any) -> Any:
     if is_offscreen(fig):
         return None
     return out if out is not None else fig.canvas
+
+
+def close(obj: Any) -> None:
+    """Close a Figure or ImageWidget for good (its canvas stops rendering)."""
+    fig = _fig(obj)
+    with contextlib.suppress(Exception):
+        obj.close()
+    with contextlib.suppress(Exception):
+        fig.canvas.close()
+
+
+def request_draw(*objs: Any) -> None:
+    """Ask a live canvas for a new frame (graphics changed); nothing offscreen, where draws are explicit."""
+    for obj in objs:
+        fig = _fig(obj)
+        if not is_offscreen(fig):
+            fig.canvas.request_draw()
 
 
 def render_now(*objs: Any) -> None:
@@ -214,6 +231,27 @@ def set_line_data(line: Any, y: np.ndarray) -> bool:
         return False
     line.data[:, 1] = y
     return True
+
+
+def set_line_xy(line: Any, xy: np.ndarray) -> bool:
+    """Replace a line's (x, y) points in place; False when the length differs (make a new line)."""
+    xy = np.asarray(xy, dtype=np.float32)
+    if line.data.value.shape[0] != xy.shape[0]:
+        return False
+    line.data[:, :2] = xy
+    return True
+
+
+def screen_x(subplot: Any, x: float) -> float:
+    """Canvas x (pixels) of world x in a subplot: tells whether a marker moved on screen."""
+    pos = subplot.map_world_to_screen((float(x), 0.0, 0.0))
+    return float(pos[0])
+
+
+def view_state(subplot: Any) -> tuple:
+    """The camera's pose (pan / zoom) as a hashable value: did the view change since the last draw?"""
+    cam = subplot.camera
+    return (tuple(np.round(np.asarray(cam.local.matrix).ravel(), 6)), float(cam.width), float(cam.height))
 
 
 def delete_graphic(subplot: Any, graphic: Any) -> None:

@@ -26,7 +26,7 @@ def viewer_class_for(algo: str) -> type[ViewerBase] | None:
     from .cnmf_viewer import CNMFViewer
     from .mcorr_viewer import McorrViewer
 
-    return {"mcorr": McorrViewer, "cnmf": CNMFViewer, "cnmfe": CNMFViewer}.get(str(algo))
+    return {"mcorr": McorrViewer, "cnmf": CNMFViewer, "cnmfe": CNMFViewer, "onacid": CNMFViewer}.get(str(algo))
 
 
 class App(widgets.VBox):
@@ -64,7 +64,7 @@ class App(widgets.VBox):
         cls = viewer_class_for(row.get("algo"))
         if cls is None:
             self._show_message(f"item {row.get('item_name')!r} is a {row.get('algo')!r} item: there is "
-                               "no viewer for this algorithm (mcorr and cnmf/cnmfe have one)")
+                               "no viewer for this algorithm (mcorr, cnmf/cnmfe and onacid have one)")
             return None
         viewer = self.viewers.get(cls)
         try:

@@ -12,11 +12,22 @@
   ``idx_components_bad`` in one more atomic rewrite of the CNMF HDF5
   (:func:`mesmerize_widgets.formats.cnmf_hdf5.save_cnmf`: temp file, fsync, rename) and recorded
   as ``params["eval"]["manual"] = {"accepted": [...], "rejected": [...]}`` in the store.
+* Live view: an ``onacid`` item that is queued or running shows its input movie with the
+  contours of its live snapshot (:mod:`mesmerize_widgets.algorithms.onacid.live`), one graphic,
+  and a label ("running: frame 640/2000, 37 components"). A daemon thread polls the store and
+  the snapshot every ``poll_interval`` seconds (as the batch table does), computes the new
+  outlines off the kernel's loop, and hands the graphics change to the kernel's asyncio loop
+  when one runs (Jupyter), else applies it under the viewer's lock; when the item finishes the
+  viewer switches to the finished view by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,14 +35,17 @@ import numpy as np
 import pandas as pd
 
 from ..accessors.cnmf import select_components
+from ..algorithms.onacid import live as onacid_live
 from . import _fpl
 from .frames import FrameCache, ProcessedMovie, ResidualMovie
+from .messages import describe_error
 from .viewer_base import FrameApply, ViewerBase
 
 __all__ = ["CNMFViewer", "metric_colors"]
 
 ACCEPTED = np.array([0.25, 1.0, 0.35, 1.0], np.float32)
 REJECTED = np.array([1.0, 0.25, 0.25, 1.0], np.float32)
+LIVE = np.array([0.3, 0.85, 1.0, 1.0], np.float32)  # contours of a running item: not classified yet
 EVAL_KEYS = ("min_SNR", "rval_thr", "SNR_lowest", "rval_lowest")
 _EVAL_RANGES = {"min_SNR": (0.0, 20.0, 0.1), "rval_thr": (-1.0, 1.0, 0.01),
                 "SNR_lowest": (0.0, 10.0, 0.1), "rval_lowest": (-1.0, 1.0, 0.01)}
@@ -69,6 +83,26 @@ class _Zeros:
         return np.zeros(self.shape[1:], np.float32)
 
 
+def trace_envelope(y: np.ndarray, max_points: int) -> np.ndarray:
+    """(x, y) points to draw a trace: itself when short, else its min/max per block of frames.
+
+    A 30,000-frame trace drawn as 30,000 vertices cost ~200 ms per draw on the CPU renderer,
+    for a plot ~900 px wide; min and max of each block (2 points per block, at most
+    ``max_points``) look the same on screen, peaks included, for 2 % of the vertices.
+    """
+    y = np.asarray(y, dtype=np.float32).ravel()
+    T = len(y)
+    if T <= max_points:
+        return np.column_stack([np.arange(T, dtype=np.float32), y])
+    b = int(np.ceil(T / max(max_points // 2, 1)))
+    starts = np.arange(0, T, b)
+    ends = np.minimum(starts + b, T) - 1
+    lo = np.minimum.reduceat(y, starts)
+    hi = np.maximum.reduceat(y, starts)
+    x = np.column_stack([starts, ends]).ravel().astype(np.float32)
+    return np.column_stack([x, np.column_stack([lo, hi]).ravel()])
+
+
 def _heatmap_rows(C: np.ndarray, max_cols: int) -> tuple[np.ndarray, int]:
     """Each trace averaged over blocks of frames (at most ``max_cols`` columns), scaled to [0, 1].
 
@@ -89,16 +123,31 @@ def _heatmap_rows(C: np.ndarray, max_cols: int) -> tuple[np.ndarray, int]:
 
 
 class CNMFViewer(ViewerBase):
-    """Viewer of one cnmf/cnmfe item; ``set_row(row)`` shows another."""
+    """Viewer of one cnmf/cnmfe/onacid item; ``set_row(row)`` shows another.
 
-    algos = ("cnmf", "cnmfe")
-    #: heatmap columns at most (time is averaged in blocks beyond this)
-    heatmap_max_cols = 2000
+    A queued or running onacid item is shown live (see the module docstring).
+    """
+
+    algos = ("cnmf", "cnmfe", "onacid")
+    #: heatmap columns at most (time is averaged in blocks beyond this); None: the canvas width,
+    #: as a texture wider than the pixels showing it only costs memory, upload and sampling
+    heatmap_max_cols: int | None = None
+    #: trace vertices at most (min/max per block of frames beyond this); None: 2 per canvas pixel
+    trace_max_points: int | None = None
 
     def __init__(self, row: pd.Series | None = None, *,
                  frame_apply: FrameApply | dict[str, FrameApply] | None = None,
-                 size: tuple[int, int] = (900, 640)) -> None:
+                 size: tuple[int, int] = (900, 640), poll_interval: float = 0.5) -> None:
         super().__init__(frame_apply=frame_apply, size=size)
+        self.poll_interval = float(poll_interval)
+        self._live_uuid: str | None = None
+        self._live_row: pd.Series | None = None
+        self._live_key: tuple | None = None
+        self._live_thread: threading.Thread | None = None
+        self._live_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.live_components = 0
+        self.live_frame: int | None = None
         self.n_components = 0
         self.snr = np.zeros(0)
         self.rval = np.zeros(0)
@@ -116,6 +165,8 @@ class CNMFViewer(ViewerBase):
         self.heatmap: Any = None
         self.heatmap_order = np.zeros(0, np.int64)
         self._heat_bin = 1
+        self._trace_version = 0  # bumped whenever the trace figure's graphics change
+        self._trace_drawn: tuple | None = None
         self._bbox = np.zeros((0, 4))
         self._loading = False
 
@@ -156,8 +207,8 @@ class CNMFViewer(ViewerBase):
         self.save_button.on_click(lambda _: self._guard(self.save_evaluation))
 
         self.trace_box = widgets.VBox()
-        self.body.children = [
-            self.movie_box,
+        self.live_label = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.finished_box = widgets.VBox([
             widgets.HBox([self.color_by, self.show_contours, self.counts], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox(list(self.eval_sliders.values()), layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.component_box, self.accept_button, self.reject_button, self.clear_button,
@@ -165,12 +216,29 @@ class CNMFViewer(ViewerBase):
             self.component_info,
             widgets.HBox([self.trace_kind, self.order_by]),
             self.trace_box,
-        ]
+        ])
+        self.body.children = [self.movie_box, self.live_label, self.finished_box]
         self._time_listeners.append(self._move_marker)
         if row is not None:
             self.set_row(row)
 
     # -- loading -----------------------------------------------------------------------------------------
+    def set_row(self, row: pd.Series) -> bool:
+        """Show another item; a queued or running onacid item is shown live until it finishes."""
+        with self._lock:
+            if _is_live(row):
+                return self._start_live(row)
+            self._stop_live()
+            ok = super().set_row(row)
+            if ok:
+                self.live_label.layout.display = "none"
+                self.finished_box.layout.display = None
+            return ok
+
+    def _image_widget_dropped(self) -> None:
+        self.contours = None
+        self.outlines = []
+
     def _load(self, row: pd.Series) -> None:
         out = row.cnmf.get_output(return_copy=False)
         e = out.estimates
@@ -199,7 +267,7 @@ class CNMFViewer(ViewerBase):
             self.n_components = K
             self.snr, self.rval, self.C = snr, rval, C
             self.YrA = None if e.YrA is None else np.asarray(e.YrA)
-            self._heat_rows = _heatmap_rows(C, self.heatmap_max_cols)
+            self._heat_rows = _heatmap_rows(C, self.heatmap_max_cols or int(self.size[0]))
             self.coords = coords
             self.centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
             self._bbox = np.array([[np.nanmin(c[:, 0]), np.nanmax(c[:, 0]), np.nanmin(c[:, 1]), np.nanmax(c[:, 1])]
@@ -233,6 +301,167 @@ class CNMFViewer(ViewerBase):
         self.recolor()
         if K:
             self.select_component(0)
+
+    # -- live view (a running onacid item) -------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """True while the viewer shows a queued/running item live."""
+        return self._live_uuid is not None
+
+    def _start_live(self, row: pd.Series) -> bool:
+        try:
+            movie = row.caiman.get_input_movie()
+            if len(movie.shape) != 3:
+                raise ValueError(f"the input movie has shape {tuple(movie.shape)}, not (frames, rows, cols)")
+        except Exception as e:
+            self._stop_live()
+            self._fail(row, describe_error(e))
+            return False
+        self._live_uuid = str(row["uuid"])
+        self._live_row = row
+        self._live_key = None
+        self._loading = True
+        try:
+            self.n_components = 0
+            self.coords, self.centers, self._bbox = [], np.zeros((0, 2)), np.zeros((0, 4))
+            self.accepted, self.snr, self.rval = np.zeros(0, bool), np.zeros(0), np.zeros(0)
+            self.overrides, self.selected = {}, None
+            self.live_components, self.live_frame = 0, None
+            cache = FrameCache()
+            self.cache = cache
+            pm = ProcessedMovie(movie, self.settings, cache, name="input")
+            self._set_movies([movie], ["input"], [pm], figure_shape=(1, 1))
+            sps = _fpl.subplots(self.iw)
+            if self.contours is not None:
+                self.contours.remove()
+                self.contours = None
+            for sp, g in zip(sps, self.outlines, strict=False):
+                _fpl.delete_graphic(sp, g)
+            self.outlines = []
+            T, h, w = (int(x) for x in movie.shape)
+            self.header.value = f"<b>{row['item_name']}</b> · {row['algo']} · live · {T} frames of {h}x{w}"
+        finally:
+            self._loading = False
+        self.row = row
+        self.body.layout.display = None
+        self.finished_box.layout.display = "none"
+        self.live_label.layout.display = None
+        self.live_label.value = "waiting for first components"
+        self._say("")
+        self.poll_live(apply_now=True)
+        self._ensure_live_polling()
+        return True
+
+    def _stop_live(self) -> None:
+        self._live_uuid = None  # the poll thread sees it and ends
+        self._live_row = None
+
+    def _ensure_live_polling(self) -> None:
+        if self._live_thread is not None and self._live_thread.is_alive():
+            return
+        try:  # in a kernel the graphics are changed on its loop, between draws
+            self._live_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._live_loop = None
+        self._live_thread = threading.Thread(target=self._live_poll_loop, name="CNMFViewer-live", daemon=True)
+        self._live_thread.start()
+
+    def _live_poll_loop(self) -> None:
+        while not self._closed and self._live_uuid is not None:
+            time.sleep(self.poll_interval)
+            try:
+                self.poll_live()
+            except Exception as e:  # a transient read error must not end the live view
+                self._say(f"live refresh failed: {describe_error(e)}", "error")
+        self._live_thread = None
+
+    def poll_live(self, apply_now: bool = False) -> bool:
+        """One live refresh: read the record and snapshot, redraw the contours if they changed.
+
+        The outlines are computed here (the poll thread); only the graphics change goes to the
+        kernel's loop (or runs under the lock). Returns True while the item is still active.
+        """
+        uuid, row = self._live_uuid, self._live_row
+        if uuid is None or row is None:
+            return False
+        state = onacid_live.live_state(row.caiman.store, uuid)
+        if not state.active:
+            self._dispatch(lambda: self._finish_live(uuid), apply_now)
+            return False
+        contours = None
+        if state.snapshot is not None and state.key() != self._live_key:
+            contours = self._live_contours(state.snapshot)
+        self._dispatch(lambda: self._apply_live(uuid, state, contours), apply_now)
+        return True
+
+    def _live_contours(self, snap: dict[str, Any]) -> tuple[list[np.ndarray], np.ndarray]:
+        dims = snap["dims"]
+        shape = self.movies[0].shape[1:] if self.movies else dims
+        scale = (shape[0] / dims[0], shape[1] / dims[1])  # a ds_factor > 1 snapshot onto the movie
+        return onacid_live.contours_of(snap["A"], dims, scale=scale)
+
+    def _dispatch(self, action: Callable[[], None], now: bool = False) -> None:
+        def run() -> None:
+            with self._lock:
+                self._guard(action)
+
+        loop = self._live_loop
+        in_kernel = self.iw is not None and not _fpl.is_offscreen(self.iw.figure)
+        if not now and in_kernel and loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(run)
+        else:
+            run()
+
+    def _apply_live(self, uuid: str, state: onacid_live.LiveState,
+                    contours: tuple[list[np.ndarray], np.ndarray] | None) -> None:
+        if self._live_uuid != uuid or self.iw is None:
+            return
+        self.live_label.value = onacid_live.live_label(state)
+        if contours is None:
+            return
+        self._live_key = state.key()
+        coords, centers = contours
+        if self.contours is not None:
+            self.contours.remove()
+        self.contours = _fpl.ContourSet(_fpl.subplots(self.iw)[0], coords)
+        self.contours.set_colors(np.tile(LIVE, (len(coords), 1)))
+        self.contours.set_visible(self.show_contours.value)
+        self.coords, self.centers = coords, centers
+        self.live_components = len(coords)
+        self.live_frame = int(state.snapshot["frame"]) if state.snapshot else None
+        _fpl.request_draw(self.iw)
+
+    def _finish_live(self, uuid: str) -> None:
+        """The item is no longer active: the finished view (or why there is none)."""
+        if self._live_uuid != uuid or self._live_row is None:
+            return
+        row = self._live_row
+        rec = row.caiman.store.get(uuid)
+        for key, value in rec.items():
+            if key in row.index:
+                row[key] = value
+        self.set_row(row)  # no longer active: the finished view, or a message saying why not
+        for f in self.figures():
+            _fpl.request_draw(f)
+
+    def wait_live(self, timeout: float = 60.0) -> None:
+        """Block until the live view has switched to the finished view (scripts and tests)."""
+        deadline = time.monotonic() + timeout
+        while self.live:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the item was still live after {timeout} s")
+            time.sleep(0.02)
+        with self._lock:  # a switch under way (it holds the lock) has completed
+            pass
+
+    def close(self) -> None:
+        """Stop the live refresh and close the widgets."""
+        self._closed = True
+        self._stop_live()
+        t = self._live_thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+        super().close()
 
     # -- contours ----------------------------------------------------------------------------------------
     def _draw_contours(self) -> None:
@@ -445,7 +674,7 @@ class CNMFViewer(ViewerBase):
         _fpl.delete_graphic(sp, self.marker)
         _fpl.delete_graphic(sp, self.trace_line)
         y = self.trace(self.selected or 0) if self.n_components else np.zeros(self.n_frames, np.float32)
-        self.trace_line = _fpl.add_line(sp, y, colors="w")
+        self.trace_line = _fpl.add_line(sp, self._trace_xy(y), colors="w")
         self.marker = _fpl.add_time_marker(self.trace_line, self.time, self.set_time)
         _fpl.auto_scale(sp)
         self._draw_heatmap()
@@ -459,11 +688,15 @@ class CNMFViewer(ViewerBase):
     def _draw_trace(self) -> None:
         if self.trace_line is None or self.selected is None:
             return
-        y = self.trace(self.selected)
-        if not _fpl.set_line_data(self.trace_line, y):
+        xy = self._trace_xy(self.trace(self.selected))
+        if not _fpl.set_line_xy(self.trace_line, xy):
             self._draw_trace_figure()
-            _fpl.set_line_data(self.trace_line, y)
+            _fpl.set_line_xy(self.trace_line, xy)
+        self._trace_version += 1
         _fpl.auto_scale(_fpl.subplots(self.trace_fig)[0])
+
+    def _trace_xy(self, y: np.ndarray) -> np.ndarray:
+        return trace_envelope(y, self.trace_max_points or 2 * int(self.size[0]))
 
     def heatmap_rows(self) -> np.ndarray:
         """Component order of the heatmap's rows."""
@@ -491,6 +724,7 @@ class CNMFViewer(ViewerBase):
             _fpl.auto_scale(sp)
             self._heat_bin = b
         _fpl.set_clim(self.heatmap, 0.0, 1.0)
+        self._trace_version += 1
 
     def _move_marker(self, t: int) -> None:
         if self.marker is not None:
@@ -500,5 +734,35 @@ class CNMFViewer(ViewerBase):
     def marker_time(self) -> float | None:
         return None if self.marker is None else _fpl.marker_value(self.marker)
 
+    def _trace_fig_state(self) -> tuple:
+        """What the trace figure shows: the same value means the same pixels (no need to draw)."""
+        sps = _fpl.subplots(self.trace_fig)
+        mx = None if self.marker is None else round(2 * _fpl.screen_x(sps[0], _fpl.marker_value(self.marker)))
+        return (self._trace_version, id(self.trace_line), id(self.heatmap), mx, tuple(self.trace_fig.canvas.get_logical_size()),
+                *(_fpl.view_state(sp) for sp in sps))
+
+    def render(self) -> None:
+        """Draw every figure whose content changed (the trace figure only when its marker moved on
+        screen, by half a pixel: at 30,000 frames a +1 step moves it 0.03 px)."""
+        with self._lock:
+            for f in self.figures():
+                if f is self.trace_fig and _fpl.is_offscreen(f):
+                    state = self._trace_fig_state()
+                    if state == self._trace_drawn:
+                        continue
+                    self._trace_drawn = state
+                _fpl.render_now(f)
+
     def figures(self) -> list[Any]:
+        if self.live:  # the trace figure is hidden: nothing to draw there
+            return [] if self.iw is None else [self.iw]
         return [f for f in (self.iw, self.trace_fig) if f is not None]
+
+
+def _is_live(row: Any) -> bool:
+    """A queued or running onacid item (shown live); False when the record cannot be read."""
+    try:
+        rec = row.caiman.record()
+    except Exception:
+        return False
+    return rec.get("algo") == "onacid" and rec.get("status") in onacid_live.ACTIVE

@@ -7,6 +7,7 @@ step across the ImageWidget's slider, the ipywidgets slider and every time marke
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ class ViewerBase(widgets.VBox):
     def __init__(self, *, frame_apply: FrameApply | dict[str, FrameApply] | None = None,
                  size: tuple[int, int] = (900, 560)) -> None:
         self.size = size
+        self._lock = threading.RLock()  # graphics are changed by a poll thread (live view) and drawn here
         self.row: pd.Series | None = None
         self.last_message = ""
         self.settings = WindowSettings()
@@ -126,6 +128,8 @@ class ViewerBase(widgets.VBox):
         self.movies = list(movies)
         self._n_frames = n
         t = min(self._time, n - 1)
+        if self.iw is not None and len(_fpl.image_graphics(self.iw)) != len(self.movies):
+            self._drop_image_widget()  # another panel count (live view <-> finished view)
         if self.iw is None:
             self.iw = _fpl.image_widget(self.movies, names, size=self.size, figure_shape=figure_shape)
             _fpl.on_index(self.iw, self._on_iw_index)
@@ -142,6 +146,16 @@ class ViewerBase(widgets.VBox):
         self._time = -1
         self.set_time(t)
         self.auto_contrast()
+
+    def _drop_image_widget(self) -> None:
+        """Close the ImageWidget (its panels no longer fit); subclasses forget their graphics on it."""
+        iw, self.iw = self.iw, None
+        self.movie_box.children = [self.movie_controls]
+        self._image_widget_dropped()
+        _fpl.close(iw)
+
+    def _image_widget_dropped(self) -> None:
+        """Hook: the ImageWidget and every graphic on it are gone."""
 
     def _iw_clicked(self, panel: int, x: float, y: float, button: int) -> None:
         """A click on a movie panel at data coordinates (subclasses pick things there)."""
@@ -254,12 +268,14 @@ class ViewerBase(widgets.VBox):
 
     def render(self) -> None:
         """Draw every figure now (offscreen: synchronously; in Jupyter: request a frame)."""
-        for f in self.figures():
-            _fpl.render_now(f)
+        with self._lock:
+            for f in self.figures():
+                _fpl.render_now(f)
 
     def snapshot(self, which: int = 0) -> np.ndarray:
         """RGBA pixels of one of :meth:`figures`, drawn now."""
-        return _fpl.snapshot(self.figures()[which])
+        with self._lock:
+            return _fpl.snapshot(self.figures()[which])
 
     def shown_frame(self, panel: int = 0) -> np.ndarray:
         """The frame a movie panel holds now (what is on screen)."""
