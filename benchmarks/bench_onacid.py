@@ -6,13 +6,15 @@ peak memory for a short vs a long movie (run by hand; ratios are from one run).
     $CAIMAN_PYTHON benchmarks/bench_onacid.py --caiman  # a python where CaImAn imports: also CaImAn's OnACID
 
 Each run is a fresh process (``--one``) whose peak RSS (with its children) is sampled every
-50 ms. The movie is simulated once per length and streamed to a TIFF.
+50 ms. The movie is simulated once per length and streamed to a TIFF, in a temporary folder
+removed at the end (a 10000-frame 512 x 512 movie takes several GB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,7 +68,7 @@ def measure(cmd: list[str]) -> tuple[dict, float]:
     return json.loads(out.strip().splitlines()[-1]), peak / 2**20
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one", nargs=3, metavar=("BACKEND", "MOVIE", "OUT"))
     ap.add_argument("--frames", nargs="+", type=int, default=[1000])
@@ -74,13 +76,13 @@ def main() -> None:
     ap.add_argument("--neurons", type=int, default=300)
     ap.add_argument("--no-motion", action="store_true")
     ap.add_argument("--caiman", action="store_true", help="also run CaImAn's OnACID")
-    a = ap.parse_args()
-    if a.one:
-        one(*a.one, motion=not a.no_motion)
-        return
+    return ap.parse_args()
+
+
+def _run_all(a: argparse.Namespace, tmp: Path) -> list[tuple[str, int, float, float, int]]:
+    """Simulate each movie length, run each backend on it; (backend, T, frames/s, MiB, K) rows."""
     from mesmerize_widgets.sim import simulate_2p, write_tiff
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_onacid_"))
     rows = []
     for T in a.frames:
         sim = simulate_2p(n_frames=T, dims=(a.dims, a.dims), n_neurons=a.neurons, late_fraction=0.2,
@@ -98,6 +100,21 @@ def main() -> None:
             rows.append((backend, T, fps, peak, res["K"]))
             print(f"{backend:8s} T={T:6d}: {fps:7.1f} frames/s ({fps / 30:.2f}x 30 Hz) "
                   f"peak {peak:8.0f} MiB, K={res['K']}", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+        path.unlink()
+    return rows
+
+
+def main() -> None:
+    a = _args()
+    if a.one:
+        one(*a.one, motion=not a.no_motion)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_onacid_"))
+    try:
+        rows = _run_all(a, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a 10000-frame movie takes several GB
     by = {(b, T): (fps, peak) for b, T, fps, peak, _ in rows}
     for T in a.frames:
         if ("caiman", T) in by:
@@ -105,7 +122,7 @@ def main() -> None:
                   f"memory {by[('builtin', T)][1] / by[('caiman', T)][1]:.2f}x")
     if len(a.frames) > 1:
         lo, hi = min(a.frames), max(a.frames)
-        for b in {r[0] for r in rows}:
+        for b in sorted({r[0] for r in rows}):
             print(f"{b}: peak memory {hi} vs {lo} frames: {by[(b, hi)][1] / by[(b, lo)][1]:.2f}x")
 
 

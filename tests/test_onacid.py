@@ -82,6 +82,38 @@ def test_seeded_onacid_recovers_every_true_mask(tmp_path, sim_late):
     assert m["recall"] == 1.0 and m["K"] == 60 and m["trace_corr"] >= 0.9
 
 
+def _upsampled(A, dims: tuple[int, int], f: int) -> np.ndarray:
+    """Footprints found on ``f``-times downsampled frames, on the full-resolution grid."""
+    imgs = A.toarray().reshape(dims[0], dims[1], -1, order="F")
+    return imgs.repeat(f, 0).repeat(f, 1).reshape(dims[0] * f * dims[1] * f, -1, order="F")
+
+
+def test_downsampled_onacid_finds_the_neurons(tmp_path):
+    """ds_factor=2: frames, gSig and the shift range are halved; the neurons are still found."""
+    sim = simulate_2p(n_frames=500, dims=(96, 96), n_neurons=20, max_shift=1.5, seed=5)
+    outputs, _ = _run(tmp_path, sim.movie, {**MAIN, "K": 30, "ds_factor": 2})
+    e = load_cnmf(outputs["cnmf-hdf5-path"]).estimates
+    assert tuple(e.dims) == (48, 48) and e.A.shape[0] == 48 * 48
+    good = np.asarray(e.idx_components, int)
+    m = match(_upsampled(e.A[:, good], (48, 48), 2), np.asarray(e.C)[good], sim.truth)
+    print("onacid ds_factor=2:", m)
+    assert m["recall"] >= 0.85 and m["f1"] >= 0.75 and m["trace_corr"] >= 0.85
+    shifts = np.load(outputs["shifts"])
+    assert shifts.shape == (500, 2) and np.abs(shifts).max() <= 3  # in downsampled pixels
+
+
+def test_cnmf_initialised_onacid_finds_the_neurons(tmp_path):
+    """init_method='cnmf': a full builtin CNMF fit on the init batch, then online."""
+    sim = simulate_2p(n_frames=400, dims=(64, 64), n_neurons=12, late_fraction=0.25, max_shift=1.5, seed=6)
+    outputs, _ = _run(tmp_path, sim.movie, {**MAIN, "K": 15, "init_batch": 150, "init_method": "cnmf"})
+    e = load_cnmf(outputs["cnmf-hdf5-path"]).estimates
+    good = np.asarray(e.idx_components, int)
+    m = match(e.A.toarray()[:, good], np.asarray(e.C)[good], sim.truth)
+    print("onacid init_method=cnmf:", m)
+    assert m["recall"] >= 0.85 and m["f1"] >= 0.75 and m["trace_corr"] >= 0.85
+    assert e.C.shape == (e.A.shape[1], 400)
+
+
 def test_schema_has_caimans_online_names_and_defaults():
     algo = get_algorithm("onacid")
     d = algo.schema.defaults()["main"]

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.fft as sfft
 
 UPSAMPLE = 10  # refinement grid: 1/UPSAMPLE px
+_BLAS_1THREAD = 1 << 18  # multiply-adds below which OpenBLAS keeps a product on one thread
 _HALF_WINDOW = int(np.ceil(UPSAMPLE * 1.5)) // 2  # +-0.7 px around the integer peak
 
 
@@ -272,12 +273,22 @@ class _Refiner:
         b = len(d0)
         a1 = np.exp((2j * np.pi / n1) * d0[:, 0, None] * self.f1[None, :]).astype(np.complex64)  # (B, n1)
         a2 = np.exp((2j * np.pi / n2) * d0[:, 1, None] * self.f2[None, :]).astype(np.complex64)  # (B, h2)
-        e1 = self.g1[None] * a1[:, None, :]  # (B, m, n1)
-        e2 = self.g2[None] * a2[:, :, None]  # (B, h2, m)
-        prod = np.broadcast_to(prod, (b, n1, n2))[:, :, : self.h2]
-        fine = np.real(np.matmul(np.matmul(e1, prod), e2))  # (B, m, m)
         k = _HALF_WINDOW
         m = 2 * k + 1
+        prod = np.broadcast_to(prod, (b, n1, n2))
+        # one image at a time, the contraction over n1 in row blocks small enough that BLAS runs
+        # each product on one thread (OpenBLAS threads products above 2**18 multiply-adds, and
+        # its threads spin: on a busy machine a threaded product of this size takes 10-100x
+        # longer than a single-threaded one)
+        step = max(1, _BLAS_1THREAD // (m * self.h2))
+        fine = np.empty((b, m, m))
+        for i in range(b):
+            e1 = self.g1 * a1[i]  # (m, n1)
+            e2 = self.g2 * a2[i][:, None]  # (h2, m)
+            x = np.zeros((m, self.h2), np.complex64)
+            for r in range(0, n1, step):
+                x += e1[:, r : r + step] @ prod[i, r : r + step, : self.h2]
+            fine[i] = np.real(x @ e2)
         idx = fine.reshape(b, -1).argmax(axis=1)
         i, j = idx // m, idx % m
         bi = np.arange(b)

@@ -1,11 +1,13 @@
 """OnACID with numpy/scipy/OpenCV: the item's movie is read frame by frame, never held.
 
 Steps: the first ``init_batch`` frames are read, registered (``motion_correct``) and
-initialised (``init_method``: ``bare`` = the cnmf core's greedy seeds + HALS, ``cnmf`` = a full
-builtin CNMF fit, ``seeded`` = ``Ain_path`` masks, whose shapes are then kept: a seed
-silent for long has no data to reshape it); then every frame is registered to the
-init batch's template, fitted by :class:`~.online.OnlineCNMF` (traces, new components, shapes)
-for ``epochs`` passes. At the end the traces of the last pass are deconvolved (OASIS, as cnmf),
+initialised (``init_method``: ``bare`` = the cnmf core's greedy seeds on the ``tsub``-averaged
+batch, then HALS sparse on each seed's disk (:class:`~.online.OnlineCNMF`'s ``refine``),
+``cnmf`` = a full builtin CNMF fit, ``seeded`` = ``Ain_path`` masks, whose shapes are then
+kept: a seed silent for long has no data to reshape it); then every frame is registered to the
+init batch's template (matched on a central ``CROP`` px window, shifted by a separable bicubic
+filter), fitted by :class:`~.online.OnlineCNMF` (traces, new components, shapes) for
+``epochs`` passes. At the end the traces of the last pass are deconvolved (OASIS, as cnmf),
 the SNR and spatial r-values computed (one more read of the frames around each component's
 peaks) and CaImAn's accept rule applied.
 
@@ -28,6 +30,7 @@ Bad input raises a ``ValueError`` naming it: an init_batch longer than the movie
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
@@ -54,34 +57,100 @@ MIN_FRAMES = 10  # fewer frames cannot give a noise estimate or a transient
 CHUNK = 64  # frames read at once
 
 
+CROP = 256  # side of the central window frames are matched on (the whole frame when smaller)
+
+
+def _cubic_weights(u: float) -> np.ndarray:
+    """OpenCV's bicubic weights (a = -0.75) of the taps at -1, 0, 1, 2 for a sample at ``u``."""
+    a = -0.75
+    x = u + 1.0
+    w0 = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    w1 = ((a + 2) * u - (a + 3)) * u * u + 1
+    x = 1.0 - u
+    w2 = ((a + 2) * x - (a + 3)) * x * x + 1
+    return np.array([w0, w1, w2, 1.0 - w0 - w1 - w2], np.float32)
+
+
+def shift_frame(frame: np.ndarray, shift: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``registered(q) = frame(q - shift)`` by separable bicubic interpolation (the bicubic warp
+    of :func:`~..mcorr.registration.shift_rigid`, in a quarter of its time): the fractional part
+    is a 4-tap filter per axis, the integer part a slice; uncovered borders copy the nearest
+    row or column, values are clipped to the frame's range (no cubic overshoot)."""
+    frame = np.ascontiguousarray(frame, np.float32)
+    h, w = frame.shape
+    src = -np.asarray(shift, np.float64)  # sample position relative to q
+    n = np.floor(src).astype(int)
+    u = src - n
+    if u[0] or u[1]:
+        g = cv2.sepFilter2D(frame, -1, _cubic_weights(float(u[1])), _cubic_weights(float(u[0])),
+                            anchor=(1, 1), borderType=cv2.BORDER_REPLICATE)
+    else:
+        g = frame
+    ny, nx = (int(np.clip(v, -(s - 1), s - 1)) for v, s in zip(n, (h, w), strict=True))
+    lo, hi, _, _ = cv2.minMaxLoc(frame)
+    out = np.empty_like(frame) if out is None else out
+    # out[q] = g[q + n]; the rows/columns that would come from outside copy the nearest edge
+    y0, y1 = max(0, -ny), min(h, h - ny)
+    x0, x1 = max(0, -nx), min(w, w - nx)
+    out[y0:y1, x0:x1] = g[y0 + ny : y1 + ny, x0 + nx : x1 + nx]
+    out[:y0, x0:x1] = out[y0, x0:x1]
+    out[y1:, x0:x1] = out[y1 - 1, x0:x1]
+    out[:, :x0] = out[:, x0 : x0 + 1]
+    out[:, x1:] = out[:, x1 - 1 : x1]
+    np.minimum(out, hi, out=out)
+    np.maximum(out, lo, out=out)
+    return out
+
+
 class Registration:
-    """Rigid registration of single frames to a fixed template (the mcorr matcher)."""
+    """Rigid registration of single frames to a fixed template (the mcorr matcher).
+
+    Only a central ``CROP`` x ``CROP`` window is matched: rigid motion is the same everywhere,
+    and a 256 px window holds enough structure for sub-pixel accuracy at a fraction of the
+    FFT and refinement cost of a whole 512 px frame."""
 
     def __init__(self, template: np.ndarray, max_shift: int):
         self.ms = float(max_shift)
-        inset = (int(max_shift) + 1,) * 2
-        self.match = R.Matcher(template, inset, inset)
+        h, w = template.shape
+        self.ch, self.cw = min(h, CROP), min(w, CROP)
+        self.r0, self.c0 = (h - self.ch) // 2, (w - self.cw) // 2
         self.pad = int(max_shift) + 2
+        inset = (int(max_shift) + 1,) * 2
+        self.match = R.Matcher(template[self.r0 : self.r0 + self.ch, self.c0 : self.c0 + self.cw], inset, inset)
+
+    def _window(self, frames: np.ndarray) -> np.ndarray:
+        """The matched window of each frame with ``pad`` px around it (edge-replicated where
+        the frame ends)."""
+        k = self.pad
+        h, w = frames.shape[1:]
+        a0, a1 = self.r0 - k, self.r0 + self.ch + k
+        b0, b1 = self.c0 - k, self.c0 + self.cw + k
+        sub = frames[:, max(a0, 0) : min(a1, h), max(b0, 0) : min(b1, w)]
+        pads = (max(-a0, 0), max(a1 - h, 0), max(-b0, 0), max(b1 - w, 0))
+        if any(pads):
+            return np.stack([cv2.copyMakeBorder(np.ascontiguousarray(f, np.float32), *pads, cv2.BORDER_REPLICATE)
+                             for f in sub])
+        return np.ascontiguousarray(sub, np.float32)
 
     def shifts(self, frames: np.ndarray) -> np.ndarray:
         """Applied shifts (n, 2) [dy, dx] registering ``frames``."""
         if self.ms <= 0:
             return np.zeros((len(frames), 2))
-        hp = R.highpass_for_matching(frames)
+        hp = R.highpass_for_matching(self._window(frames))
         lo, hi = (-self.ms, -self.ms), (self.ms, self.ms)
-        d0 = self.match.coarse(hp, lo, hi).astype(int)
-        k = self.pad
-        h, w = frames.shape[1:]
-        aligned = np.stack([
-            cv2.copyMakeBorder(f, k, k, k, k, cv2.BORDER_REPLICATE)[k + dy : k + dy + h, k + dx : k + dx + w]
-            for f, (dy, dx) in zip(hp, d0, strict=True)
-        ])
+        k, ch, cw = self.pad, self.ch, self.cw
+        d0 = self.match.coarse(hp[:, k : k + ch, k : k + cw], lo, hi).astype(int)
+        aligned = np.stack([f[k + dy : k + dy + ch, k + dx : k + dx + cw] for f, (dy, dx) in zip(hp, d0, strict=True)])
         d = np.clip(d0 + self.match.fine(aligned), -self.ms, self.ms)
         return -d
 
     @staticmethod
     def apply(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-        return np.stack([R.shift_rigid(f, s, "copy") for f, s in zip(frames, shifts, strict=True)])
+        """The registered frames (n, h, w) float32."""
+        out = np.empty(frames.shape, np.float32)
+        for f, s, o in zip(frames, shifts, out, strict=True):
+            shift_frame(f, s, o)
+        return out
 
 
 def _check_finite(frames: np.ndarray, start: int, path: Any) -> None:
@@ -98,9 +167,15 @@ def _downsample(frames: np.ndarray, ds: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+def _rows_F(frames: np.ndarray) -> np.ndarray:
+    """(T, d1, d2) -> (T, P): each frame a Fortran-order pixel vector (per-frame transposes are
+    cache-friendly, a 3-D transpose is not)."""
+    return np.stack([cv2.transpose(np.ascontiguousarray(f, np.float32)).ravel() for f in frames])
+
+
 def _to_Yr(frames: np.ndarray) -> np.ndarray:
     """(T, d1, d2) -> (P, T) with Fortran pixel order (CaImAn's)."""
-    return np.ascontiguousarray(frames.transpose(2, 1, 0).reshape(-1, len(frames)))
+    return np.ascontiguousarray(cv2.transpose(_rows_F(frames)))
 
 
 def write_live(path: Path, A: sp.csc_matrix, dims: tuple[int, int], frame: int, epoch: int, n_frames: int) -> None:
@@ -120,10 +195,48 @@ def write_live(path: Path, A: sp.csc_matrix, dims: tuple[int, int], frame: int, 
 
 def read_live(path: str | os.PathLike) -> dict[str, Any]:
     """The live snapshot as ``{"A": csc, "dims", "n_components", "frame", "epoch", "n_frames"}``."""
-    with np.load(path) as z:
-        A = sp.csc_matrix((z["A_data"], z["A_indices"], z["A_indptr"]), shape=tuple(z["A_shape"]))
-        return {"A": A, "dims": tuple(int(d) for d in z["dims"]), "n_components": int(z["n_components"]),
-                "frame": int(z["frame"]), "epoch": int(z["epoch"]), "n_frames": int(z["n_frames"])}
+    from .live import read_live as _read
+
+    return _read(path)
+
+
+def _greedy_seeds(Yr: np.ndarray, dims: tuple[int, int], opts: core.Options) -> tuple[sp.csc_matrix, np.ndarray]:
+    """The cnmf core's greedy seeds on the temporally downsampled (``tsub``) batch, with their
+    traces then projected on every frame of the batch. Footprints are kept sparse: dense
+    (P, K) products over the batch cost more than the whole online pass on 512 x 512 frames."""
+    P, T0 = Yr.shape
+    ts = int(opts.tsub) if T0 >= 2 * int(opts.tsub) > 1 else 1
+    Tt = T0 // ts
+    Ys = Yr
+    if ts > 1:  # mean of ts consecutive frames (strided sums: a mean over a short last axis is slow)
+        Ys = Yr[:, 0 : Tt * ts : ts].astype(np.float32)
+        for q in range(1, ts):
+            Ys += Yr[:, q : Tt * ts : ts]
+        Ys /= ts
+    Y3 = np.ascontiguousarray(Ys.reshape(dims[1], dims[0], Tt).transpose(1, 0, 2), np.float32)
+    del Ys
+    nrm = None
+    if opts.normalize_init:
+        # the noise normalisation greedy_init would do, done once here: it recomputes the
+        # normaliser's percentile for every seed it keeps (a second per seed on 512 x 512)
+        sn = core.noise_psd(Y3, opts.noise_range)
+        nrm = np.maximum(sn, np.percentile(sn, 10) + 1e-6)
+        Y3 /= nrm[..., None]
+        opts = dataclasses.replace(opts, normalize_init=False)
+    A, _ = core.greedy_init(Y3, opts, int(opts.K or 0))
+    del Y3
+    A = sp.csc_matrix(A)
+    if nrm is not None:
+        A.data *= nrm.ravel(order="F")[A.indices]
+    A = A[:, np.diff(A.indptr) >= 3]
+    if not A.shape[1]:
+        return A, np.zeros((0, T0), np.float32)
+    G = (A.T @ A).toarray().astype(np.float64)
+    C = np.linalg.solve(G + 1e-9 * np.eye(len(G)), np.asarray(A.T @ Yr, np.float64))
+    C -= np.median(C, axis=1, keepdims=True)  # the baseline: greedy's traces start at the median
+    C = np.maximum(C, 0).astype(np.float32)
+    keep = C.max(1) > 0
+    return A[:, keep], C[keep]
 
 
 def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], params: dict[str, Any],
@@ -135,7 +248,6 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
     mov = core._Movie(Yr)
     rng = np.random.default_rng(0)
     method = main["init_method"]
-    T0 = Yr.shape[1]
     if method == "cnmf":
         res = core.fit(Yr, dims, opts)
         C = res["C"] + res["YrA"]
@@ -148,9 +260,7 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
         C = np.maximum(np.linalg.lstsq(G + 1e-9 * np.eye(len(G)), mov.AtY(A), rcond=None)[0], 0)
         C = (C - C.min(1, keepdims=True)).astype(np.float32)
     else:
-        Y3 = Yr.reshape(dims[1], dims[0], T0).transpose(1, 0, 2)
-        A, C = core._init_patch(Y3, opts, opts.K)
-        A, C = core._drop_empty(A, C)
+        A, C = _greedy_seeds(Yr, dims, opts)
     b, f = core._init_background(mov, A, C, opts.nb, rng)
     if method == "seeded":
         # seeds keep their shapes (a neuron silent in the init batch has no data to reshape it):
@@ -164,15 +274,18 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
                     Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
         K = A.shape[1]
         return A, Cf[:K], b, Cf[K:]
-    A, C, b, f = core.hals(mov, A, C, b, f, dims, opts, n_outer=2)
-    A, C = core._drop_empty(A, C)
+    # shapes and traces are refined by OnlineCNMF(refine=...), sparse on each neuron's disk
     return A, C, b, f
 
 
 def r_values_streamed(read: Callable[[np.ndarray], np.ndarray], A: sp.csc_matrix, C: np.ndarray,
-                      b: np.ndarray, f: np.ndarray, fr: float, Athresh: float = 0.1) -> np.ndarray:
+                      b: np.ndarray, f: np.ndarray, fr: float, Athresh: float = 0.1,
+                      c_order: tuple[int, int] | None = None) -> np.ndarray:
     """The cnmf core's spatial r-values, reading only the frames around each component's peaks
-    (``read(frames) -> (n, P)`` registered frames) in chunks, so the movie is never held."""
+    (``read(frames) -> (n, P)`` registered frames) in chunks, so the movie is never held.
+
+    ``c_order=dims``: ``read`` gives each frame's pixels in C order (no transposes needed);
+    by default in Fortran order, as A's rows."""
     K = A.shape[1]
     rv = np.zeros(K)
     if K == 0:
@@ -194,16 +307,19 @@ def r_values_streamed(read: Callable[[np.ndarray], np.ndarray], A: sp.csc_matrix
         frames.append(np.array(sorted(idx if idx else set(loc[i].tolist())), int))
     px = [Ad.indices[Ad.indptr[k] : Ad.indptr[k + 1]] for k in range(K)]
     sums = [np.zeros(len(p)) for p in px]
+    # where each footprint's pixels are in what ``read`` returns
+    pxr = px if c_order is None else [(p % c_order[0]) * c_order[1] + p // c_order[0] for p in px]
     need = np.unique(np.concatenate([fr_ for fr_ in frames if fr_ is not None] or [np.zeros(0, int)]))
+    member = np.zeros((K, C.shape[1]), bool)  # frames each component's sum reads (K x T, as C)
+    for k, fr_ in enumerate(frames):
+        if fr_ is not None:
+            member[k, fr_] = True
     for s in range(0, len(need), CHUNK):
         idx = need[s : s + CHUNK]
         Y = read(idx)
-        for k in range(K):
-            if frames[k] is None:
-                continue
-            m = np.isin(idx, frames[k], assume_unique=True)
-            if m.any():
-                sums[k] += Y[np.flatnonzero(m)[:, None], px[k]].sum(0)
+        sel = member[:, idx]
+        for k in np.flatnonzero(sel.any(1)):
+            sums[k] += Y[np.flatnonzero(sel[k])[:, None], pxr[k]].sum(0)
     for k in range(K):
         if frames[k] is None or len(px[k]) < 3:
             continue
@@ -263,16 +379,15 @@ def run(ctx: RunContext) -> dict[str, Any]:
     shifts = np.zeros((T, 2), np.float32)
     reg = None
     if main["motion_correct"]:
-        template = np.median(init, axis=0)
-        for _ in range(2):  # register to the median, then to the registered mean
-            reg = Registration(template, mshift)
-            sh = reg.shifts(init)
-            template = Registration.apply(init, sh).mean(0)
+        # register to the median of 10-frame means (robust to bursts; 10x cheaper than a median
+        # of frames), then to the mean of the registered batch
+        reg = Registration(R.bin_median(init), mshift)
+        template = Registration.apply(init, reg.shifts(init)).mean(0)
         reg = Registration(template, mshift)
         sh = reg.shifts(init)
         init = Registration.apply(init, sh)
         shifts[:T0] = sh
-    acc = SummaryAccumulator(dims)
+    acc = SummaryAccumulator(dims, chunk_dtype=np.float32)
     acc.add(init)
     Yr = _to_Yr(init)
     del init
@@ -287,8 +402,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
         update_freq=update_freq, minibatch_shape=main["minibatch_shape"],
         update_num_comps=main["update_num_comps"], expected_comps=main["expected_comps"],
     )
-    on = OnlineCNMF(dims, oopts, np.asarray(A), np.asarray(C), np.asarray(b), np.asarray(f), Yr, sn,
-                     fixed=main["init_method"] == "seeded")
+    on = OnlineCNMF(dims, oopts, A if sp.issparse(A) else np.asarray(A), np.asarray(C), np.asarray(b),
+                    np.asarray(f), Yr, sn, fixed=main["init_method"] == "seeded",
+                    refine=2 if main["init_method"] == "bare" else 0)
     del Yr, A, C
     live = ctx.output("_live.npz")
     write_live(live, on.footprints(), dims, T0, 0, T)
@@ -311,7 +427,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             if ep == 0:
                 acc.add(frames)
             for y in frames:
-                on.fit_next(y.ravel(order="F"))
+                on.fit_next(cv2.transpose(y).ravel())  # Fortran pixel order
                 n_comp.append(on.K)
                 done += 1
                 if done % live_every == 0:
@@ -333,10 +449,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
         fr = _downsample(np.asarray(movie[idx], np.float32), ds)
         if reg is not None:
             fr = Registration.apply(fr, shifts[idx])
-        return _to_Yr(fr).T
+        return fr.reshape(len(fr), -1)  # C pixel order: r_values_streamed(c_order=dims)
 
     ctx.progress(0.93, "r-values")
-    rv = r_values_streamed(read_registered, A, dec["C"], on.b, fb, main["fr"])
+    rv = r_values_streamed(read_registered, A, dec["C"], on.b, fb, main["fr"], c_order=dims)
     quality = {"min_SNR": main["min_SNR"], "rval_thr": main["rval_thr"], "SNR_lowest": 0.5,
                "rval_lowest": -1.0}
     good, bad = select_components(snr, rv, quality)

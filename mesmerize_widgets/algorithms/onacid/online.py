@@ -18,6 +18,13 @@ residual; then up to ``min_num_trial`` candidates are tested (rank-1 NMF on the 
 space correlation >= rval_thr, event exceptionality <= thresh_fitness_raw, overlap with known
 footprints < thresh_overlap) and up to ``max_num_added`` accepted. Every ``update_freq`` frames
 all shapes are refitted from the statistics.
+
+What keeps a frame cheap (512 x 512 frames, hundreds of neurons, at acquisition rate): no
+per-frame allocation of frame-sized temporaries beyond a few vectors; the candidate search
+looks only at the local maxima above threshold of a box-filtered max (separable); a candidate's
+patch is sliced out of the ring buffer, not gathered; an accepted component is appended
+incrementally (a CSC column, a row and column of AᵀA, the first free colour of its group), and
+shape updates rewrite ``A.data`` in place with one rebuild of AᵀA and the groups at the end.
 """
 
 from __future__ import annotations
@@ -82,8 +89,34 @@ def _disk(center: tuple[int, int], radius: int, dims: tuple[int, int]) -> np.nda
     return np.sort((yy[inside] + xx[inside] * d1).astype(np.int64))
 
 
-def _groups(AtA: np.ndarray) -> list[np.ndarray]:
-    """Greedy colouring of the overlap graph: components in one group share no pixel."""
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _clean_patch(a: np.ndarray, hw: tuple[int, int], maxthr: float) -> np.ndarray:
+    """The cnmf core's footprint cleaning on a small patch (Fortran order): values below
+    ``maxthr`` x max zeroed, only the 4-connected piece holding the maximum kept (OpenCV's
+    labelling, several times faster than scipy's on patches this small)."""
+    img = a.reshape(hw[::-1]).T.copy()  # (h, w)
+    top = float(img.max()) if img.size else 0.0
+    if top <= 0:
+        return np.zeros_like(a)
+    img[img < maxthr * top] = 0
+    n, lab = cv2.connectedComponents((img > 0).astype(np.uint8), connectivity=4)
+    if n > 2:
+        pk = np.unravel_index(int(np.argmax(img)), img.shape)
+        img[lab != lab[pk]] = 0
+    return img.T.ravel()
+
+
+def _dilated_support(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Support of a patch footprint (Fortran order) grown by one pixel (4-connected)."""
+    m = (a.reshape(hw[::-1]).T > 0).astype(np.uint8)
+    return cv2.dilate(m, _CROSS).T.ravel() > 0
+
+
+def _colors(AtA: np.ndarray) -> np.ndarray:
+    """Greedy colouring of the overlap graph (nonzero AᵀA off the diagonal): components of
+    one colour share no pixel, so a whole colour group updates at once and exactly."""
     K = len(AtA)
     color = np.full(K, -1)
     adj = AtA != 0
@@ -94,16 +127,25 @@ def _groups(AtA: np.ndarray) -> list[np.ndarray]:
         while c in used:
             c += 1
         color[k] = c
-    return [np.flatnonzero(color == c) for c in range(color.max() + 1)] if K else []
+    return color
 
 
 class OnlineCNMF:
-    """OnACID's state and its per-frame update; frames are Fortran-order pixel vectors."""
+    """OnACID's state and its per-frame update; frames are Fortran-order pixel vectors.
 
-    def __init__(self, dims: tuple[int, int], opts: OnlineOptions, A: np.ndarray, C: np.ndarray,
-                 b: np.ndarray, f: np.ndarray, Yr: np.ndarray, sn: np.ndarray, fixed: bool = False):
-        """Start from an initialisation on the (P, T0) frames ``Yr`` (A dense P x K, C K x T0);
-        ``fixed``: the initial shapes are seeds and keep their shapes (new ones are updated)."""
+    Images kept per pixel (the candidate energy ``sv``, the retest block) are stored
+    transposed, (d2, d1) in C order, so that their flat index is the Fortran pixel index and
+    OpenCV filters them without a copy.
+    """
+
+    def __init__(self, dims: tuple[int, int], opts: OnlineOptions, A: np.ndarray | sp.spmatrix, C: np.ndarray,
+                 b: np.ndarray, f: np.ndarray, Yr: np.ndarray, sn: np.ndarray, fixed: bool = False,
+                 refine: int = 0):
+        """Start from an initialisation on the (P, T0) frames ``Yr`` (A P x K, dense or sparse;
+        C K x T0);
+        ``fixed``: the initial shapes are seeds and keep their shapes (new ones are updated);
+        ``refine``: rounds of HALS (traces, then shapes) on the batch first, sparse on the
+        disks (the dense offline HALS costs more than the whole online pass)."""
         self.dims = dims
         self.P = dims[0] * dims[1]
         self.opts = opts
@@ -114,21 +156,28 @@ class OnlineCNMF:
         self.px: list[np.ndarray] = []
         vals: list[np.ndarray] = []
         keep = []
-        for k in range(A.shape[1]):
-            a = A[:, k]
-            if not np.any(a > 0):
+        centres: list[tuple[int, int]] = []
+        As = sp.csc_matrix(A)  # dense or sparse (P, K) in; columns read through indptr
+        a = np.zeros(self.P, np.float32)
+        for k in range(As.shape[1]):
+            sl = slice(As.indptr[k], As.indptr[k + 1])
+            idx, val = As.indices[sl], As.data[sl]
+            if not np.any(val > 0):
                 continue
-            i, j = np.unravel_index(int(np.argmax(a)), dims, order="F")
+            a[idx] = val
+            i, j = np.unravel_index(int(idx[np.argmax(val)]), dims, order="F")
             d = _disk((int(i), int(j)), opts.radius, dims)
             v = np.maximum(a[d], 0).astype(np.float32)
+            a[idx] = 0
             n = float(np.linalg.norm(v))
             if n <= 0:
                 continue
             self.px.append(d)
             vals.append(v / n)
             keep.append((k, n))
+            centres.append((int(i), int(j)))
         C = np.array([C[k] * n for k, n in keep], np.float64).reshape(len(keep), T0)
-        self.vals = vals
+        self._centres = np.array(centres, np.int64).reshape(-1, 2)  # each disk's centre (i, j)
         self.b = np.ascontiguousarray(b, np.float32)
         self.K = len(self.px)
         # traces: noisy (raw) traces of every frame of the current epoch, preallocated
@@ -136,15 +185,26 @@ class OnlineCNMF:
         self.T_epoch = T0
         self.noisy = np.zeros((self.cap + self.nb, 0), np.float32)
         self.t_total = T0  # frames the statistics have seen
+        lens = np.array([len(d) for d in self.px], np.int64)
+        self._set_A(np.concatenate(vals) if self.K else np.zeros(0, np.float32),
+                    np.concatenate(self.px) if self.K else np.zeros(0, np.int64),
+                    np.concatenate([[0], np.cumsum(lens)]).astype(np.int64))
         self._rebuild()
-        # sufficient statistics on the initial batch (sums, not means: no rescaling per frame)
-        Cf = np.vstack([C, np.asarray(f, np.float64)])
+        self.n_fixed = self.K if fixed else 0
+        self.born = [0] * self.K  # t_total when each component appeared
+        ip = self.A.indptr
+        self.allowed = [self._allowed(self.A.data[ip[k] : ip[k + 1]], d) for k, d in enumerate(self.px)]
         self.CC = np.zeros((self.cap + self.nb,) * 2)
-        M = self.K + self.nb
-        self.CC[:M, :M] = Cf @ Cf.T
-        self.CYv = (np.concatenate([np.asarray(Yr[d], np.float64) @ C[k] for k, d in enumerate(self.px)])
-                    if self.K else np.zeros(0))  # Σ c_k y on each disk, aligned with A.data
-        self.CYb = np.asarray(Yr, np.float64) @ Cf[self.K :].T  # (P, nb)
+        self.sn2 = self.sn.astype(np.float64) ** 2
+        Cf = np.vstack([C, np.asarray(f, np.float64)])
+        for _ in range(refine):
+            Cf = self._batch_traces(Yr, Cf)
+            self._batch_stats(Yr, Cf)
+            self.update_shapes()
+        if refine:
+            Cf = self._batch_traces(Yr, Cf)
+        # sufficient statistics on the initial batch (sums, not means: no rescaling per frame)
+        self._batch_stats(Yr, Cf)
         self.c = Cf[:, -1].copy()
         # residual buffer (ring) and the traces of its frames
         B = min(opts.minibatch_shape, T0)
@@ -152,35 +212,69 @@ class OnlineCNMF:
         self.Rbuf = np.zeros((self.B, self.P), np.float32)
         self.Cbuf = np.zeros((self.B, self.cap + self.nb), np.float32)
         self.pos = 0  # next slot in the ring
+        self.lam = 1.0 - 1.0 / self.B
+        # the energy of a residual: blur(r / sn), scaled to unit variance for pure noise and by
+        # 1/sqrt(1 - lam) so that cv2.accumulateWeighted gives sv = lam * sv + energy
+        g = opts.gSig
+        self._ks = (2 * g[0] + 1, 2 * g[1] + 1)  # (width, height) of the transposed image
+        k1 = cv2.getGaussianKernel(2 * g[0] + 1, g[0])
+        k2 = cv2.getGaussianKernel(2 * g[1] + 1, g[1])
+        unit = 1.0 / float(np.sqrt((k1**2).sum() * (k2**2).sum()))
+        self._zscale = (unit / np.sqrt(1.0 - self.lam) / self.sn).astype(np.float32)
+        self._z = np.empty(self.P, np.float32)
+        self._e = np.empty((dims[1], dims[0]), np.float32)
+        self.sv = np.zeros((dims[1], dims[0]), np.float32)
         last = slice(T0 - B, T0)
         R = np.asarray(Yr[:, last], np.float32) - self._model(Cf[:, last])
         for t in range(B):
             self._push(R[:, t], Cf[:, T0 - B + t])
-        self.lam = 1.0 - 1.0 / self.B
-        self.sv = np.zeros(dims, np.float32)
-        for t in range(B):
-            self.sv = self.lam * self.sv + self._energy(R[:, t])
-        self.blocked = np.zeros(dims, np.int64)  # frame until which a location is not retested
+            self._accumulate(self.Rbuf[(self.pos - 1) % self.B])
+        del R
+        self.blocked = np.zeros((dims[1], dims[0]), np.int64)  # frame until which not retested
+        self.n_tries = 0  # candidate locations tested so far (a diagnostic of the search cost)
+        self._box_kernel = np.ones(self._ks[::-1], np.uint8)  # local-maximum window
         self.t = T0
         self.init_traces = Cf.astype(np.float32)
-        self.n_fixed = self.K if fixed else 0
-        self.born = [0] * self.K  # t_total when each component appeared
-        self.allowed = [self._allowed(v, d) for v, d in zip(self.vals, self.px, strict=True)]
         self.n_added = 0
         self.start_epoch(T0)
 
-    # -- structure ---------------------------------------------------------------------------
-    def _rebuild(self) -> None:
-        """A as CSC with the disks as fixed structure, AᵀA and the non-overlapping groups."""
+    def _batch_traces(self, Yr: np.ndarray, Cf: np.ndarray, iters: int = 3) -> np.ndarray:
+        """Traces of the (P, T) frames ``Yr`` by block-coordinate descent, all frames at once."""
         K = self.K
-        lens = np.array([len(d) for d in self.px], np.int64)
-        indptr = np.concatenate([[0], np.cumsum(lens)]) if K else np.zeros(1, np.int64)
-        idx = np.concatenate(self.px) if K else np.zeros(0, np.int64)
-        data = np.concatenate(self.vals) if K else np.zeros(0, np.float32)
-        self.A = sp.csc_matrix((data, idx, indptr), shape=(self.P, K))
-        self.At = self.A.T.tocsr()
-        self.owner = np.repeat(np.arange(K), lens)
-        self.pix_all = idx
+        AtY = np.empty((K + self.nb, Yr.shape[1]))
+        AtY[:K] = self.At @ Yr
+        AtY[K:] = self.b.T @ Yr
+        Cf = Cf.copy()
+        for _ in range(iters):
+            for g, rows, dg in self._grows:
+                Cf[g] = np.maximum(Cf[g] + (AtY[g] - rows @ Cf) / dg[:, None], 0)
+        return Cf
+
+    def _batch_stats(self, Yr: np.ndarray, Cf: np.ndarray) -> None:
+        """CC, CY (on each disk) and the background's CY of the frames ``Yr`` with traces ``Cf``."""
+        K = self.K
+        M = K + self.nb
+        self.CC[:] = 0
+        self.CC[:M, :M] = Cf @ Cf.T
+        C32 = Cf.astype(np.float32)
+        self.CYv = (np.concatenate([(Yr[d] @ C32[k]).astype(np.float64) for k, d in enumerate(self.px)])
+                    if K else np.zeros(0))  # Σ c_k y on each disk, aligned with A.data
+        self.CYb = np.ascontiguousarray((C32[K:] @ np.asarray(Yr, np.float32).T).astype(np.float64))  # (nb, P)
+
+    # -- structure ---------------------------------------------------------------------------
+    def _set_A(self, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) -> None:
+        """A as CSC with the disks as its fixed structure; Aᵀ a CSR view of the same arrays,
+        so shape updates that rewrite ``A.data`` in place reach both."""
+        K = len(indptr) - 1
+        self.A = sp.csc_matrix((data.astype(np.float32, copy=False), indices, indptr), shape=(self.P, K))
+        self.At = self.A.T
+        self._lens = np.diff(indptr)
+        self.owner = np.repeat(np.arange(K), self._lens)
+        self.pix_all = self.A.indices
+
+    def _rebuild(self) -> None:
+        """AᵀA (with the background) and the non-overlapping groups, from scratch."""
+        K = self.K
         AtA = (self.At @ self.A).toarray()
         M = K + self.nb
         self.AtA = np.zeros((M, M))
@@ -189,12 +283,18 @@ class OnlineCNMF:
         self.AtA[:K, K:] = Atb
         self.AtA[K:, :K] = Atb.T
         self.AtA[K:, K:] = self.b.T.astype(np.float64) @ self.b
-        # overlap by support (values may be exactly zero on a disk)
-        S = sp.csc_matrix(((self.A.data > 0).astype(np.float32), self.A.indices, self.A.indptr),
-                          shape=self.A.shape)
-        self.groups = _groups((S.T @ S).toarray())
+        # footprints are nonnegative, so a nonzero AᵀA entry is exactly an overlap of supports
+        self.color = _colors(AtA)
+        self._set_groups()
+
+    def _set_groups(self) -> None:
+        K = self.K
+        ncol = int(self.color.max()) + 1 if K else 0
+        self.groups = [np.flatnonzero(self.color == c) for c in range(ncol)]
         self.groups += [np.array([K + j]) for j in range(self.nb)]
         self.diag = np.maximum(np.diag(self.AtA), 1e-12)
+        self._bT = np.ascontiguousarray(self.b.T)  # background columns, contiguous
+        self._grows = [(g, self.AtA[g], self.diag[g]) for g in self.groups]
 
     def _model(self, Cf: np.ndarray) -> np.ndarray:
         return (self.A @ Cf[: self.K] + self.b @ Cf[self.K :]).astype(np.float32)
@@ -209,17 +309,14 @@ class OnlineCNMF:
         """Ring slots from oldest to newest."""
         return (self.pos + np.arange(self.B)) % self.B
 
-    def _energy(self, r: np.ndarray) -> np.ndarray:
-        """Positive part of the noise-normalised, neuron-scale-blurred residual, squared."""
-        z = (r / self.sn).reshape(self.dims, order="F")
+    def _accumulate(self, r: np.ndarray) -> None:
+        """sv = lam * sv + (positive part of the noise-normalised, neuron-scale-blurred r)²."""
+        z = np.multiply(r, self._zscale, out=self._z).reshape(self.dims[1], self.dims[0])
         g = self.opts.gSig
-        ks = (2 * g[1] + 1, 2 * g[0] + 1)
-        zb = cv2.GaussianBlur(z, ks, g[1], sigmaY=g[0], borderType=cv2.BORDER_REFLECT)
-        k1 = cv2.getGaussianKernel(ks[1], g[0])
-        k2 = cv2.getGaussianKernel(ks[0], g[1])
-        zb /= float(np.sqrt((k1**2).sum() * (k2**2).sum()))  # unit variance for pure noise
-        np.maximum(zb, 0, out=zb)
-        return zb * zb
+        e = cv2.GaussianBlur(z, self._ks, g[0], dst=self._e, sigmaY=g[1], borderType=cv2.BORDER_REFLECT)
+        np.maximum(e, 0, out=e)
+        np.multiply(e, e, out=e)
+        cv2.accumulateWeighted(e, self.sv, 1.0 - self.lam)
 
     # -- per frame -----------------------------------------------------------------------------
     def fit_next(self, y: np.ndarray) -> int:
@@ -230,24 +327,29 @@ class OnlineCNMF:
         AtY[:K] = self.At @ y
         AtY[K:] = self.b.T @ y
         c = self.c[:M].copy()
-        AtA = self.AtA
         for _ in range(self.opts.iters):
-            for g in self.groups:
-                c[g] = np.maximum(c[g] + (AtY[g] - AtA[g] @ c) / self.diag[g], 0)
+            for g, rows, dg in self._grows:
+                c[g] = np.maximum(c[g] + (AtY[g] - rows @ c) / dg, 0)
         self.c = c
         # stored trace = c plus its unexplained projection (CaImAn's noisyC = C + YrA), so the
         # noise below the baseline stays visible to the SNR and the deconvolution
-        self._store_trace(c + (AtY - AtA @ c) / self.diag)
+        self._store_trace(c + (AtY - self.AtA @ c) / self.diag)
         # statistics
         self.CC[:M, :M] += np.outer(c, c)
         if K:
-            self.CYv += c[self.owner] * y[self.pix_all]
-        self.CYb += y[:, None].astype(np.float64) * c[K:][None, :]
-        r = y - self.A @ c[:K] - self.b @ c[K:]
-        r = r.astype(np.float32)
-        self._push(r, c)
-        self.sv *= self.lam
-        self.sv += self._energy(r)
+            self.CYv += np.repeat(c[:K], self._lens) * y[self.pix_all]
+        for j in range(nb):
+            self.CYb[j] += c[K + j] * y
+        # residual, straight into the ring buffer
+        c32 = c.astype(np.float32)
+        r = self.Rbuf[self.pos]
+        np.subtract(y, self.A @ c32[:K], out=r)
+        for j in range(nb):
+            r -= c32[K + j] * self._bT[j]
+        self.Cbuf[self.pos, :M] = c
+        self.Cbuf[self.pos, M:] = 0
+        self.pos = (self.pos + 1) % self.B
+        self._accumulate(r)
         self.t += 1
         self.t_total += 1
         added = 0
@@ -274,30 +376,38 @@ class OnlineCNMF:
             self.noisy[self.cap : self.cap + self.nb, :offset] = self.init_traces[self.K :]
 
     # -- new components -----------------------------------------------------------------------
+    def _peaks(self, thr: float) -> list[tuple[int, int]]:
+        """Up to min_num_trial local maxima of sv (over a (2gSig+1)² box) above ``thr`` and not
+        blocked, best first. A box max filter is separable: a fraction of an ellipse's cost."""
+        sv = self.sv
+        if float(sv.max()) <= thr:
+            return []
+        dil = cv2.dilate(sv, self._box_kernel)
+        idx = np.flatnonzero((sv > thr) & (sv >= dil))
+        idx = idx[self.blocked.ravel()[idx] <= self.t]
+        if not len(idx):
+            return []
+        flat = sv.ravel()
+        idx = idx[np.argsort(-flat[idx], kind="stable")[: self.opts.min_num_trial]]
+        d1 = self.dims[0]
+        return [(int(p % d1), int(p // d1)) for p in idx]
+
     def _detect(self) -> int:
         o = self.opts
         thr = _NOISE_E / (1 - self.lam) * 3.0  # three times what noise alone accumulates
-        sv = self.sv
-        if float(sv.max()) <= thr:
-            return 0
-        g = o.gSig
-        dil = cv2.dilate(sv, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g[1] + 1, 2 * g[0] + 1)))
-        cand = (sv >= dil) & (sv > thr) & (self.blocked <= self.t)
-        if not cand.any():
-            return 0
-        rr, cc = np.nonzero(cand)
-        order = np.argsort(-sv[rr, cc])[: o.min_num_trial]
+        peaks = self._peaks(thr)
         added = 0
-        for i, j in zip(rr[order], cc[order], strict=True):
+        h = max(o.gSig)
+        for i, j in peaks:
             if added >= o.max_num_added:
                 break
             if self.K + 1 > self.cap:
                 self._grow()
-            if self._try_add(int(i), int(j)):
+            self.n_tries += 1
+            if self._try_add(i, j):
                 added += 1
             else:
-                h = max(g)
-                self.blocked[max(i - h, 0) : i + h + 1, max(j - h, 0) : j + h + 1] = self.t + self.B // 2
+                self.blocked[max(j - h, 0) : j + h + 1, max(i - h, 0) : i + h + 1] = self.t + self.B // 2
         return added
 
     def _grow(self) -> None:
@@ -322,22 +432,24 @@ class OnlineCNMF:
         h0, h1 = 2 * o.gSig[0], 2 * o.gSig[1]
         r0, r1 = max(i - h0, 0), min(i + h0 + 1, d1)
         c0, c1 = max(j - h1, 0), min(j + h1 + 1, d2)
-        yy, xx = np.mgrid[r0:r1, c0:c1]
-        box = (yy + xx * d1).ravel(order="F")  # patch pixels, patch in Fortran order
+        box = (np.arange(r0, r1)[:, None] + np.arange(c0, c1)[None, :] * d1).ravel(order="F")
         order = self._ordered()
-        Y = self.Rbuf[:, box][order].T.astype(np.float64)  # (n, B)
+        # the patch of every buffered residual by slicing (Fortran patch order = columns outer),
+        # frames in ring order: the rank-1 fit does not depend on the order of the frames, so
+        # only the 1-D traces are put in time order
+        pat = self.Rbuf.reshape(self.B, d2, d1)[:, c0:c1, r0:r1]
         ii, jj = i - r0, j - c0
-        pimg = Y.reshape(r1 - r0, c1 - c0, -1, order="F")
-        seed = pimg[max(ii - 1, 0) : ii + 2, max(jj - 1, 0) : jj + 2].reshape(-1, Y.shape[1]).mean(0)
+        seed = pat[:, max(jj - 1, 0) : jj + 2, max(ii - 1, 0) : ii + 2].reshape(self.B, -1).mean(1)
+        Y = pat.reshape(self.B, -1).T.astype(np.float64)  # (n, B)
         a, c = core._rank1(Y, seed, 5)
         if not (np.any(a > 0) and np.any(c > 0)):
             return False
-        img = core._clean_footprint(a, (r1 - r0, c1 - c0), o.maxthr, True)
+        img = _clean_patch(a, (r1 - r0, c1 - c0), o.maxthr)
         if (img > 0).sum() < 3:
             return False
         a = img / np.linalg.norm(img)
         # trace of the candidate in the buffer, unconstrained (noise stays visible to the test)
-        c_raw = a @ Y
+        c_raw = (a @ Y)[order]  # oldest first
         fitness = core.event_exceptionality(c_raw[None], o.n_samples)[0]
         if not fitness < o.fitness_thr:
             return False
@@ -347,7 +459,8 @@ class OnlineCNMF:
         act = np.flatnonzero(c_raw > np.mean(c_raw) + np.std(c_raw))
         if len(act) < 4:
             return False
-        sup = core._support_masks(a[:, None], (r1 - r0, c1 - c0), 1)[:, 0]
+        sup = _dilated_support(a, (r1 - r0, c1 - c0))
+        act = order[act]  # their ring slots
         m1, m2 = Y[sup][:, act[0::2]].mean(1), Y[sup][:, act[1::2]].mean(1)
         if np.std(m1) <= 0 or np.std(m2) <= 0:
             return False
@@ -365,22 +478,39 @@ class OnlineCNMF:
         return True
 
     def _add(self, full: np.ndarray, cbuf: np.ndarray, raw: np.ndarray, order: np.ndarray) -> None:
-        """Append a component whose buffer trace is ``cbuf`` (``raw``: unclipped; oldest first)."""
+        """Append a component whose buffer trace is ``cbuf`` (``raw``: unclipped; oldest first).
+
+        Incremental: A gains a column, AᵀA a row and column, the new component the first
+        colour none of its overlapping neighbours has; nothing is rebuilt."""
         K, nb, B = self.K, self.nb, self.B
+        M = K + nb
         i, j = np.unravel_index(int(np.argmax(full)), self.dims, order="F")
         d = _disk((int(i), int(j)), self.opts.radius, self.dims)
         v = full[d]
         v /= np.linalg.norm(v)
+        # the disk's bounding box in the ring buffer, as a view: (B, cols, rows)
+        d1, d2 = self.dims
+        R_ = self.opts.radius
+        r0, c0 = max(int(i) - R_, 0), max(int(j) - R_, 0)
+        r1, c1 = min(int(i) + R_ + 1, d1), min(int(j) + R_ + 1, d2)
+        Rbox = self.Rbuf.reshape(B, d2, d1)[:, c0:c1, r0:r1]
+        inbox = (d // d1 - c0) * (r1 - r0) + (d % d1 - r0)  # disk pixels' places in the box
+        cring = np.empty(B)
+        cring[order] = cbuf  # the new trace in ring order
         # statistics as if the neuron had been silent before the buffer
-        Cb = self.Cbuf[order][:, : K + nb].astype(np.float64)  # (B, M) oldest first
-        Y_d = self.Rbuf[:, d][order].astype(np.float64)  # residuals on the disk
+        Cb = self.Cbuf[order][:, :M].astype(np.float64)  # (B, M) oldest first
         model_d = Cb[:, K:] @ self.b[d].T.astype(np.float64)
-        if K:
-            model_d += np.asarray(self.A.tocsr()[d] @ Cb[:, :K].T).T
-        cy = cbuf @ (Y_d + model_d)
+        near = np.flatnonzero(((self._centres - (int(i), int(j))) ** 2).sum(1) <= (2 * R_ + 1) ** 2)
+        if len(near):  # the known footprints on this disk, from the disks that can reach it
+            ip = self.A.indptr
+            Ad = np.zeros((len(d), len(near)))
+            for col, k in enumerate(near):
+                _, ia, ib = np.intersect1d(d, self.px[k], assume_unique=True, return_indices=True)
+                Ad[ia, col] = self.A.data[ip[k] + ib]
+            model_d += Cb[:, near] @ Ad.T
+        cy = (cring @ Rbox.reshape(B, -1))[inbox] + cbuf @ model_d
         cc = Cb.T @ cbuf
         # the new component takes row/col K; background rows move from K.. to K+1..
-        M = K + nb
         CC = self.CC
         CC[K + 1 : M + 1, :] = CC[K:M, :].copy()
         CC[:, K + 1 : M + 1] = CC[:, K:M].copy()
@@ -392,16 +522,13 @@ class OnlineCNMF:
         CC[K + 1 : M + 1, K] = cc[K:]
         CC[K, K] = cbuf @ cbuf
         self.CYv = np.concatenate([self.CYv, cy])
-        self.px.append(d)
-        self.vals.append(v.astype(np.float32))
         # remove it from the residual buffer and its energy
-        for s, slot in enumerate(order):
-            self.Rbuf[slot, d] -= cbuf[s] * v
+        vbox = np.zeros(Rbox.shape[1] * Rbox.shape[2], np.float32)
+        vbox[inbox] = v
+        Rbox -= (cring[:, None].astype(np.float32) * vbox[None, :]).reshape(Rbox.shape)
         self.Cbuf[:, K + 1 : M + 1] = self.Cbuf[:, K:M].copy()
         self.Cbuf[order, K] = cbuf
-        svf = self.sv.ravel(order="F").copy()
-        svf[d] = 0
-        self.sv = svf.reshape(self.dims, order="F").astype(np.float32)
+        self.sv.ravel()[d] = 0
         c = np.zeros(M + 1)
         c[:K] = self.c[:K]
         c[K] = cbuf[-1]
@@ -410,56 +537,93 @@ class OnlineCNMF:
         # traces of this epoch: the buffer frames (older ones stay 0)
         n = min(B, self.t_idx)
         self.noisy[K, self.t_idx - n : self.t_idx] = raw[B - n :]
+        # structure: overlaps with the known footprints, then the new column
+        fv = np.zeros(self.P, np.float32)
+        fv[d] = v
+        at = np.asarray(self.At @ fv, np.float64).ravel() if K else np.zeros(0)
+        atb = self.b[d].T.astype(np.float64) @ v
+        AtA = np.zeros((M + 1, M + 1))
+        AtA[:K, :K] = self.AtA[:K, :K]
+        AtA[K + 1 :, K + 1 :] = self.AtA[K:, K:]
+        AtA[:K, K + 1 :] = self.AtA[:K, K:]
+        AtA[K + 1 :, :K] = self.AtA[K:, :K]
+        AtA[K, :K] = at
+        AtA[:K, K] = at
+        AtA[K, K] = float(v.astype(np.float64) @ v)
+        AtA[K, K + 1 :] = atb
+        AtA[K + 1 :, K] = atb
+        self.AtA = AtA
+        used = set(self.color[at != 0].tolist())
+        col = 0
+        while col in used:
+            col += 1
+        self.color = np.append(self.color, col)
+        A = self.A
+        self._set_A(np.concatenate([A.data, v.astype(np.float32)]), np.concatenate([A.indices, d]),
+                    np.append(A.indptr, A.indptr[-1] + len(d)))
+        self.px.append(d)
+        self._centres = np.vstack([self._centres, [int(i), int(j)]])
         self.K += 1
         self.n_added += 1
         self.born.append(self.t_total)
-        self.allowed.append(self._allowed(self.vals[-1], d))
-        self._rebuild()
+        self.allowed.append(self._allowed(v, d))
+        self._set_groups()
 
     # -- shapes ---------------------------------------------------------------------------------
     def update_shapes(self, iters: int = 2) -> None:
-        """HALS on the statistics, one non-overlapping group at a time; background last."""
+        """HALS on the statistics, one non-overlapping group at a time; background last.
+
+        Shapes are rewritten in place in ``A.data`` (the disks are the fixed structure); AᵀA
+        and the groups are rebuilt once at the end."""
         K, nb = self.K, self.nb
         if K == 0:
             return
         M = K + nb
         CC = self.CC[:M, :M]
+        A = self.A
+        ip = A.indptr
         groups = [g for g in self.groups if g[0] < K]
         for _ in range(iters):
             for grp in groups:
+                grp = np.array([k for k in grp if k >= self.n_fixed], int)
+                if not len(grp):
+                    continue
                 rows = np.concatenate([self.px[k] for k in grp])
-                owner = np.repeat(np.arange(len(grp)), [len(self.px[k]) for k in grp])
-                G = self.A.tocsr()[rows] @ CC[:K][:, grp] + self.b[rows] @ CC[K:][:, grp]  # (R, g)
-                G = np.asarray(G)[np.arange(len(rows)), owner]
+                kk = np.repeat(grp, [len(self.px[k]) for k in grp])  # owner of each row
+                # G[r] = Σ_j A[rows[r], j] CC[j, kk[r]] + b[rows[r]] CC[K:, kk[r]]: only the
+                # stored entries of those rows, summed per row
+                sub = A.tocsr()[rows]
+                er = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+                G = np.bincount(er, weights=sub.data * CC[sub.indices, kk[er]], minlength=len(rows))
+                G += np.einsum("rj,jr->r", self.b[rows], CC[K:][:, kk])
                 start = 0
                 for k in grp:
                     d = self.px[k]
                     n = len(d)
                     gk = G[start : start + n]
                     start += n
-                    a = self.vals[k].astype(np.float64)
-                    if k < self.n_fixed or not self._active(k, a, d, CC[k, k]):
+                    a = A.data[ip[k] : ip[k + 1]].astype(np.float64)
+                    if not self._active(k, a, d, CC[k, k]):
                         continue
-                    cy = self.CYv[self.A.indptr[k] : self.A.indptr[k + 1]]
+                    cy = self.CYv[ip[k] : ip[k + 1]]
                     new = np.maximum(a + (cy - gk) / CC[k, k], 0)
                     new = self._confine(new, k, d)
                     nrm = float(np.linalg.norm(new))
                     if nrm > 0:
-                        self.vals[k] = (new / nrm).astype(np.float32)
-                self._rebuild()
+                        A.data[ip[k] : ip[k + 1]] = new / nrm
         # background: b_j = max(0, b_j + (CYb_j - Ab CC_j) / CC_jj)
         for j in range(nb):
             jj = K + j
             if CC[jj, jj] <= 0:
                 continue
-            Ab_cc = self.A @ CC[:K, jj] + self.b @ CC[K:, jj]
-            self.b[:, j] = np.maximum(self.b[:, j] + (self.CYb[:, j] - Ab_cc) / CC[jj, jj], 0)
+            Ab_cc = A @ CC[:K, jj] + self.b @ CC[K:, jj]
+            self.b[:, j] = np.maximum(self.b[:, j] + (self.CYb[j] - Ab_cc) / CC[jj, jj], 0)
         self._rebuild()
 
     def _active(self, k: int, a: np.ndarray, d: np.ndarray, cc: float) -> bool:
         """Whether a trace has carried more than noise: a shape fitted to a still-silent
         neuron's statistics (seeded, or found before it fired much) would be noise."""
-        noise = float((a * a) @ (self.sn[d].astype(np.float64) ** 2))  # var of the projection
+        noise = float((a * a) @ self.sn2[d])  # var of the projection
         frames = max(self.t_total - self.born[k], 1)
         return cc / frames > 4.0 * _NOISE_E * noise
 
@@ -485,7 +649,7 @@ class OnlineCNMF:
         r, c, hw = self._box(d)
         img = np.zeros(hw)
         img[r, c] = new
-        flat = core._clean_footprint(img.reshape(-1, order="F"), hw, self.opts.maxthr, True)
+        flat = _clean_patch(img.reshape(-1, order="F"), hw, self.opts.maxthr)
         return flat.reshape(hw, order="F")[r, c]
 
     # -- results --------------------------------------------------------------------------------
