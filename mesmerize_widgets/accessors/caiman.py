@@ -204,9 +204,11 @@ class CaimanSeriesAccessor(ItemAccessor):
 
     def _update_row(self, store: BatchStore) -> None:
         rec = store.get(self.uuid)
-        for key in self._row.index:
-            if key in rec:
-                self._row[key] = rec[key]
+        with warnings.catch_warnings():  # the row the user holds is meant to change (pandas 2 warns)
+            warnings.filterwarnings("ignore", message="A value is trying to be set on a copy")
+            for key in self._row.index:
+                if key in rec:
+                    self._row[key] = rec[key]
 
     # -- inputs and outputs --------------------------------------------------------------------
     def get_input_movie_path(self) -> Path:

@@ -390,7 +390,7 @@ def frame_from_columns(data: dict[str, Any], batch_dir: Path) -> pd.DataFrame:
                 arr = np.empty(len(values), dtype=object)
                 arr[:] = values
             columns[c] = pd.Series(arr, index=index, dtype=object, copy=False)
-    df = pd.DataFrame(columns, index=index, columns=COLUMNS, copy=False)
+    df = pd.DataFrame(columns, index=index, copy=False)  # columns= would make pandas 2 read every cell
     df.attrs["batch_path"] = str(batch_dir)
     return df
 

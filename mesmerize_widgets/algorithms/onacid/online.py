@@ -16,8 +16,11 @@ Per frame: traces by block-coordinate descent on ``AᵀA`` / ``Aᵀy`` (componen
 two in a group overlap: a whole group updates at once and exactly), the statistics, the
 residual; then up to ``min_num_trial`` candidates are tested (rank-1 NMF on the buffer patch,
 space correlation >= rval_thr, event exceptionality <= thresh_fitness_raw, overlap with known
-footprints < thresh_overlap) and up to ``max_num_added`` accepted. Every ``update_freq`` frames
-all shapes are refitted from the statistics.
+footprints < thresh_overlap, buffer trace correlated < dup_corr with that of every known
+component whose disk holds the candidate's peak: CaImAn's duplicate rule, which keeps a neuron's
+faint rim, left in the residual, from adding copies of it over a long movie) and up to
+``max_num_added`` accepted. Every ``update_freq`` frames all shapes are refitted from the
+statistics.
 
 What keeps a frame cheap (512 x 512 frames, hundreds of neurons, at acquisition rate): no
 per-frame allocation of frame-sized temporaries beyond a few vectors; the candidate search
@@ -62,6 +65,7 @@ class OnlineOptions:
     expected_comps: int = 500
     iters: int = 5
     maxthr: float = 0.1
+    dup_corr: float = 0.8  # a candidate whose trace is a neighbour's (within its disk) is that neighbour
 
     @property
     def n_samples(self) -> int:
@@ -474,8 +478,29 @@ class OnlineCNMF:
             ov = np.asarray(self.At @ full).ravel()
             if ov.max() > o.thresh_overlap:
                 return False
+            if self._copies_a_neighbour(full, c_raw, order):
+                return False
         self._add(full, np.maximum(c_raw, 0), c_raw, order)
         return True
+
+    def _copies_a_neighbour(self, full: np.ndarray, c_raw: np.ndarray, order: np.ndarray) -> bool:
+        """Whether the candidate's buffer trace (oldest first) is that of a known component
+        whose disk holds the candidate's peak: CaImAn's duplicate rule (overlap and correlated
+        traces), with "overlap" read as "where that footprint may be". A footprint's faint
+        rim (below ``maxthr`` of its peak, or beyond its support at birth) stays in the
+        residual and fires with the neuron; tested again and again over a long movie it
+        would pass sooner or later and add a copy of the neuron beside it."""
+        i, j = np.unravel_index(int(np.argmax(full)), self.dims, order="F")
+        d2 = ((self._centres - (int(i), int(j))) ** 2).sum(1)
+        near = np.flatnonzero(d2 <= self.opts.radius ** 2)
+        if not len(near):
+            return False
+        Cn = self.Cbuf[:, near][order].astype(np.float64)  # (B, n) oldest first
+        Cn -= Cn.mean(0)
+        x = c_raw - c_raw.mean()
+        den = np.linalg.norm(Cn, axis=0) * np.linalg.norm(x)
+        r = (x @ Cn) / np.where(den > 0, den, np.inf)
+        return bool(r.max() >= self.opts.dup_corr)
 
     def _add(self, full: np.ndarray, cbuf: np.ndarray, raw: np.ndarray, order: np.ndarray) -> None:
         """Append a component whose buffer trace is ``cbuf`` (``raw``: unclipped; oldest first).
