@@ -171,3 +171,18 @@ def test_moved_batch_still_opens_and_resolves_inputs(tmp_path, movie_file, raw_d
     df2 = mw.load_batch(tmp_path / "elsewhere" / "batch")
     assert df2.iloc[0].caiman.get_input_movie_path() == new_raw / "movie.tif"
     assert df2.iloc[0].caiman.get_input_movie().shape == movie_file[1].shape
+
+
+def test_the_frame_follows_item_positions(tmp_path):
+    store = BatchStore.create(tmp_path / "b")
+    for name in ("a", "b", "c"):
+        store.add(algo="summary", item_name=name, params={"main": {"n": name}}, input_root="abs",
+                  input_movie_path=f"/{name}.tif")
+    assert list(store.dataframe()["item_name"]) == ["a", "b", "c"]
+    conn = sqlite3.connect(store.db_path)  # positions no longer in insertion order
+    conn.execute("UPDATE items SET position = 10 - position")
+    conn.commit()
+    conn.close()
+    df = store.dataframe()
+    assert list(df["item_name"]) == ["c", "b", "a"] == [r["item_name"] for r in store.items()]
+    assert [p["main"]["n"] for p in df["params"]] == ["c", "b", "a"]  # params moved with their rows

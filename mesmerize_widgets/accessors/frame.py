@@ -40,17 +40,17 @@ def append_record(df: pd.DataFrame, rec: dict[str, Any]) -> None:
         df.loc[n] = [rec[c] for c in COLUMNS]
         return
     data: dict[str, Any] = {}
-    for c in COLUMNS:
-        old = df[c].array
+    for i, c in enumerate(COLUMNS):
+        old = df._get_column_array(i)  # the stored array itself: df[c] would build a Series
         if isinstance(old, JSONColumn):
             data[c] = JSONColumn._concat_same_type([old, JSONColumn._from_sequence([rec[c]])])
         else:
-            values = old.to_numpy()
+            values = np.asarray(old)
             grown = np.empty(n + 1, dtype=values.dtype if c == "progress" else object)
             grown[:n] = values
             grown[n] = rec[c]
             data[c] = grown
-    df._update_inplace(frame_from_columns(data, Path(df.attrs["batch_path"])))
+    df._update_inplace(frame_from_columns(data, Path(df.attrs["batch_path"]), consolidate=False))
 
 
 def drop_row(df: pd.DataFrame, position: int) -> None:

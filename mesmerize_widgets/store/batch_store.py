@@ -7,6 +7,7 @@ costs the same at 10 items or 100,000 (the pickle mesmerize-core rewrote grew wi
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import threading
@@ -354,8 +355,19 @@ class BatchStore:
     # -- the DataFrame view ----------------------------------------------------------------------
     def dataframe(self) -> pd.DataFrame:
         """The batch as a DataFrame, read column-wise (the fast path for big batches)."""
-        rows = self._conn().execute(f"SELECT {', '.join(COLUMNS)} FROM items ORDER BY position").fetchall()
-        columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in COLUMNS]
+        # a plain table scan: ORDER BY position would look every row up through the index;
+        # the row tuples are garbage at once, and the collections their allocation would
+        # trigger walk the whole notebook's heap (tens of ms with big objects alive)
+        with _gc_paused():
+            rows = self._conn().execute(f"SELECT position, {', '.join(COLUMNS)} FROM items").fetchall()
+        if not rows:
+            columns: list[Any] = [[] for _ in COLUMNS]
+        else:
+            positions, *columns = (np.array(c, dtype=object) for c in zip(*rows, strict=True))
+            positions = positions.astype(np.int64)
+            if (np.diff(positions) < 0).any():  # rows come in insertion order, almost always sorted
+                order = np.argsort(positions, kind="stable")
+                columns = [c[order] for c in columns]
         data = dict(zip(COLUMNS, columns, strict=True))
         for key in _JSON_FIELDS:
             data[key] = JSONColumn.from_json(data[key])  # decoded cell by cell, when read
@@ -367,30 +379,53 @@ class BatchStore:
         return [_decode_row(r) for r in rows.fetchall()]
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def records_to_dataframe(records: list[dict[str, Any]], batch_dir: Path) -> pd.DataFrame:
     """The mesmerize-core-shaped DataFrame of a batch; ``attrs['batch_path']`` finds the store."""
     return frame_from_columns({c: [r[c] for r in records] for c in COLUMNS}, batch_dir)
 
 
-def frame_from_columns(data: dict[str, Any], batch_dir: Path) -> pd.DataFrame:
-    """The batch DataFrame from one sequence per column (params/outputs may be JSONColumns)."""
-    index = pd.RangeIndex(len(data[COLUMNS[0]]))  # given, so pandas does not align 15 indexes
-    columns = {}
+def frame_from_columns(data: dict[str, Any], batch_dir: Path, *, consolidate: bool = True) -> pd.DataFrame:
+    """The batch DataFrame from one sequence per column (params/outputs may be JSONColumns).
+
+    Built from finished arrays with pandas' own array constructor (no Series per column, no
+    dtype inference: pandas 3 would turn an object column of strings into its str dtype, where
+    None becomes NaN); this runs on every open and every added item. ``consolidate=False``
+    keeps one block per column, so a frame grown by one row is not copied a second time into
+    pandas' 2-D object block (half the cost of an append at 10,000 rows).
+    """
+    arrays: list[Any] = []
     for c in COLUMNS:
         values = data[c]
         if c in _JSON_FIELDS:
-            arr = values if isinstance(values, JSONColumn) else JSONColumn._from_sequence(values)
-            columns[c] = pd.Series(arr, index=index, dtype=arr.dtype, copy=False)
+            arrays.append(values if isinstance(values, JSONColumn) else JSONColumn._from_sequence(values))
         elif c == "progress":
-            columns[c] = pd.Series(np.asarray(values, dtype=float), index=index, copy=False)
-        else:  # object, never pandas' inferred str dtype (which turns None into NaN)
-            if isinstance(values, np.ndarray) and values.dtype == object:
-                arr = values
-            else:
-                arr = np.empty(len(values), dtype=object)
-                arr[:] = values
-            columns[c] = pd.Series(arr, index=index, dtype=object, copy=False)
-    df = pd.DataFrame(columns, index=index, copy=False)  # columns= would make pandas 2 read every cell
+            arrays.append(np.asarray(values, dtype=float))
+        elif isinstance(values, np.ndarray) and values.dtype == object:
+            arrays.append(values)
+        else:
+            arr = np.empty(len(values), dtype=object)
+            arr[:] = values
+            arrays.append(arr)
+    index = pd.RangeIndex(len(arrays[0]))
+    if consolidate:
+        df = pd.DataFrame._from_arrays(arrays, columns=pd.Index(COLUMNS), index=index, verify_integrity=False)
+    else:
+        from pandas.core.internals.managers import create_block_manager_from_column_arrays
+
+        axes = [pd.Index(COLUMNS), index]
+        mgr = create_block_manager_from_column_arrays(arrays, axes, consolidate=False, refs=[None] * len(arrays))
+        df = pd.DataFrame._from_mgr(mgr, axes=mgr.axes)
     df.attrs["batch_path"] = str(batch_dir)
     return df
 
