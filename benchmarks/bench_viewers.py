@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")
@@ -52,13 +53,38 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_lazy import random_footprints  # noqa: E402
 
 
-def build_item(root: Path, d: int, k: int, t: int, seed: int = 0):
-    """A done cnmf item over a (t, d, d) movie = A C + b f + noise."""
-    rng = np.random.default_rng(seed)
+def new_batch(root: Path) -> Path:
+    """A raw-data folder (set as the parent raw data path) and an empty batch under ``root``."""
     raw = root / "raw"
     raw.mkdir()
     mw.set_parent_raw_data_path(raw)
     mw.create_batch(root / "batch")
+    return raw
+
+
+def add_done_cnmf(root: Path, name: str, movie: str, A, C, b, f, dims: tuple[int, int],
+                  rng: np.random.Generator, residuals: Callable[[], np.ndarray]) -> None:
+    """Register a done cnmf item on ``movie``: random SNR / r-values (accepted by the rule
+    min_SNR 2.5 or rval 0.8), ``residuals()`` as YrA, written with ``save_cnmf``."""
+    k = A.shape[1]
+    store = BatchStore(root / "batch")
+    rec = store.add(algo="cnmf", item_name=name, params={"main": {}}, input_root="raw", input_movie_path=movie)
+    u = rec["uuid"]
+    out = store.item_dir(u)
+    out.mkdir(parents=True)
+    snr = rng.uniform(0, 8, k)
+    rv = rng.uniform(-1, 1, k)
+    good = np.flatnonzero((snr > 2.5) | (rv >= 0.8))
+    est = Estimates(A=A, C=C, b=b, f=f, YrA=residuals(), SNR_comp=snr, r_values=rv, idx_components=good,
+                    idx_components_bad=np.setdiff1d(np.arange(k), good), dims=dims)
+    save_cnmf(out / f"{u}.hdf5", est, {"quality": {"min_SNR": 2.5, "rval_thr": 0.8}}, dims=dims, mmap_file="")
+    store.update(u, status="done", outputs={"success": True, "cnmf-hdf5-path": f"{u}/{u}.hdf5"})
+
+
+def build_item(root: Path, d: int, k: int, t: int, seed: int = 0):
+    """A done cnmf item over a (t, d, d) movie = A C + b f + noise."""
+    rng = np.random.default_rng(seed)
+    raw = new_batch(root)
     A = random_footprints(d, d, k, 4.0, rng)
     C = np.maximum(0, rng.normal(0, 1, (k, t))).cumsum(axis=1) % 5
     b = rng.uniform(50, 100, (d * d, 1))
@@ -68,21 +94,8 @@ def build_item(root: Path, d: int, k: int, t: int, seed: int = 0):
         block = (A @ C[:, s : s + 100] + b @ f[:, s : s + 100]).T.reshape(-1, d, d).transpose(0, 2, 1)
         Y[s : s + 100] = block + rng.normal(0, 2, block.shape)
     tifffile.imwrite(raw / "movie.tif", Y)
-    store = BatchStore(root / "batch")
-    rec = store.add(algo="cnmf", item_name="bench", params={"main": {}}, input_root="raw",
-                    input_movie_path="movie.tif")
-    u = rec["uuid"]
-    out = store.item_dir(u)
-    out.mkdir(parents=True)
-    snr = rng.uniform(0, 8, k)
-    rv = rng.uniform(-1, 1, k)
-    good = np.flatnonzero((snr > 2.5) | (rv >= 0.8))
-    est = Estimates(A=scipy.sparse.csc_matrix(A), C=C, b=b, f=f, YrA=rng.normal(0, 0.5, (k, t)),
-                    SNR_comp=snr, r_values=rv, idx_components=good,
-                    idx_components_bad=np.setdiff1d(np.arange(k), good), dims=(d, d))
-    save_cnmf(out / f"{u}.hdf5", est, {"quality": {"min_SNR": 2.5, "rval_thr": 0.8}}, dims=(d, d),
-              mmap_file="")
-    store.update(u, status="done", outputs={"success": True, "cnmf-hdf5-path": f"{u}/{u}.hdf5"})
+    add_done_cnmf(root, "bench", "movie.tif", scipy.sparse.csc_matrix(A), C, b, f, (d, d), rng,
+                  lambda: rng.normal(0, 0.5, (k, t)))
     return mw.load_batch(root / "batch").iloc[0]
 
 
@@ -96,10 +109,7 @@ def build_scale_item(root: Path, d: int, k: int, t: int, seed: int = 0) -> None:
     from mesmerize_widgets.formats.memmap import memmap_name
 
     rng = np.random.default_rng(seed)
-    raw = root / "raw"
-    raw.mkdir()
-    mw.set_parent_raw_data_path(raw)
-    mw.create_batch(root / "batch")
+    raw = new_batch(root)
     A = random_footprints(d, d, k, 7.0, rng)  # ~154 px each
     C = np.empty((k, t), np.float32)
     for s in range(0, t, 5000):  # chunked, float32 all the way: C is 240 MB at 2000 x 30000
@@ -120,20 +130,13 @@ def build_scale_item(root: Path, d: int, k: int, t: int, seed: int = 0) -> None:
             block = (block + rng.normal(0, 2, block.shape)).astype("<f4")
             fh.seek(s0 * P * 4)
             fh.write(block.tobytes())
-    store = BatchStore(root / "batch")
-    rec = store.add(algo="cnmf", item_name="scale", params={"main": {}}, input_root="raw", input_movie_path=name)
-    u = rec["uuid"]
-    out = store.item_dir(u)
-    out.mkdir(parents=True)
-    snr = rng.uniform(0, 8, k)
-    rv = rng.uniform(-1, 1, k)
-    good = np.flatnonzero((snr > 2.5) | (rv >= 0.8))
-    YrA = rng.standard_normal((k, t), dtype=np.float32)
-    YrA *= 0.5
-    est = Estimates(A=A, C=C, b=b, f=f, YrA=YrA, SNR_comp=snr, r_values=rv, idx_components=good,
-                    idx_components_bad=np.setdiff1d(np.arange(k), good), dims=(d, d))
-    save_cnmf(out / f"{u}.hdf5", est, {"quality": {"min_SNR": 2.5, "rval_thr": 0.8}}, dims=(d, d), mmap_file="")
-    store.update(u, status="done", outputs={"success": True, "cnmf-hdf5-path": f"{u}/{u}.hdf5"})
+
+    def residuals() -> np.ndarray:  # float32 all the way (229 MiB at 2000 x 30000)
+        YrA = rng.standard_normal((k, t), dtype=np.float32)
+        YrA *= 0.5
+        return YrA
+
+    add_done_cnmf(root, "scale", name, A, C, b, f, (d, d), rng, residuals)
 
 
 def _proc_io() -> dict[str, int]:

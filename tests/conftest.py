@@ -56,6 +56,15 @@ def batch(tmp_path: Path, raw_dir: Path):
     return mw.create_batch(tmp_path / "batch")
 
 
+@pytest.fixture(scope="module")
+def slow_movie(tmp_path_factory) -> Path:
+    """Long enough that summary with chunk_frames=1 runs for seconds (for cancel and kill)."""
+    path = tmp_path_factory.mktemp("slow") / "slow.tif"
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(path, rng.integers(0, 255, (12000, 32, 32), dtype=np.uint8))
+    return path
+
+
 @pytest.fixture(scope="session")
 def client():
     """One LocalCluster (2 workers) for the whole session: starting one costs seconds."""

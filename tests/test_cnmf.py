@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import tifffile
+from helpers import run_caiman_backend
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.cnmf import builtin, core
@@ -259,45 +260,20 @@ def test_cnmf_after_a_failed_parent_fails_cleanly(batch, raw_dir):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.caiman
 def test_caiman_backend_writes_the_same_layout(tmp_path):
-    pytest.importorskip("caiman.source_extraction")
-    from mesmerize_widgets.algorithms.caiman_env import caiman_problems
-    from mesmerize_widgets.algorithms.cnmf import caiman as cm_backend
-
-    if caiman_problems(needs_deconvolution=True):
-        pytest.skip("; ".join(caiman_problems(needs_deconvolution=True)))
     sim = simulate_2p(n_frames=500, dims=(64, 64), n_neurons=15, motion=None, seed=2)
-    src = tmp_path / "m.tif"
-    tifffile.imwrite(src, sim.movie)
-    out = tmp_path / "out"
-    out.mkdir()
-    params = get_algorithm("cnmf").schema.validate({"main": {"gSig": (4, 4), "K": 25, "p": 1}, "refit": True})
-    outputs = cm_backend.run(RunContext(input_path=src, params=params, output_dir=out, prefix="u"))
+    outputs = run_caiman_backend("cnmf", sim.movie, {"main": {"gSig": (4, 4), "K": 25, "p": 1}, "refit": True},
+                                 tmp_path)
     res = load_cnmf(outputs["cnmf-hdf5-path"])
     good = np.asarray(res.estimates.idx_components, int)
     m = match(res.estimates.A.toarray()[:, good], np.asarray(res.estimates.C)[good], sim.truth)
     assert m["recall"] >= 0.8
 
 
-def _caiman_backend():
-    pytest.importorskip("caiman.source_extraction")
-    from mesmerize_widgets.algorithms.caiman_env import caiman_problems
-    from mesmerize_widgets.algorithms.cnmf import caiman as cm_backend
-
-    if caiman_problems(needs_deconvolution=True):
-        pytest.skip("; ".join(caiman_problems(needs_deconvolution=True)))
-    return cm_backend
-
-
 @pytest.mark.caiman
 def test_caiman_cnmfe_writes_the_ring_model_and_pnr_image(tmp_path):
-    cm_backend = _caiman_backend()
     sim = simulate_1p(n_frames=400, dims=(64, 64), n_neurons=15, seed=2)
-    src = tmp_path / "m.tif"
-    tifffile.imwrite(src, sim.movie)
+    outputs = run_caiman_backend("cnmfe", sim.movie, {"main": {"fr": 20.0, "decay_time": 0.5, "ssub": 1}}, tmp_path)
     out = tmp_path / "out"
-    out.mkdir()
-    params = get_algorithm("cnmfe").schema.validate({"main": {"fr": 20.0, "decay_time": 0.5, "ssub": 1}})
-    outputs = cm_backend.run_cnmfe(RunContext(input_path=src, params=params, output_dir=out, prefix="u"))
     assert np.load(outputs["pnr-image-path"]).shape == (64, 64)
     res = load_cnmf(outputs["cnmf-hdf5-path"])
     assert Path(outputs["cnmf-hdf5-path"]).parent == out and Path(res.mmap_file).parent == out
@@ -308,15 +284,10 @@ def test_caiman_cnmfe_writes_the_ring_model_and_pnr_image(tmp_path):
 
 @pytest.mark.caiman
 def test_caiman_seeded_cnmf_keeps_every_mask(tmp_path):
-    cm_backend = _caiman_backend()
     sim = simulate_2p(n_frames=300, dims=(64, 64), n_neurons=12, motion=None, seed=4)
-    src = tmp_path / "m.tif"
-    tifffile.imwrite(src, sim.movie)
     np.save(tmp_path / "masks.npy", sim.truth.footprints() > 0.2 * sim.truth.footprints().max(axis=(1, 2), keepdims=True))
-    out = tmp_path / "out"
-    out.mkdir()
-    params = get_algorithm("cnmf").schema.validate({"main": {"gSig": (4, 4), "p": 1}, "Ain_path": "masks.npy"})
-    outputs = cm_backend.run(RunContext(input_path=src, params=params, output_dir=out, prefix="u"))
+    outputs = run_caiman_backend("cnmf", sim.movie, {"main": {"gSig": (4, 4), "p": 1}, "Ain_path": "masks.npy"},
+                                 tmp_path)
     res = load_cnmf(outputs["cnmf-hdf5-path"])
     m = match(res.estimates.A.toarray(), np.asarray(res.estimates.C), sim.truth)
     assert m["recall"] == 1.0 and m["K"] == 12

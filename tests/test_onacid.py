@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from helpers import run_caiman_backend
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.onacid import builtin
+from mesmerize_widgets.algorithms.onacid import live as onacid_live
 from mesmerize_widgets.errors import ParamError
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
 from mesmerize_widgets.sim import match_to_truth as match
@@ -61,7 +63,7 @@ def test_onacid_finds_neurons_including_late_ones(tmp_path, sim_late):
     assert shifts.shape == (T, 2) and np.sqrt(((err - err.mean(0)) ** 2).mean()) < 0.3
     ncomp = np.load(outputs["n-components-path"])
     assert len(ncomp) == T and ncomp[0] <= ncomp[-1] == K and ncomp[-1] > ncomp[200]
-    live = builtin.read_live(outputs["live-path"])
+    live = onacid_live.read_live(outputs["live-path"])
     assert live["n_components"] == K and live["A"].shape == e.A.shape
     for key in ("corr-img-path", "mean-projection-path", "std-projection-path", "max-projection-path"):
         assert Path(outputs[key]).parent == out
@@ -184,9 +186,9 @@ def test_live_snapshot_is_replaced_atomically(tmp_path):
 
     A = sp.random(100, 3, density=0.1, format="csc", random_state=0)
     p = tmp_path / "u_live.npz"
-    builtin.write_live(p, A, (10, 10), 5, 0, 50)
-    builtin.write_live(p, A[:, :2], (10, 10), 9, 0, 50)
-    got = builtin.read_live(p)
+    onacid_live.write_live(p, A, (10, 10), 5, 0, 50)
+    onacid_live.write_live(p, A[:, :2], (10, 10), 9, 0, 50)
+    got = onacid_live.read_live(p)
     assert got["n_components"] == 2 and got["frame"] == 9 and list(tmp_path.iterdir()) == [p]
 
 
@@ -217,20 +219,9 @@ def test_onacid_item_runs_end_to_end(batch, raw_dir):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.caiman
 def test_caiman_backend_writes_the_same_layout(tmp_path):
-    pytest.importorskip("caiman.source_extraction")
-    from mesmerize_widgets.algorithms.caiman_env import caiman_problems
-    from mesmerize_widgets.algorithms.onacid import caiman as cm_backend
-
-    if caiman_problems(needs_deconvolution=True):
-        pytest.skip("; ".join(caiman_problems(needs_deconvolution=True)))
     sim = simulate_2p(n_frames=600, dims=(64, 64), n_neurons=15, motion=None, seed=2)
-    src = tmp_path / "m.tif"
-    tifffile.imwrite(src, sim.movie)
-    out = tmp_path / "out"
-    out.mkdir()
     main = {"gSig": (4, 4), "K": 10, "p": 1, "init_batch": 200, "motion_correct": False}
-    params = get_algorithm("onacid").schema.validate({"main": main})
-    outputs = cm_backend.run(RunContext(input_path=src, params=params, output_dir=out, prefix="u"))
+    outputs = run_caiman_backend("onacid", sim.movie, {"main": main}, tmp_path)
     res = load_cnmf(outputs["cnmf-hdf5-path"])
     e = res.estimates
     assert e.C.shape[1] == 600 and e.A.shape[0] == 64 * 64

@@ -21,15 +21,6 @@ from mesmerize_widgets.store import BatchStore
 pytestmark = pytest.mark.usefixtures("client")
 
 
-@pytest.fixture(scope="module")
-def slow_movie(tmp_path_factory) -> Path:
-    """Long enough that summary with chunk_frames=1 runs for seconds (for cancel and kill)."""
-    path = tmp_path_factory.mktemp("slow") / "slow.tif"
-    rng = np.random.default_rng(1)
-    tifffile.imwrite(path, rng.integers(0, 255, (12000, 32, 32), dtype=np.uint8))
-    return path
-
-
 def _leftovers(batch_dir: Path) -> list[str]:
     return [p.name for p in batch_dir.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
 

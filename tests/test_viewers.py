@@ -493,7 +493,7 @@ def test_live_snapshot_helpers_without_a_snapshot(batch, raw_dir):
     # a snapshot appears: the next poll draws it
     import scipy.sparse
 
-    from mesmerize_widgets.algorithms.onacid.builtin import write_live
+    from mesmerize_widgets.algorithms.onacid.live import write_live
 
     st.path.parent.mkdir()
     A = np.zeros((DIMS[0] * DIMS[1], 2), np.float32)

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tifffile
 from helpers import wait_for
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.store import BatchStore
 from mesmerize_widgets.widgets import BatchTable
-
-
-@pytest.fixture(scope="module")
-def slow_movie(tmp_path_factory) -> Path:
-    """Long enough that summary with chunk_frames=1 runs for seconds (to cancel it)."""
-    path = tmp_path_factory.mktemp("slow") / "slow.tif"
-    rng = np.random.default_rng(1)
-    tifffile.imwrite(path, rng.integers(0, 255, (12000, 32, 32), dtype=np.uint8))
-    return path
 
 
 @pytest.fixture

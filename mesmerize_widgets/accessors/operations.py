@@ -160,14 +160,9 @@ def save_edits(store: BatchStore, df: pd.DataFrame) -> list[str]:
         if pos in touched:
             rec = store.get(uuid)
             if params[pos] != rec["params"]:
-                updates["params"] = params[pos]
-        else:
-            rec = None
-        if "params" in updates:
-            assert rec is not None
-            if rec["status"] in ACTIVE:
-                raise RuntimeError(f"cannot change the params of {rec['item_name']!r} while it is {rec['status']}")
-            updates["params"] = get_algorithm(rec["algo"]).schema.validate(updates["params"])
+                if rec["status"] in ACTIVE:
+                    raise RuntimeError(f"cannot change the params of {rec['item_name']!r} while it is {rec['status']}")
+                updates["params"] = get_algorithm(rec["algo"]).schema.validate(params[pos])
         if updates:
             store.update(uuid, **updates)
             changed.append(uuid)

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtri
 
+from ..algorithms.mcorr.registration import cubic_weights
 from . import scene
 from .truth import GroundTruth, field_modes
 
@@ -47,14 +48,6 @@ def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return np.take(_NORMAL_LUT, u).reshape(shape)
 
 
-def _cubic_weights(frac: float, a: float = -0.5) -> np.ndarray:
-    """Keys (Catmull-Rom) cubic weights of the 4 samples around a point ``frac`` past the 2nd."""
-    x = np.array([1.0 + frac, frac, 1.0 - frac, 2.0 - frac])
-    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
-    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-    return np.where(x <= 1, near, far).astype(np.float32)
-
-
 def _translate(canvas: np.ndarray, pad: int, shift: np.ndarray, dst: np.ndarray) -> None:
     """``dst(r) = canvas(r + pad + shift)`` by separable bicubic interpolation.
 
@@ -64,7 +57,7 @@ def _translate(canvas: np.ndarray, pad: int, shift: np.ndarray, dst: np.ndarray)
     d1, d2 = dst.shape
     ny, nx = int(np.floor(shift[0])), int(np.floor(shift[1]))
     src = canvas[pad + ny - 1 : pad + ny + d1 + 2, pad + nx - 1 : pad + nx + d2 + 2]
-    wy, wx = _cubic_weights(float(shift[0]) - ny), _cubic_weights(float(shift[1]) - nx)
+    wy, wx = cubic_weights(float(shift[0]) - ny), cubic_weights(float(shift[1]) - nx)
     full = cv2.sepFilter2D(src, -1, wx, wy, anchor=(1, 1), borderType=cv2.BORDER_REFLECT)
     dst[:] = full[1 : 1 + d1, 1 : 1 + d2]
 

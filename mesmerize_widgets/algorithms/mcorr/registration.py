@@ -330,6 +330,16 @@ def _fill_border(img: np.ndarray, shift: np.ndarray, border_nan, low: float) -> 
         img[:, w - right :] = value
 
 
+def cubic_weights(frac: float, a: float = -0.5) -> np.ndarray:
+    """Cubic-convolution weights of the 4 samples at -1, 0, 1, 2 around a point ``frac`` past
+    sample 0: a translation has the same weights at every pixel, so a separable 4-tap filter
+    shifts a frame exactly. ``a=-0.5``: Keys (Catmull-Rom); ``a=-0.75``: OpenCV's INTER_CUBIC."""
+    x = np.array([1.0 + frac, frac, 1.0 - frac, 2.0 - frac])
+    near = (a + 2) * x**3 - (a + 3) * x**2 + 1
+    far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
+    return np.where(x <= 1, near, far).astype(np.float32)
+
+
 def shift_rigid(frame: np.ndarray, shift, border_nan="copy", use_opencv: bool = True) -> np.ndarray:
     """Apply a rigid shift ``[dy, dx]``: bicubic warp (clipped to the frame's range) or FFT phase."""
     frame = np.asarray(frame, dtype=np.float32)

@@ -19,10 +19,8 @@ of components after each frame processed, all epochs in order, the init batch co
 step per frame), ``live-path`` (see below), ``n_components``, ``n_accepted``.
 
 Live components: every ``live_every`` frames (= update_freq, at most 200) and at the end,
-``{uuid}_live.npz`` is replaced atomically (temporary file + os.replace) in the item's output
-directory, which while the item runs is the runner's temporary folder. It holds ``A_data``,
-``A_indices``, ``A_indptr``, ``A_shape`` (CSC, Fortran pixel order, unit-norm columns), ``dims``,
-``n_components``, ``frame`` (frames processed in this epoch), ``epoch``, ``n_frames``.
+``{uuid}_live.npz`` is replaced atomically in the item's output directory, which while the
+item runs is the runner's temporary folder (written and read by :mod:`.live`).
 
 Bad input raises a ``ValueError`` naming it: an init_batch longer than the movie, fewer than
 :data:`MIN_FRAMES` frames, seed masks of the wrong shape, NaN/inf in any frame, CNN options.
@@ -31,8 +29,6 @@ Bad input raises a ``ValueError`` naming it: an init_batch longer than the movie
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +47,7 @@ from ..images import SummaryAccumulator
 from ..mcorr import registration as R
 from ..summary.builtin import save_summary_images
 from . import ONACID_GROUPS, SCHEMA
+from .live import LIVE_SUFFIX, write_live
 from .online import OnlineCNMF, OnlineOptions
 
 MIN_FRAMES = 10  # fewer frames cannot give a noise estimate or a transient
@@ -58,17 +55,6 @@ CHUNK = 64  # frames read at once
 
 
 CROP = 256  # side of the central window frames are matched on (the whole frame when smaller)
-
-
-def _cubic_weights(u: float) -> np.ndarray:
-    """OpenCV's bicubic weights (a = -0.75) of the taps at -1, 0, 1, 2 for a sample at ``u``."""
-    a = -0.75
-    x = u + 1.0
-    w0 = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    w1 = ((a + 2) * u - (a + 3)) * u * u + 1
-    x = 1.0 - u
-    w2 = ((a + 2) * x - (a + 3)) * x * x + 1
-    return np.array([w0, w1, w2, 1.0 - w0 - w1 - w2], np.float32)
 
 
 def shift_frame(frame: np.ndarray, shift: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -82,7 +68,7 @@ def shift_frame(frame: np.ndarray, shift: np.ndarray, out: np.ndarray | None = N
     n = np.floor(src).astype(int)
     u = src - n
     if u[0] or u[1]:
-        g = cv2.sepFilter2D(frame, -1, _cubic_weights(float(u[1])), _cubic_weights(float(u[0])),
+        g = cv2.sepFilter2D(frame, -1, R.cubic_weights(float(u[1]), -0.75), R.cubic_weights(float(u[0]), -0.75),
                             anchor=(1, 1), borderType=cv2.BORDER_REPLICATE)
     else:
         g = frame
@@ -176,28 +162,6 @@ def _rows_F(frames: np.ndarray) -> np.ndarray:
 def _to_Yr(frames: np.ndarray) -> np.ndarray:
     """(T, d1, d2) -> (P, T) with Fortran pixel order (CaImAn's)."""
     return np.ascontiguousarray(cv2.transpose(_rows_F(frames)))
-
-
-def write_live(path: Path, A: sp.csc_matrix, dims: tuple[int, int], frame: int, epoch: int, n_frames: int) -> None:
-    """Replace the live snapshot atomically, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, A_data=A.data.astype(np.float32), A_indices=A.indices, A_indptr=A.indptr,
-                     A_shape=np.array(A.shape), dims=np.array(dims), n_components=A.shape[1],
-                     frame=frame, epoch=epoch, n_frames=n_frames)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_live(path: str | os.PathLike) -> dict[str, Any]:
-    """The live snapshot as ``{"A": csc, "dims", "n_components", "frame", "epoch", "n_frames"}``."""
-    from .live import read_live as _read
-
-    return _read(path)
 
 
 def _greedy_seeds(Yr: np.ndarray, dims: tuple[int, int], opts: core.Options) -> tuple[sp.csc_matrix, np.ndarray]:
@@ -406,7 +370,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
                     np.asarray(f), Yr, sn, fixed=main["init_method"] == "seeded",
                     refine=2 if main["init_method"] == "bare" else 0)
     del Yr, A, C
-    live = ctx.output("_live.npz")
+    live = ctx.output(LIVE_SUFFIX)
     write_live(live, on.footprints(), dims, T0, 0, T)
     n_comp = [on.K] * T0
 

@@ -1,9 +1,10 @@
-"""Reading a running onacid item's live snapshot (model side: no widgets, no fastplotlib).
+"""A running onacid item's live snapshot: its format, writing and reading (model side: no
+widgets, no fastplotlib).
 
 While an item runs, its outputs are in the runner's temporary folder
 ``{batch}/.{uuid}.tmp-{run_id}`` (renamed to ``{batch}/{uuid}`` on success), and the builtin
-backend replaces ``{uuid}_live.npz`` there atomically every ``live_every`` frames (see
-:mod:`.builtin`). The CNMF viewer polls :func:`live_state` to draw the contours found so far;
+backend replaces ``{uuid}_live.npz`` there with :func:`write_live` every ``live_every`` frames
+(see :mod:`.builtin`). The CNMF viewer polls :func:`live_state` to draw the contours found so far;
 a snapshot that does not exist yet, or vanishes because the item just finished, is ``None``,
 never an error.
 """
@@ -11,6 +12,7 @@ never an error.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,31 @@ import scipy.sparse as sp
 from ..cnmf.contours import footprint_contours
 
 __all__ = ["ACTIVE", "LiveState", "contours_of", "live_label", "live_snapshot_path", "live_state", "read_live",
-           "try_read_live"]
+           "try_read_live", "write_live"]
 
 #: statuses of an item whose live snapshot may still change
 ACTIVE = ("queued", "running")
 LIVE_SUFFIX = "_live.npz"
+
+
+def write_live(path: Path, A: sp.csc_matrix, dims: tuple[int, int], frame: int, epoch: int, n_frames: int) -> None:
+    """Replace the snapshot atomically (temporary file + os.replace): a reader never sees half a file.
+
+    It holds ``A_data``, ``A_indices``, ``A_indptr``, ``A_shape`` (CSC, Fortran pixel order,
+    unit-norm columns), ``dims``, ``n_components``, ``frame`` (frames processed in this epoch),
+    ``epoch`` and ``n_frames``.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, A_data=A.data.astype(np.float32), A_indices=A.indices, A_indptr=A.indptr,
+                     A_shape=np.array(A.shape), dims=np.array(dims), n_components=A.shape[1],
+                     frame=frame, epoch=epoch, n_frames=n_frames)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_live(path: str | os.PathLike) -> dict[str, Any]:
