@@ -16,7 +16,13 @@ See :mod:`mesmerize_widgets.sim.truth` for the conventions (shift sign, pixel or
 """
 
 from .io import TiffInfo, sample_dir, sample_movie, write_tiff
-from .movie import SimulatedMovie, simulate_1p, simulate_2p
+from .movie import (
+    SimulatedMovie,
+    simulate_1p,
+    simulate_2p,
+    simulate_realistic_1p,
+    simulate_realistic_2p,
+)
 from .scoring import match_to_truth
 from .truth import GroundTruth, load_truth
 
@@ -30,5 +36,7 @@ __all__ = [
     "sample_movie",
     "simulate_1p",
     "simulate_2p",
+    "simulate_realistic_1p",
+    "simulate_realistic_2p",
     "write_tiff",
 ]

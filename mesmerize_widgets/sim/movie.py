@@ -30,7 +30,13 @@ from ..algorithms.mcorr.registration import cubic_weights
 from . import scene
 from .truth import GroundTruth, field_modes
 
-__all__ = ["SimulatedMovie", "simulate_1p", "simulate_2p"]
+__all__ = [
+    "SimulatedMovie",
+    "simulate_1p",
+    "simulate_2p",
+    "simulate_realistic_1p",
+    "simulate_realistic_2p",
+]
 
 Motion = Literal["rigid", "piecewise"] | None
 _DTYPES = {"float32": np.float32, "uint16": np.uint16, "uint8": np.uint8}
@@ -75,10 +81,14 @@ class _Renderer:
         pad: int,
         seed: int,
         dtype: np.dtype,
+        drift_canvas: sp.csr_matrix | None = None,
     ) -> None:
         self.truth = truth
         self.A_canvas = A_canvas
-        self.bT = np.ascontiguousarray(b_canvas.T)  # (nb, H*W)
+        self.bT = np.ascontiguousarray(b_canvas.T)  # (nb, H*W) dense background columns
+        # per-neuron baseline drift: the last background columns of the truth, kept sparse
+        # here (each is one neuron's resting glow) and driven by the last rows of truth.f
+        self.drift_canvas = drift_canvas
         self.pad = pad
         self.seed = seed
         self.dtype = np.dtype(dtype)
@@ -142,9 +152,14 @@ class _Renderer:
             for j in range(1, self.bT.shape[0]):
                 Y += tr.f[j, s0:s1, None] * self.bT[j][None, :]
             Cb = np.ascontiguousarray(tr.C[:, s0:s1].T)
+            Db = None
+            if self.drift_canvas is not None:
+                Db = np.ascontiguousarray(tr.f[self.bT.shape[0] :, s0:s1].T)
             for i in range(s1 - s0):
                 t, dst = s0 + i, out[s0 - start + i]
                 Y[i] += self.A_canvas @ Cb[i]
+                if Db is not None:
+                    Y[i] += self.drift_canvas @ Db[i]
                 canvas = Y[i].reshape(H, W)
                 if tr.motion is None:
                     dst[:] = canvas
@@ -274,7 +289,7 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         pad,
         None if p.get("gSiz") is None else float(p["gSiz"]) / 2.0,
     )
-    a_max = np.asarray(A.max(axis=0).todense()).ravel().astype(np.float64)
+    a_max = np.asarray(A.max(axis=0).todense()).ravel().astype(np.float64) if K else np.zeros(0)
     brightness = p["neuron_brightness"] * rng.lognormal(0.0, 0.3, K)
     peak_df = p["spike_amplitude"] * rng.lognormal(0.0, 0.25, K)
 
@@ -330,9 +345,22 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         pattern = 0.5 + 0.5 * np.tanh(scene.smooth_field(rng, H, W, pad, extra_len))
         b_canvas[:, j] = (extra_scale * bg_level * attenuation * pattern).ravel()
         f[j] = np.clip(1.0 + extra_fluct * scene.smooth_trace(rng, T, 0.5 * fr), 0.0, None)
-    b = np.stack(
-        [_crop_fortran(b_canvas[:, j].reshape(H, W), pad, dims) for j in range(nb)], axis=1
+    b_canvas, f, drift_canvas, b_drift, layers = _nuisances(
+        p, b_canvas, f, C, A, A_canvas, brightness, a_max, attenuation, pad
     )
+    b = np.stack(
+        [_crop_fortran(b_canvas[:, j].reshape(H, W), pad, dims) for j in range(b_canvas.shape[1])],
+        axis=1,
+    )
+    if b_drift is not None:
+        b = np.concatenate([b, b_drift], axis=1)
+    if layers:
+        p["background_layers"] = layers
+    bleaching = float(p.get("bleaching", 0.0))
+    if bleaching:  # all fluorescence dims (the detector baseline does not)
+        decay = scene.bleach_factor(T, bleaching)
+        C *= decay
+        f *= decay
 
     # motion
     rng = scene.rng_for(seed, scene.KEY_MOTION)
@@ -371,11 +399,99 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         field_coeffs=coeffs,
         params=p,
     )
-    renderer = _Renderer(truth, A_canvas, b_canvas, pad, seed, _DTYPES[p["dtype"]])
+    renderer = _Renderer(
+        truth, A_canvas, b_canvas, pad, seed, _DTYPES[p["dtype"]], drift_canvas=drift_canvas
+    )
     sim = SimulatedMovie(truth, renderer)
     if not p["lazy"]:
         sim.movie  # noqa: B018 - render now
     return sim
+
+
+# Fixed constants of the nuisance layers (see simulate_2p's docstring).
+_NEUROPIL_WAVELENGTH = 3.0  # x gSig: wavelength of the neuropil's field (gSig-sized blobs)
+_NEUROPIL_TAU = 1.0  # s: low-pass of the population activity that drives the neuropil
+_NEUROPIL_COUPLING = 0.7  # share of the neuropil trace that follows the population
+_DRIFT_TIME = 20.0  # s: smoothing of each neuron's baseline drift (tens of seconds)
+_VESSEL_WIDTH = 2.0  # x gSig: scale of a bright vessel's cross-section std (0.7-1.5 x this)
+_VASOMOTION_HZ = (0.07, 0.13)  # slow vessel-diameter oscillation (~0.1 Hz)
+
+
+def _nuisances(
+    p: dict[str, Any],
+    b_canvas: np.ndarray,
+    f: np.ndarray,
+    C: np.ndarray,
+    A: sp.csc_matrix,
+    A_canvas: sp.csr_matrix,
+    brightness: np.ndarray,
+    a_max: np.ndarray,
+    attenuation: np.ndarray,
+    pad: int,
+) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix | None, np.ndarray | None, dict[str, list[int]]]:
+    """Append the optional real-data nuisances to the background as extra components.
+
+    Returns the dense canvas columns and traces (original ``nb`` first, then neuropil and
+    bright vessels), the sparse drift canvas with its cropped dense columns (appended last
+    to ``truth.b``; its traces are the last rows of ``f``), and the column index of every
+    layer.  Nothing is drawn or changed when all are off, so default movies stay identical.
+    """
+    T = C.shape[1]
+    dims = (int(p["dims"][0]), int(p["dims"][1]))
+    H, W = dims[0] + 2 * pad, dims[1] + 2 * pad
+    fr, seed = float(p["fr"]), int(p["seed"])
+    mean_sig = float(np.mean(p["gSig"]))
+    neuropil = float(p.get("neuropil", 0.0))
+    n_vessels = int(p.get("bright_vessels", 0))
+    drift = float(p.get("baseline_drift", 0.0))
+    if neuropil < 0 or n_vessels < 0 or not 0.0 <= drift < 1.0:
+        raise ValueError("need neuropil >= 0, bright_vessels >= 0 and 0 <= baseline_drift < 1")
+    cols: list[np.ndarray] = []
+    traces: list[np.ndarray] = []
+    layers: dict[str, list[int]] = {}
+
+    def add(name: str, img: np.ndarray, trace: np.ndarray) -> None:
+        layers.setdefault(name, []).append(b_canvas.shape[1] + len(cols))
+        cols.append(img.astype(np.float32).ravel())
+        traces.append(trace.astype(np.float32))
+
+    if neuropil > 0:
+        rng = scene.rng_for(seed, scene.KEY_NEUROPIL)
+        blobs = scene.smooth_field(rng, H, W, pad, _NEUROPIL_WAVELENGTH * mean_sig, n_modes=256)
+        pattern = 0.5 + 0.5 * np.tanh(1.5 * blobs)
+        slow = 0.5 + 0.5 * scene.smooth_trace(rng, T, 2.0 * fr)
+        # population activity: mean dF (at each footprint's peak) over neurons, low-passed
+        pop = (C.astype(np.float64) * a_max[:, None]).mean(axis=0) if len(a_max) else None
+        trace = slow
+        if pop is not None and pop.max() > 0:
+            pop = scene.lowpass(pop, _NEUROPIL_TAU * fr)
+            trace = _NEUROPIL_COUPLING * pop / pop.max() + (1 - _NEUROPIL_COUPLING) * slow
+        add("neuropil", neuropil * float(p["spike_amplitude"]) * attenuation * pattern, trace)
+    if n_vessels:
+        rng = scene.rng_for(seed, scene.KEY_VESSEL)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) - pad
+        t_sec = np.arange(T) / fr
+        level = float(p.get("vessel_brightness", 1.0)) * float(p["background"])
+        for _ in range(n_vessels):
+            band = scene.vessel_band(rng, yy, xx, dims, _VESSEL_WIDTH * mean_sig)
+            hz, phase = rng.uniform(*_VASOMOTION_HZ), rng.uniform(0, 2 * np.pi)
+            flow = scene.smooth_trace(rng, T, 0.5 * fr)  # faster flicker of the blood flow
+            trace = 1.0 + 0.25 * np.sin(2 * np.pi * hz * t_sec + phase) + 0.1 * flow
+            add("bright_vessels", level * band, trace)
+    if cols:
+        b_canvas = np.concatenate([b_canvas, np.stack(cols, axis=1)], axis=1)
+        f = np.concatenate([f, np.stack(traces)], axis=0)
+    drift_canvas = b_drift = None
+    K = len(a_max)
+    if drift > 0 and K:
+        rng = scene.rng_for(seed, scene.KEY_DRIFT)
+        rest = (brightness / a_max).astype(np.float32)  # resting glow of each footprint
+        drift_canvas = sp.csr_matrix(A_canvas @ sp.diags(rest)).astype(np.float32)
+        b_drift = np.asarray((A @ sp.diags(rest)).todense(), dtype=np.float32)
+        D = np.stack([drift * scene.smooth_trace(rng, T, _DRIFT_TIME * fr) for _ in range(K)])
+        layers["baseline_drift"] = list(range(b_canvas.shape[1], b_canvas.shape[1] + K))
+        f = np.concatenate([f, D.astype(np.float32)], axis=0)
+    return b_canvas, f, drift_canvas, b_drift, layers
 
 
 def _vessels(
@@ -389,18 +505,8 @@ def _vessels(
     """Multiplicative shadow of ``n`` meandering blood vessels (dark bands in 1p data)."""
     out = np.ones(yy.shape, dtype=np.float32)
     for _ in range(n):
-        ang = rng.uniform(0, np.pi)
-        cy, cx = rng.uniform(0.2, 0.8) * dims[0], rng.uniform(0.2, 0.8) * dims[1]
-        u = np.cos(ang) * (xx - cx) + np.sin(ang) * (yy - cy)
-        v = -np.sin(ang) * (xx - cx) + np.cos(ang) * (yy - cy)
-        wav = rng.uniform(0.5, 1.5) * max(dims)
-        v0 = (
-            rng.uniform(0.03, 0.1)
-            * max(dims)
-            * np.sin(2 * np.pi * u / wav + rng.uniform(0, 2 * np.pi))
-        )
-        width = rng.uniform(0.7, 1.5) * gsig
-        out *= 1.0 - rng.uniform(0.2, 0.4) * np.exp(-0.5 * ((v - v0) / width) ** 2)
+        band = scene.vessel_band(rng, yy, xx, dims, gsig)
+        out *= 1.0 - rng.uniform(0.2, 0.4) * band
     return out
 
 
@@ -427,6 +533,11 @@ def simulate_2p(
     late_fraction: float = 0.0,
     min_distance: float | None = None,
     border: float | None = None,
+    neuropil: float = 0.0,
+    baseline_drift: float = 0.0,
+    bleaching: float = 0.0,
+    bright_vessels: int = 0,
+    vessel_brightness: float = 1.0,
     seed: int | None = 0,
     dtype: str = "float32",
     lazy: bool = False,
@@ -443,9 +554,32 @@ def simulate_2p(
     ``"piecewise"`` (rigid + smooth low-order field of amplitude ``nonrigid_amplitude``,
     default 0.4 * max_shift) or None; all shifts stay within ``max_shift`` px.
     ``late_fraction`` of neurons stay silent until ``truth.appear_frame``.
-    ``min_distance`` (default 2 * gSig) between centres controls overlap; centres keep
-    ``border`` px (default gSig / 2) from the edge.  ``dtype``: float32, uint16 or uint8.
-    ``lazy=True`` renders nothing up front (stream with ``.frames()``).
+    ``min_distance`` (default 2 * gSig) between centres controls overlap: below ~2 * gSig
+    the footprints share pixels, below gSig the somata overlap (dense tissue; any value
+    >= 0 works, 0 allows coincident centres); centres keep ``border`` px (default gSig / 2)
+    from the edge.  ``dtype``: float32, uint16 or uint8.  ``lazy=True`` renders nothing up
+    front (stream with ``.frames()``).
+
+    Nuisances of real recordings, all off by default (so the default movies never change);
+    each adds to the truth's background, so ``truth.C`` stays the spike-driven calcium and
+    ``truth.clean()`` stays the exact noise-free movie.  ``truth.params["background_layers"]``
+    names the columns of ``truth.b`` / rows of ``truth.f`` each layer occupies:
+
+    * ``neuropil``: active neuropil, blobs ~1-1.5 x gSig across whose trace is 70% the population's
+      mean dF low-passed at 1 s and 30% its own slow fluctuation; at its brightest blobs it
+      swings by ``neuropil`` x ``spike_amplitude`` (a fraction of one spike's transient).
+    * ``baseline_drift``: each neuron's resting brightness wanders by up to this fraction
+      (smooth, ~20 s time scale); stored as one background column per neuron (its resting
+      glow, dense ``(d1*d2, K)`` in the truth), never in ``C``.
+    * ``bleaching``: fraction of all fluorescence (neurons, background, neuropil, vessels;
+      not the detector ``baseline``) lost by the last frame, ``exp(-t / tau)``.  ``C`` and
+      ``f`` are bleached too (the signal itself dims), so ``truth.C = bleach(t) * AR(S)``
+      while ``S`` stays ``spike_counts * amplitudes``; the factor is
+      ``scene.bleach_factor(n_frames, bleaching)``.
+    * ``bright_vessels``: meandering bands (std ~1.4-3 x gSig, wider than a soma) of peak
+      brightness ``vessel_brightness`` x ``background`` whose brightness oscillates by
+      +-25% at ~0.1 Hz (vasomotion) plus 10% faster flicker: a classic false positive.
+    * residual motion: ``motion="rigid"`` with a sub-pixel ``max_shift`` (e.g. 0.5).
     """
     return _simulate("2p", dict(locals()))
 
@@ -475,6 +609,9 @@ def simulate_1p(
     late_fraction: float = 0.0,
     min_distance: float | None = None,
     border: float | None = None,
+    neuropil: float = 0.0,
+    baseline_drift: float = 0.0,
+    bleaching: float = 0.0,
     seed: int | None = 0,
     dtype: str = "float32",
     lazy: bool = False,
@@ -487,6 +624,79 @@ def simulate_1p(
     (``vignetting``: fractional fall-off at the corners), shadowed by ``vessels`` and slowly
     varying (bleaching + a second fluctuating component when ``nb >= 2``).  The default
     values mostly fit an 8-bit camera range (rare burst peaks may exceed 255).  Motion is
-    off by default (``"rigid"`` or ``"piecewise"`` to enable).
+    off by default (``"rigid"`` or ``"piecewise"`` to enable).  ``neuropil``,
+    ``baseline_drift`` and ``bleaching`` (off by default) work as in :func:`simulate_2p`
+    (the neuropil is shadowed by the vignetting and vessels like the rest of the tissue);
+    the built-in background already has a 5% linear decay, independent of ``bleaching``.
     """
     return _simulate("1p", dict(locals()))
+
+
+def simulate_realistic_2p(
+    seed: int | None = 0,
+    n_frames: int = 400,
+    dims: tuple[int, int] = (96, 96),
+    n_neurons: int = 40,
+    **overrides: Any,
+) -> SimulatedMovie:
+    """A 2p movie with every nuisance of real data on, at realistic levels (CI-sized).
+
+    So that what passes on the simulator also holds on recordings.  Values (any can be
+    overridden by keyword):
+
+    * ``neuropil=0.4``: neuropil swings of ~40% of a single-spike transient, correlated
+      with the population (Suite2p/CaImAn-style data need neuropil handling at this level);
+    * ``min_distance=1.5 * gSig`` (6 px) and ~1.7x the default density: somata touch and
+      some overlap, as in dense L2/3 fields of view;
+    * ``baseline_drift=0.1``: resting levels wander by up to 10% over tens of seconds;
+    * ``bleaching=0.15``: 15% loss over the movie (typical of a few minutes of 2p GCaMP);
+    * ``motion="rigid", max_shift=0.5``: the sub-pixel residual left after registration;
+    * ``bright_vessels=1`` at ``vessel_brightness=1.0``: one labelled/autofluorescent
+      vessel as bright as twice the local background, vasomotion at ~0.1 Hz.
+
+    96x96 x 400 frames renders in a fraction of a second.
+    """
+    kw: dict[str, Any] = dict(
+        neuropil=0.4,
+        min_distance=1.5 * float(np.mean(overrides.get("gSig", (4.0, 4.0)))),
+        baseline_drift=0.1,
+        bleaching=0.15,
+        motion="rigid",
+        max_shift=0.5,
+        bright_vessels=1,
+        vessel_brightness=1.0,
+    )
+    kw.update(overrides)
+    return simulate_2p(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)
+
+
+def simulate_realistic_1p(
+    seed: int | None = 0,
+    n_frames: int = 400,
+    dims: tuple[int, int] = (96, 96),
+    n_neurons: int = 45,
+    **overrides: Any,
+) -> SimulatedMovie:
+    """A 1p (miniscope) movie with the nuisances of real data on, at realistic levels.
+
+    On top of :func:`simulate_1p`'s strong vignetted background and dark vessels:
+
+    * ``neuropil=0.3``: activity-correlated out-of-focus signal, ~30% of a spike's transient;
+    * ``min_distance=1.5 * gSig`` (4.5 px) and ~1.3x the default density: overlapping cells
+      (1p neurons blur into each other);
+    * ``baseline_drift=0.1``: resting levels wander by up to 10%;
+    * ``bleaching=0.2``: one-photon excitation bleaches faster than 2p;
+    * ``motion="rigid", max_shift=0.5``: sub-pixel residual motion.
+
+    96x96 x 400 frames renders in a fraction of a second.
+    """
+    kw: dict[str, Any] = dict(
+        neuropil=0.3,
+        min_distance=1.5 * float(np.mean(overrides.get("gSig", (3.0, 3.0)))),
+        baseline_drift=0.1,
+        bleaching=0.2,
+        motion="rigid",
+        max_shift=0.5,
+    )
+    kw.update(overrides)
+    return simulate_1p(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)

@@ -13,8 +13,10 @@ import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import lfilter
 
-# Independent random streams (SeedSequence spawn keys) for each component.
+# Independent random streams (SeedSequence spawn keys) for each component.  The nuisance
+# layers have their own keys, so switching one on leaves every other component unchanged.
 KEY_LAYOUT, KEY_SPIKES, KEY_BACKGROUND, KEY_MOTION, KEY_NOISE, KEY_LATE = 1, 2, 3, 4, 5, 6
+KEY_NEUROPIL, KEY_DRIFT, KEY_VESSEL = 7, 8, 9
 
 
 def rng_for(seed: int, *key: int) -> np.random.Generator:
@@ -230,3 +232,42 @@ def nonrigid_coefficients(
         for c in range(2):
             out[:, m, c] = smooth_trace(rng, T, max(fr, 1.0)) * (amplitude / 3.0)
     return out
+
+
+def vessel_band(
+    rng: np.random.Generator,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    dims: tuple[int, int],
+    width_scale: float,
+) -> np.ndarray:
+    """Profile in [0, 1] of one meandering blood vessel across the field of view.
+
+    A Gaussian cross-section (std ``0.7-1.5 * width_scale`` px) around a sinusoidally
+    meandering centre line at a random angle; shared by the dark 1p shadows and the bright
+    2p vessels so both look alike.
+    """
+    ang = rng.uniform(0, np.pi)
+    cy, cx = rng.uniform(0.2, 0.8) * dims[0], rng.uniform(0.2, 0.8) * dims[1]
+    u = np.cos(ang) * (xx - cx) + np.sin(ang) * (yy - cy)
+    v = -np.sin(ang) * (xx - cx) + np.cos(ang) * (yy - cy)
+    wav = rng.uniform(0.5, 1.5) * max(dims)
+    v0 = (
+        rng.uniform(0.03, 0.1) * max(dims) * np.sin(2 * np.pi * u / wav + rng.uniform(0, 2 * np.pi))
+    )
+    width = rng.uniform(0.7, 1.5) * width_scale
+    return np.exp(-0.5 * ((v - v0) / width) ** 2)
+
+
+def lowpass(x: np.ndarray, frames: float) -> np.ndarray:
+    """Causal exponential low-pass (time constant ``frames``) along the last axis, unit DC gain."""
+    a = float(np.exp(-1.0 / max(frames, 1e-6)))
+    zi = x[..., :1] * a  # start in steady state: no artificial onset transient
+    return lfilter([1.0 - a], [1.0, -a], x, axis=-1, zi=zi)[0]
+
+
+def bleach_factor(T: int, bleaching: float) -> np.ndarray:
+    """``exp(-t / tau)`` per frame with ``1 - exp(-(T - 1) / tau) == bleaching`` (float32)."""
+    if not 0.0 <= bleaching < 1.0:
+        raise ValueError(f"bleaching must be in [0, 1), not {bleaching}")
+    return ((1.0 - bleaching) ** (np.arange(T) / max(T - 1, 1))).astype(np.float32)
