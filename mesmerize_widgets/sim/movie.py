@@ -13,6 +13,10 @@ sub-pixel values); piecewise fields go through ``cv2.remap`` (bicubic, sub-pixel
 resolved to OpenCV's 1/32 px grid, i.e. <= 0.016 px per pixel).  Noise is drawn per frame
 from ``SeedSequence(seed, spawn_key=(5, t))`` (16-bit inverse-CDF normals, tails cut at
 4.3 sigma), so chunked and in-memory rendering agree bit for bit whatever the chunk size.
+
+Nuisances of real data (active neuropil, per-neuron baseline drift, bright vessels) are
+extra background components ``b``/``f`` (off by default, own random streams); bleaching
+scales ``C`` and ``f``.  So ``truth.clean()`` stays exactly the noise-free movie.
 """
 
 from __future__ import annotations
@@ -651,8 +655,9 @@ def simulate_realistic_2p(
     * ``baseline_drift=0.1``: resting levels wander by up to 10% over tens of seconds;
     * ``bleaching=0.15``: 15% loss over the movie (typical of a few minutes of 2p GCaMP);
     * ``motion="rigid", max_shift=0.5``: the sub-pixel residual left after registration;
-    * ``bright_vessels=1`` at ``vessel_brightness=1.0``: one labelled/autofluorescent
-      vessel as bright as twice the local background, vasomotion at ~0.1 Hz.
+    * ``bright_vessels=1`` at ``vessel_brightness=1.5``: one labelled/autofluorescent
+      vessel that about doubles the tissue's fluorescence along its path (+75 counts at its
+      centre), vasomotion at ~0.1 Hz.
 
     96x96 x 400 frames renders in a fraction of a second.
     """
@@ -664,7 +669,7 @@ def simulate_realistic_2p(
         motion="rigid",
         max_shift=0.5,
         bright_vessels=1,
-        vessel_brightness=1.0,
+        vessel_brightness=1.5,
     )
     kw.update(overrides)
     return simulate_2p(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)
