@@ -1,0 +1,661 @@
+"""Parameters from the data: what a user would otherwise guess, measured on the movie itself.
+
+:func:`suggest_params` estimates CaImAn's ``fr``, ``gSig``/``gSiz``, ``K``, ``rf``/``stride``,
+``decay_time``, CNMF-E's ``min_corr``/``min_pnr`` and motion correction's ``max_shifts`` and
+``gSig_filt``, each with a one-line reason; :func:`check_params` names params that look wrong for
+the movie (``add_item`` turns them into warnings). Both read a bounded sample (at most a few
+hundred frames) and cache what they measured per file (path, size and mtime), so a grid of items
+on one movie measures it once.
+
+How each value is measured (all on a frame sample, rigidly registered first):
+
+- cells: the *activity image* ``sqrt(var - noise^2)`` of the (spatially high-passed) movie is
+  proportional to a cell's footprint, so a scale-normalised Laplacian-of-Gaussian has its
+  scale-space maximum at the footprint's Gaussian std, CaImAn's ``gSig``. The median scale of
+  the strongest blobs is ``gSig``; the number of blobs gives the density of (active) cells.
+- ``decay_time``: an AR(2) model fitted to the autocovariance (lags >= 1, so noise drops out) of
+  the traces of the brightest blobs; its slowest root is the indicator's decay.
+- motion: integer phase correlation of frame bins spread over the whole movie against their
+  median (the registration primitives of ``mcorr``).
+- ``fr``: the file's metadata (ImageJ ``finterval``/``fps``, ScanImage ``scanFrameRate``, OME
+  ``TimeIncrement``, a JSON description, HDF5 attributes, the video's fps), never a guess.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import scipy.ndimage as ndi
+
+from ..arrays import LazyArray, open_movie
+from .cnmf.core import Options, corr_pnr_images, noise_psd
+from .mcorr.registration import Matcher, highpass_for_matching
+from .registry import get_algorithm
+
+__all__ = ["MovieStats", "Suggestion", "check_params", "measure_movie", "suggest_params"]
+
+MAX_FRAMES = 300  # frames of the contiguous sample
+_ELEMENT_BUDGET = 40_000_000  # frames x pixels of the sample (160 MB as float32)
+_MOTION_BINS = 24
+_MOTION_BIN_FRAMES = 5
+_K_MARGIN = 1.25  # cells silent in the sample still need a component
+
+
+# -- what the movie says -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MovieStats:
+    """What was measured on one movie; None where it could not be measured."""
+
+    shape: tuple[int, int, int]
+    frames_read: int
+    fr: float | None
+    fr_source: str
+    one_photon: bool
+    gsig: float | None  # neuron Gaussian std in px
+    n_cells: int  # blobs found in the field (active in the sample)
+    decay_frames: float | None  # indicator decay time constant in frames
+    motion: tuple[float, float]  # largest rigid displacement seen (rows, cols), px
+    corr_at_cells: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    pnr_at_cells: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    corr_background: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    pnr_background: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    @property
+    def density(self) -> float:
+        """Cells per pixel."""
+        return self.n_cells / float(self.shape[1] * self.shape[2])
+
+
+_cache: dict[tuple, MovieStats] = {}
+_cache_lock = threading.Lock()
+
+
+def _file_key(path: Path, var_name_hdf5: str | None) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), var_name_hdf5, st.st_mtime_ns, st.st_size)
+
+
+def _as_movie(movie: Any, var_name_hdf5: str | None) -> tuple[Any, tuple | None]:
+    """(array, cache key): a path is opened lazily and keyed by its stat; arrays are not cached."""
+    if isinstance(movie, (str, os.PathLike)):
+        path = Path(movie)
+        return open_movie(path, var_name_hdf5=var_name_hdf5), _file_key(path, var_name_hdf5)
+    if isinstance(movie, LazyArray):
+        path = getattr(movie, "path", None)
+        key = _file_key(Path(path), getattr(movie, "dataset", None)) if path else None
+        return movie, key
+    arr = np.asarray(movie)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a (t, y, x) movie, got shape {arr.shape}")
+    return arr, None
+
+
+def cached_stats(movie: Any, var_name_hdf5: str | None = None) -> MovieStats | None:
+    """The stats already measured for this file, or None (never reads the movie)."""
+    if not isinstance(movie, (str, os.PathLike)):
+        return None
+    key = _file_key(Path(movie), var_name_hdf5)
+    return _cache.get(key) if key else None
+
+
+def measure_movie(movie: Any, var_name_hdf5: str | None = None, *, one_photon: bool | None = None,
+                  max_frames: int = MAX_FRAMES) -> MovieStats:
+    """Measure cell size and count, decay, motion and frame rate on a bounded sample (cached)."""
+    arr, key = _as_movie(movie, var_name_hdf5)
+    key = key and (*key, one_photon, max_frames)
+    if key is not None:
+        with _cache_lock:
+            hit = _cache.get(key)
+        if hit is not None:
+            return hit
+    stats = _measure(arr, one_photon, max_frames)
+    if key is not None:
+        with _cache_lock:
+            if len(_cache) > 256:
+                _cache.clear()
+            _cache[key] = stats
+            _cache[key[:4]] = stats  # what cached_stats() looks up
+    return stats
+
+
+def frame_rate(arr: Any) -> tuple[float | None, str]:
+    """(frames per second, where it was found) from the file's metadata; (None, why) if absent."""
+    paths = getattr(arr, "paths", None) or [getattr(arr, "path", None)]
+    if isinstance(getattr(arr, "fps", None), (int, float)) and arr.fps > 0:
+        return float(arr.fps), "the video's frame rate"
+    path = paths[0] if paths and paths[0] is not None else None
+    if path is None:
+        return None, "not in the data"
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff", ".btf"):
+            return _tiff_rate(path)
+        if path.suffix.lower() in (".h5", ".hdf5", ".hdf"):
+            return _hdf5_rate(path, getattr(arr, "dataset", None))
+    except Exception as e:  # metadata is a bonus: a broken tag must not break the suggestion
+        return None, f"unreadable metadata ({type(e).__name__})"
+    return None, "not in the file"
+
+
+_RATE_KEYS = ("fr", "fps", "frame_rate", "framerate", "frameRate", "scanFrameRate", "sampling_rate",
+              "imaging_rate", "rate")
+_INTERVAL_KEYS = ("finterval", "frame_interval", "frame_period", "framePeriod")
+
+
+def _rate_from_mapping(meta: Mapping, where: str) -> tuple[float | None, str]:
+    for k, v in meta.items():
+        name = str(k).split(".")[-1]
+        try:
+            value = float(np.asarray(v).ravel()[0]) if np.ndim(v) else float(v)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if not math.isfinite(value) or value <= 0:
+            continue
+        if name in _RATE_KEYS:
+            return value, f"{where} {name}={value:g}"
+        if name in _INTERVAL_KEYS:
+            return 1.0 / value, f"{where} {name}={value:g} s"
+    return None, "not in the file"
+
+
+def _tiff_rate(path: Path) -> tuple[float | None, str]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_imagej and tif.imagej_metadata:
+            fr, why = _rate_from_mapping(tif.imagej_metadata, "ImageJ")
+            if fr:
+                return fr, why
+        if tif.is_scanimage:
+            si = tif.scanimage_metadata or {}
+            flat = {**(si.get("FrameData") or {})}
+            fr, why = _rate_from_mapping(flat, "ScanImage")
+            if fr:
+                return fr, why
+        if tif.is_ome and tif.ome_metadata:
+            import re
+
+            m = re.search(r'TimeIncrement="([0-9.eE+-]+)"', tif.ome_metadata)
+            if m and float(m.group(1)) > 0:
+                return 1.0 / float(m.group(1)), f"OME TimeIncrement={float(m.group(1)):g} s"
+        desc = tif.pages.first.description if len(tif.pages) else ""
+        if desc and desc.lstrip().startswith("{"):
+            try:
+                meta = json.loads(desc)
+            except ValueError:
+                meta = None
+            if isinstance(meta, dict):
+                fr, why = _rate_from_mapping(meta, "TIFF description")
+                if fr:
+                    return fr, why
+    return None, "not in the file"
+
+
+def _hdf5_rate(path: Path, dataset: str | None) -> tuple[float | None, str]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        places = [f[dataset]] if dataset and dataset in f else []
+        places.append(f)
+        for obj in places:
+            fr, why = _rate_from_mapping(dict(obj.attrs), "HDF5 attribute")
+            if fr:
+                return fr, why
+    return None, "not in the file"
+
+
+# -- sampling and registration ---------------------------------------------------------------
+def _read(arr: Any, start: int, stop: int) -> np.ndarray:
+    return np.asarray(arr[start:stop], dtype=np.float32)
+
+
+def _bin_displacements(means: np.ndarray, search: int) -> np.ndarray:
+    """Integer displacements (n, 2) of each image to the images' median (twice, re-templated)."""
+    hp = highpass_for_matching(means)
+    template = np.median(means, axis=0)
+    inset = (search + 1, search + 1)
+    d = np.zeros((len(means), 2))
+    for _ in range(2):
+        m = Matcher(template, inset, (2, 2))
+        d = m.coarse(hp, (-search, -search), (search, search))
+        template = np.median([_shift(im, -dd) for im, dd in zip(means, d, strict=True)], axis=0)
+    return d
+
+
+def _shift(image: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``image`` moved by integer ``-d`` (registered: out(q) = image(q + d)), edges replicated."""
+    M = np.float32([[1, 0, -d[1]], [0, 1, -d[0]]])
+    h, w = image.shape
+    return cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _search(dims: tuple[int, int]) -> int:
+    return int(max(2, min(40, min(dims) // 5)))
+
+
+def _motion(arr: Any, T: int, dims: tuple[int, int], block: np.ndarray | None) -> np.ndarray:
+    """Rigid displacements of frame bins spread over the whole movie (rows, cols) in px."""
+    n_bins = min(_MOTION_BINS, max(2, T // _MOTION_BIN_FRAMES))
+    if n_bins < 2:
+        return np.zeros((1, 2))
+    if block is not None and len(block) >= T:
+        edges = np.linspace(0, T, n_bins + 1).astype(int)
+        means = np.stack([block[a:b].mean(0) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    else:
+        starts = np.linspace(0, T - _MOTION_BIN_FRAMES, n_bins).astype(int)
+        means = np.stack([_read(arr, s, s + _MOTION_BIN_FRAMES).mean(0) for s in starts])
+    return _bin_displacements(means.astype(np.float32), _search(dims))
+
+
+def _register_block(block: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
+    """The block with each 5-frame bin moved by its integer displacement (in place)."""
+    n = len(block)
+    if n < 2 * _MOTION_BIN_FRAMES:
+        return block
+    edges = np.arange(0, n + _MOTION_BIN_FRAMES, _MOTION_BIN_FRAMES).clip(max=n)
+    edges = np.unique(edges)
+    means = np.stack([block[a:b].mean(0) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    d = _bin_displacements(means, _search(dims))
+    d -= np.round(np.median(d, axis=0))
+    for (a, b), dd in zip(zip(edges[:-1], edges[1:], strict=True), d, strict=True):
+        if np.any(dd):
+            for t in range(a, b):
+                block[t] = _shift(block[t], dd)
+    return block
+
+
+# -- cells -----------------------------------------------------------------------------------
+def _activity_image(Y: np.ndarray, bg_sigma: float) -> np.ndarray:
+    """Signed ``sqrt(var - noise^2)`` of the movie with its smooth background removed, per pixel.
+
+    For an isolated cell this is proportional to its footprint, whatever its brightness; where
+    nothing is active it scatters around 0 (so its negative half measures its own noise).
+    """
+    X = Y - Y.mean(0, keepdims=True)
+    for t in range(len(X)):
+        X[t] -= cv2.GaussianBlur(X[t], (0, 0), bg_sigma, borderType=cv2.BORDER_REFLECT)
+    v = (X * X).mean(0) - noise_psd(np.moveaxis(X, 0, -1)).astype(np.float64) ** 2
+    return (np.sign(v) * np.sqrt(np.abs(v))).astype(np.float32)
+
+
+def _scales(dims: tuple[int, int]) -> np.ndarray:
+    top = max(2.0, min(20.0, min(dims) / 6))
+    return np.exp(np.arange(np.log(0.8), np.log(top) + 1e-9, np.log(1.08)))
+
+
+_gains: dict[int, np.ndarray] = {}
+
+
+def _log_noise_gain(sig: np.ndarray) -> np.ndarray:
+    """Standard deviation of ``-sigma^2 LoG`` of unit white noise, per scale."""
+    key = hash(sig.tobytes())
+    if key not in _gains:
+        noise = np.random.default_rng(0).standard_normal((160, 160))
+        _gains[key] = np.array([float((s * s * ndi.gaussian_laplace(noise, s))[40:-40, 40:-40].std())
+                                for s in sig])
+    return _gains[key]
+
+
+def find_blobs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale-space maxima of the normalised LoG: (centres (n, 2), scales (n,), strengths (n,)).
+
+    A Gaussian blob of std s has its strongest ``-sigma^2 LoG`` response at sigma = s. Blobs
+    are sorted strongest first and kept above a noise floor of the response.
+    """
+    sig = _scales(image.shape)
+    img = image.astype(np.float64)
+    stack = np.stack([-(s * s) * ndi.gaussian_laplace(img, s, mode="reflect") for s in sig])
+    peaks = (stack == ndi.maximum_filter(stack, size=(3, 5, 5), mode="nearest")) & (stack > 0)
+    peaks[0] = peaks[-1] = False  # a maximum at the scale range's end is not a measured scale
+    k, r, c = np.nonzero(peaks)
+    strength = stack[k, r, c]
+    # noise floor: the image's own noise (its negative half) through the same filters, 5 sd
+    neg = img[img < 0]
+    noise = math.sqrt(float(np.mean(neg**2))) if len(neg) > 10 else 0.0
+    keep = strength > 5 * noise * _log_noise_gain(sig)[k]
+    # scale-space maxima at one place (nested scales) count once: the strongest
+    order = np.argsort(-strength[keep])
+    cen = np.stack([r[keep], c[keep]], 1)[order].astype(float)
+    sc, st = sig[k[keep]][order], strength[keep][order]
+    taken: list[int] = []
+    for i in range(len(cen)):
+        if all(np.hypot(*(cen[i] - cen[j])) > max(sc[i], sc[j]) for j in taken):
+            taken.append(i)
+    idx = np.array(taken, int)
+    return cen[idx], sc[idx], st[idx]
+
+
+def _cell_size(image: np.ndarray) -> tuple[float | None, int, np.ndarray, np.ndarray]:
+    """(gSig in px, number of cells, centres, strengths) from the activity image's blobs."""
+    cen, sc, st = find_blobs(image)
+    if len(cen) == 0:
+        return None, 0, cen, st
+    # cells: blobs at least a twentieth as strong as the typical strong one (the rest is texture)
+    top = st[: max(3, min(30, len(st) // 3))]
+    typical = float(np.median(top))
+    strong = st >= 0.05 * typical
+    # the size from the clearly strong ones only (weak blobs are often pieces of cells)
+    ranked = sc[st >= 0.2 * typical][:50]
+    return float(np.median(ranked)), int(strong.sum()), cen[strong], st[strong]
+
+
+def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
+    """Decay time constant in frames: exponential fits to the falls after the cells' transients.
+
+    Each fall is followed from a transient's peak until the next rise, over 90% to 20% of the
+    peak above the trace's resting level; a fall riding on an earlier one still decays with the
+    same constant, so bursts do not bias it (the autocovariance is biased by them). Traces are
+    the cell's disk minus its surrounding annulus (neuropil); the median over the clearest falls.
+    """
+    T = len(Y)
+    if T < 20 or not len(centres):
+        return None
+    yy, xx = np.mgrid[: Y.shape[1], : Y.shape[2]]
+    taus: list[float] = []
+    snrs: list[float] = []
+    for r, c in centres[:30]:
+        d2 = (yy - r) ** 2 + (xx - c) ** 2
+        ring = (d2 >= (2 * gsig) ** 2) & (d2 <= (3.5 * gsig) ** 2)
+        tr = Y[:, d2 <= max(1.0, gsig) ** 2].mean(1).astype(np.float64)
+        if ring.any():
+            tr -= Y[:, ring].mean(1)
+        t_, s_ = _falls(tr)
+        taus += t_
+        snrs += s_
+    if len(taus) < 3:
+        return None
+    order = np.argsort(snrs)[::-1]
+    best = np.asarray(taus)[order[: max(3, len(order) // 2)]]
+    return float(np.median(best))
+
+
+def _falls(tr: np.ndarray) -> tuple[list[float], list[float]]:
+    """(decay constants in frames, peak SNRs) of the clear falls of one trace."""
+    T = len(tr)
+    y = ndi.gaussian_filter1d(tr, 1.0)
+    diff = np.diff(tr)
+    sn = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
+    if sn <= 0:
+        return [], []
+    # resting level: the low tail of the smoothed trace, lifted by its noise (1.645 sd)
+    y = y - (np.percentile(y, 5) + 1.645 * 0.53 * sn)
+    peaks = np.nonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:]) & (y[1:-1] > 8 * sn))[0] + 1
+    taus, snrs = [], []
+    for t0 in peaks:
+        amp = y[t0]
+        low, t = amp, t0 + 1
+        while t < T and y[t] < low + 2 * sn:  # until the next rise
+            low = min(low, y[t])
+            t += 1
+        v = y[t0:t]
+        bad = np.nonzero((v <= 0.2 * amp) | (v > amp))[0]
+        n = int(bad[0]) if len(bad) else len(v)
+        if n >= 4 and v[n - 1] < 0.7 * amp:
+            slope = np.polyfit(np.arange(n), np.log(v[:n]), 1)[0]
+            if slope < 0:
+                taus.append(float(-1.0 / slope))
+                snrs.append(float(amp / sn))
+    return taus, snrs
+
+
+def _looks_one_photon(Y: np.ndarray) -> bool:
+    """One-photon movies: most of the fluctuation is a spatially smooth, shared background."""
+    X = Y - Y.mean(0, keepdims=True)
+    total = float((X * X).mean())
+    if total <= 0:
+        return False
+    hp = 0.0
+    for x in X:
+        d = x - cv2.GaussianBlur(x, (0, 0), 8.0, borderType=cv2.BORDER_REFLECT)
+        hp += float((d * d).mean())
+    return 1.0 - hp / len(X) / total > 0.8
+
+
+def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
+    T, d1, d2 = (int(s) for s in arr.shape)
+    dims = (d1, d2)
+    n = int(min(T, max_frames, max(60, _ELEMENT_BUDGET // (d1 * d2))))
+    start = (T - n) // 2
+    Y = _read(arr, start, start + n)
+    fr, fr_source = frame_rate(arr)
+    motion = _motion(arr, T, dims, Y if n >= T else None)
+    motion = np.abs(motion - np.median(motion, axis=0)).max(0)
+    Y = _register_block(Y, dims)
+    if one_photon is None:
+        one_photon = _looks_one_photon(Y)
+    bg = max(8.0, min(dims) / 8)
+    act = _activity_image(Y, bg)
+    gsig, ncells, cen, _ = _cell_size(act)
+    if gsig is not None:
+        # second pass with a background scale well above the cell size, so cells are untouched
+        act = _activity_image(Y, max(bg, 4 * gsig))
+        gsig, ncells, cen, _ = _cell_size(act)
+    decay = _decay(Y, cen, gsig) if gsig else None
+    extra: dict[str, np.ndarray] = {}
+    if one_photon and gsig:
+        extra = _corr_pnr_stats(Y, cen, gsig)
+    return MovieStats(shape=(T, d1, d2), frames_read=n, fr=fr, fr_source=fr_source,
+                      one_photon=bool(one_photon), gsig=gsig, n_cells=ncells, decay_frames=decay,
+                      motion=(float(motion[0]), float(motion[1])), **extra)
+
+
+def _corr_pnr_stats(Y: np.ndarray, cen: np.ndarray, gsig: float) -> dict[str, np.ndarray]:
+    """CNMF-E's correlation and PNR images at the cells' centres and away from every cell."""
+    g = max(1, int(round(gsig)))
+    opts = Options.from_main({"gSig": (g, g), "gSiz": None, "center_psf": True, "method_init": "corr_pnr"},
+                             cnmfe=True)
+    cn, pnr, _, _ = corr_pnr_images(np.ascontiguousarray(np.moveaxis(Y, 0, -1)), opts)
+    ci = np.clip(np.round(cen).astype(int), 0, np.array(cn.shape) - 1)
+    # a cell's value: the best pixel within 1 px of its blob centre (the seed CNMF-E would take)
+    cmax = ndi.maximum_filter(cn, size=3)
+    pmax = ndi.maximum_filter(pnr, size=3)
+    away = np.ones(cn.shape, bool)
+    away[ci[:, 0], ci[:, 1]] = False
+    away = ndi.distance_transform_edt(away) > 3 * gsig
+    return {"corr_at_cells": cmax[ci[:, 0], ci[:, 1]], "pnr_at_cells": pmax[ci[:, 0], ci[:, 1]],
+            "corr_background": cn[away], "pnr_background": pnr[away]}
+
+
+# -- suggestions -----------------------------------------------------------------------------
+@dataclass
+class Suggestion:
+    """Suggested params (``{"main": {...}}``, ready for ``add_item``) with a reason per value."""
+
+    algo: str
+    params: dict[str, Any]
+    reasons: dict[str, str]
+    stats: MovieStats | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> dict[str, Any]:
+        return self.params["main"]
+
+    def __repr__(self) -> str:
+        width = max((len(k) for k in self.reasons), default=0)
+        lines = [f"Suggestion for {self.algo!r}:"]
+        lines += [f"  {k:<{width}} = {self.main.get(k)!r:<12}  # {why}" for k, why in self.reasons.items()]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(repr(self.main.get(k)))}</code>"
+            f"</td><td style='text-align:left'>{html.escape(why)}</td></tr>"
+            for k, why in self.reasons.items()
+        )
+        warn = "".join(f"<div style='color:#b00020'>{html.escape(w)}</div>" for w in self.warnings)
+        return (f"<div><b>suggested params for {html.escape(self.algo)}</b><table>"
+                f"<tr><th>param</th><th>value</th><th style='text-align:left'>why</th></tr>{rows}</table>"
+                f"{warn}</div>")
+
+
+def _given_or_default(names: set[str], main: Mapping[str, Any], schema_defaults: Mapping[str, Any],
+                      key: str) -> Any:
+    return main[key] if key in main else schema_defaults.get(key) if key in names else None
+
+
+def _quantile(x: np.ndarray, q: float) -> float:
+    return float(np.quantile(x, q)) if len(x) else float("nan")
+
+
+def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = None, *,
+                   var_name_hdf5: str | None = None, one_photon: bool | None = None) -> Suggestion:
+    """Params for ``algo`` estimated from ``movie`` (a path or a (t, y, x) array).
+
+    ``params`` (``{"main": {...}}``) are kept where nothing is estimated; estimated values
+    replace them. ``one_photon`` forces the 1p/2p choice (default: cnmfe means 1p, otherwise
+    detected from the background's spatial correlation).
+    """
+    schema = get_algorithm(algo).schema
+    given = schema.validate(dict(params or {"main": {}}))
+    main = dict(given["main"])
+    names = set(schema.names)
+    defaults = schema.defaults()["main"]
+    if one_photon is None and algo == "cnmfe":
+        one_photon = True
+    var = var_name_hdf5 or main.get("var_name_hdf5")
+    stats = measure_movie(movie, var if var != "mov" or _is_hdf5(movie) else None, one_photon=one_photon)
+    reasons: dict[str, str] = {}
+    new: dict[str, Any] = {}
+
+    def put(name: str, value: Any, why: str) -> None:
+        if name in names:
+            new[name] = value
+            reasons[name] = why
+
+    # frame rate
+    fr_now = _given_or_default(names, main, defaults, "fr")
+    if stats.fr:
+        put("fr", round(stats.fr, 4), f"from the file ({stats.fr_source})")
+        fr = stats.fr
+    else:
+        fr = float(fr_now) if fr_now else 30.0
+        if "fr" in names:
+            kept = "your value" if "fr" in main else "the default"
+            reasons["fr"] = f"{stats.fr_source}; kept {kept} {fr:g} Hz (set it: decay_time depends on it)"
+            new["fr"] = fr
+    # indicator decay
+    if stats.decay_frames:
+        put("decay_time", round(stats.decay_frames / fr, 3),
+            f"AR(2) fit to the brightest cells' traces: decay over {stats.decay_frames:.1f} frames "
+            f"/ {fr:g} Hz")
+    # cell size
+    g = None
+    if stats.gsig:
+        g = max(1, int(round(stats.gsig)))
+        put("gSig", (g, g), f"median scale of the {min(stats.n_cells, 50)} strongest cells in the "
+            f"activity image (LoG scale search): {stats.gsig:.1f} px")
+        wide = 4 if algo == "cnmfe" else 2
+        put("gSiz", (wide * g + 1, wide * g + 1), f"{wide}*gSig+1: the neuron's bounding box")
+    # patches and components per patch
+    if g is not None and ("rf" in names or "K" in names):
+        _patches(stats, g, algo, main, names, put)
+    # CNMF-E seeds
+    if algo == "cnmfe" and len(stats.corr_at_cells):
+        _cnmfe_thresholds(stats, put)
+    # motion correction
+    if "max_shifts" in names:
+        ms = tuple(int(math.ceil(m)) + max(2, int(math.ceil(0.5 * m))) for m in stats.motion)
+        put("max_shifts", ms, f"largest rigid motion in {_MOTION_BINS} frame bins across the movie "
+            f"({stats.motion[0]:.0f}, {stats.motion[1]:.0f}) px, plus a margin")
+        if stats.one_photon and g is not None:
+            put("gSig_filt", (g, g), "one-photon movie (strong shared background): high-pass at the "
+                "cell size before registering")
+        elif stats.one_photon:
+            put("gSig_filt", (3, 3), "one-photon movie (strong shared background): high-pass filter "
+                "before registering; cell size not measured, CaImAn's usual 3 px")
+    if "max_shifts_online" in names:
+        m = int(math.ceil(max(stats.motion)))
+        put("max_shifts_online", m + max(2, int(math.ceil(0.5 * m))),
+            f"largest rigid motion across the movie {max(stats.motion):.0f} px, plus a margin")
+    out = schema.validate({**given, "main": {**main, **new}})
+    sug = Suggestion(algo=algo, params=out, reasons=reasons, stats=stats)
+    sug.warnings = check_params(movie, algo, given, var_name_hdf5=var, _stats=stats)
+    return sug
+
+
+def _is_hdf5(movie: Any) -> bool:
+    return isinstance(movie, (str, os.PathLike)) and Path(movie).suffix.lower() in (".h5", ".hdf5", ".hdf")
+
+
+def _patches(stats: MovieStats, g: int, algo: str, main: Mapping[str, Any], names: set[str], put) -> None:
+    _, d1, d2 = stats.shape
+    rf = 4 * g if algo != "cnmfe" else 6 * g
+    if min(d1, d2) < 3 * (2 * rf + 1) // 2:
+        area = d1 * d2
+        put("rf", None, f"the field ({d1}x{d2}) is under ~1.5 patches of {2 * rf + 1} px: fit it whole")
+        put("stride", None, "no patches")
+        where = "the field"
+    else:
+        area = (2 * rf + 1) ** 2
+        put("rf", rf, f"{4 if algo != 'cnmfe' else 6}*gSig: patches of {2 * rf + 1} px hold a few cells each")
+        put("stride", 2 * g, "2*gSig of overlap: a cell on a patch border is whole in one patch")
+        where = f"a {2 * rf + 1}x{2 * rf + 1} patch"
+    if algo == "cnmfe":
+        return  # CNMF-E: K=None (seeds limited by min_corr/min_pnr)
+    k = max(1, int(math.ceil(stats.density * area * _K_MARGIN)))
+    put("K", k, f"{stats.n_cells} active cells in {d1}x{d2} px -> {stats.density * area:.1f} per "
+        f"{where}, +{int(round((_K_MARGIN - 1) * 100))}% for cells silent in the sample")
+
+
+def _cnmfe_thresholds(stats: MovieStats, put) -> None:
+    """Thresholds between the background's upper tail and the weaker cells' values."""
+    for name, cells, back, lo, hi, nd in (
+        ("min_corr", stats.corr_at_cells, stats.corr_background, 0.5, 0.95, 2),
+        ("min_pnr", stats.pnr_at_cells, stats.pnr_background, 3.0, 60.0, 1),
+    ):
+        weak = _quantile(cells, 0.2)
+        tail = _quantile(back, 0.99) if len(back) else weak * 0.8
+        value = min(max(0.5 * (weak + tail) if tail < weak else weak, lo), hi)
+        put(name, round(value, nd), f"between the background's 99th percentile ({tail:.2f}) and the "
+            f"weakest fifth of {len(cells)} cells ({weak:.2f})")
+
+
+# -- checks ----------------------------------------------------------------------------------
+_CHECKED = ("gSig", "max_shifts", "max_shifts_online", "fr")
+
+
+def check_params(movie: Any, algo: str, params: Mapping[str, Any] | None, *,
+                 var_name_hdf5: str | None = None, _stats: MovieStats | None = None) -> list[str]:
+    """Messages for the params the user set that look wrong for this movie (empty: none).
+
+    Only ``gSig``, ``max_shifts``/``max_shifts_online`` and ``fr`` given explicitly are checked;
+    the movie is measured only then (once per file, cached).
+    """
+    main = dict((params or {}).get("main") or {})
+    if not any(k in main for k in _CHECKED) or algo not in ("cnmf", "cnmfe", "onacid", "mcorr"):
+        return []
+    stats = _stats or measure_movie(movie, var_name_hdf5 if _is_hdf5(movie) else None,
+                                    one_photon=True if algo == "cnmfe" else None)
+    out = []
+    if "gSig" in main and stats.gsig and main["gSig"] is not None:
+        gs = np.atleast_1d(np.asarray(main["gSig"], float))
+        ratio = float(np.mean(gs)) / stats.gsig
+        if ratio > 2 or ratio < 0.5:
+            g = max(1, int(round(stats.gsig)))
+            out.append(f"gSig={tuple(main['gSig'])!r} is {ratio:.1f}x the cell size measured in the "
+                       f"movie (about {stats.gsig:.1f} px): try gSig=({g}, {g})")
+    for key in ("max_shifts", "max_shifts_online"):
+        if key in main and main[key] is not None:
+            ms = np.broadcast_to(np.asarray(main[key], float), (2,))
+            seen = np.asarray(stats.motion)
+            if np.any(seen > ms + 0.5):
+                out.append(f"{key}={main[key]!r} is smaller than the rigid motion seen in the movie "
+                           f"({seen[0]:.0f}, {seen[1]:.0f}) px: frames moving further are not corrected")
+    if "fr" in main and stats.fr and abs(float(main["fr"]) - stats.fr) > 0.05 * stats.fr:
+        out.append(f"fr={main['fr']!r} but the file says {stats.fr:g} Hz ({stats.fr_source})")
+    return out
