@@ -222,6 +222,21 @@ class CaimanSeriesAccessor(ItemAccessor):
         var = kwargs.pop("var_name_hdf5", None) or self.record()["params"]["main"].get("var_name_hdf5")
         return open_movie(path, var_name_hdf5=var)
 
+    def suggest_params(self, algo: str, params: dict | None = None, **kwargs: Any) -> Any:
+        """Params for a new ``algo`` item on this row's input movie, estimated from the movie.
+
+        Returns a :class:`~mesmerize_widgets.algorithms.suggest.Suggestion`: ``.params`` is
+        ready for ``add_item`` and ``.reasons`` says why each value; ``params`` are kept where
+        nothing is estimated (default: this row's params when ``algo`` is its own algo).
+        """
+        from ..algorithms.suggest import suggest_params
+
+        rec = self.record()
+        if params is None and rec["algo"] == algo:
+            params = rec["params"]
+        var = (params or {}).get("main", {}).get("var_name_hdf5") or rec["params"]["main"].get("var_name_hdf5")
+        return suggest_params(self.get_input_movie_path(), algo, params, var_name_hdf5=var, **kwargs)
+
     def get_output_dir(self) -> Path:
         return self.store.item_dir(self.uuid)
 

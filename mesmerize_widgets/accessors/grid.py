@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from ..algorithms import Param, get_algorithm
+from ..algorithms import suggest as _suggest
 from ..errors import ParamError
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -319,3 +320,63 @@ def add_plan(df: pd.DataFrame, algo: str, plan: Sequence[Mapping[str, Any]]) -> 
                 pass
         raise
     return [df.caiman.uloc(u) for u in added]
+
+
+# -- params from the data ----------------------------------------------------------------------
+def input_movie(df: pd.DataFrame, source: Any) -> Path | None:
+    """The movie file an item on ``source`` would read: a path as add_item resolves it, or a
+    batch item's output movie (when done) or its own input; None when there is none yet."""
+    from .. import runner
+    from ..store.paths import get_parent_raw_data_path
+
+    uuid = input_uuid(df, source)
+    if uuid is None:
+        path = Path(str(source)).expanduser()
+        raw = get_parent_raw_data_path()
+        if not path.is_absolute() and raw is not None and (raw / path).exists():
+            path = raw / path
+        return path if path.exists() else None
+    store = df.caiman.store
+    rec = store.get(uuid)
+    key = get_algorithm(rec["algo"]).output_movie_key
+    out = (rec.get("outputs") or {}).get(key) if key and rec["status"] == "done" else None
+    if out:
+        return store.path / out
+    try:
+        return runner.input_movie_path(store, rec)
+    except Exception:  # a parent not done yet: no movie to measure
+        return None
+
+
+def suggest_for_input(df: pd.DataFrame, algo: str, source: Any,
+                      params: Mapping[str, Any] | None = None) -> _suggest.Suggestion:
+    """:func:`~mesmerize_widgets.algorithms.suggest.suggest_params` on one grid input's movie."""
+    path = input_movie(df, source)
+    if path is None:
+        raise ParamError(f"{input_label(df, source)!r} has no movie to measure yet")
+    return _suggest.suggest_params(path, algo, params)
+
+
+def plan_warnings(df: pd.DataFrame, algo: str, plan: Sequence[Mapping[str, Any]], *,
+                  measure: bool = True) -> list[str]:
+    """The params warnings ``add_item`` would give for a planned grid, each message once.
+
+    ``measure=False`` only uses movies already measured (cheap enough for every keystroke).
+    """
+    out: list[str] = []
+    movies: dict[str, Path | None] = {}
+    for entry in plan:
+        key = repr(entry["input"]) if not isinstance(entry["input"], pd.Series) else str(entry["input"].get("uuid"))
+        if key not in movies:
+            movies[key] = input_movie(df, entry["input"])
+        path = movies[key]
+        if path is None or (not measure and _suggest.cached_stats(path) is None):
+            continue
+        try:
+            msgs = _suggest.check_params(path, algo, entry["params"],
+                                         _stats=None if measure else _suggest.cached_stats(path))
+        except Exception:
+            continue
+        label = input_label(df, entry["input"])
+        out.extend(f"{label}: {m}" for m in msgs if f"{label}: {m}" not in out)
+    return out

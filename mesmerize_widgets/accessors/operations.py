@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid as uuid_mod
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ def add_item(
                 f"be the input of a {algo!r} item"
             )
         done_path = (prec.get("outputs") or {}).get(pkey) if prec["status"] == "done" else None
+        if done_path:
+            warn_params(store.path / done_path, algo, params)
         return store.add(
             algo=algo, item_name=item_name, params=params, input_root="batch" if done_path else None,
             input_movie_path=done_path, parent_uuid=parent, comments=comments, backend=backend,
@@ -74,6 +77,7 @@ def add_item(
         under_raw = require_parent_raw_data_path() / path
         path = under_raw if under_raw.exists() or not path.exists() else path.resolve()
     check_movie(path, params["main"].get("var_name_hdf5"))  # raises MovieReadError
+    warn_params(path, algo, params)
     root, rel = to_stored(path, store.path)
     return store.add(
         algo=algo, item_name=item_name, params=params, input_root=root, input_movie_path=rel,
@@ -103,6 +107,18 @@ def check_movie(path: Path, var_name_hdf5: str | None) -> None:
         if len(_checked_movies) > 4096:
             _checked_movies.clear()
         _checked_movies[key] = stamp
+
+
+def warn_params(path: Path, algo: str, params: dict) -> None:
+    """Warn (never fail) about params that look wrong for the movie; measured once per file."""
+    from ..algorithms.suggest import check_params
+
+    try:
+        problems = check_params(path, algo, params, var_name_hdf5=params["main"].get("var_name_hdf5"))
+    except Exception:  # a movie we cannot measure is no reason to refuse the item
+        return
+    for message in problems:
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_removal: bool = True) -> None:

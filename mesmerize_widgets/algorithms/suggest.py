@@ -13,8 +13,10 @@ How each value is measured (all on a frame sample, rigidly registered first):
   proportional to a cell's footprint, so a scale-normalised Laplacian-of-Gaussian has its
   scale-space maximum at the footprint's Gaussian std, CaImAn's ``gSig``. The median scale of
   the strongest blobs is ``gSig``; the number of blobs gives the density of (active) cells.
-- ``decay_time``: an AR(2) model fitted to the autocovariance (lags >= 1, so noise drops out) of
-  the traces of the brightest blobs; its slowest root is the indicator's decay.
+- two-photon somata also show in the mean image (silent ones too): there the same scale search
+  gives a steadier size, used when it finds at least 5 cells.
+- ``decay_time``: exponential fits to the falls after the brightest cells' transients (neuropil
+  annulus subtracted), from the peak until the next rise; median of the clearest falls.
 - motion: integer phase correlation of frame bins spread over the whole movie against their
   median (the registration primitives of ``mcorr``).
 - ``fr``: the file's metadata (ImageJ ``finterval``/``fps``, ScanImage ``scanFrameRate``, OME
@@ -39,7 +41,6 @@ import scipy.ndimage as ndi
 
 from ..arrays import LazyArray, open_movie
 from .cnmf.core import Options, corr_pnr_images, noise_psd
-from .mcorr.registration import Matcher, highpass_for_matching
 from .registry import get_algorithm
 
 __all__ = ["MovieStats", "Suggestion", "check_params", "measure_movie", "suggest_params"]
@@ -62,6 +63,7 @@ class MovieStats:
     fr_source: str
     one_photon: bool
     gsig: float | None  # neuron Gaussian std in px
+    size_from: str  # the image gsig was measured on
     n_cells: int  # blobs found in the field (active in the sample)
     decay_frames: float | None  # indicator decay time constant in frames
     motion: tuple[float, float]  # largest rigid displacement seen (rows, cols), px
@@ -222,16 +224,32 @@ def _read(arr: Any, start: int, stop: int) -> np.ndarray:
     return np.asarray(arr[start:stop], dtype=np.float32)
 
 
+def _bandpass(image: np.ndarray) -> np.ndarray:
+    """Cell-scale structure only: noise (1 px) and smooth background (10 px) removed."""
+    im = np.asarray(image, np.float32)
+    return cv2.GaussianBlur(im, (0, 0), 1.0) - cv2.GaussianBlur(im, (0, 0), 10.0)
+
+
 def _bin_displacements(means: np.ndarray, search: int) -> np.ndarray:
-    """Integer displacements (n, 2) of each image to the images' median (twice, re-templated)."""
-    hp = highpass_for_matching(means)
+    """Integer displacements (n, 2) of each image to the images' median (twice, re-templated).
+
+    Cross-correlation of band-passed, edge-tapered images; the peak is searched within
+    ``search`` px. ``image(q + d)`` matches the template at q.
+    """
+    h, w = means.shape[1:]
+    taper = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    specs = np.fft.rfft2(np.stack([_bandpass(m) * taper for m in means]))
     template = np.median(means, axis=0)
-    inset = (search + 1, search + 1)
+    lags_r = np.r_[0 : search + 1, -search:0]
+    lags_c = np.r_[0 : search + 1, -search:0]
     d = np.zeros((len(means), 2))
     for _ in range(2):
-        m = Matcher(template, inset, (2, 2))
-        d = m.coarse(hp, (-search, -search), (search, search))
-        template = np.median([_shift(im, -dd) for im, dd in zip(means, d, strict=True)], axis=0)
+        ref = np.conj(np.fft.rfft2(_bandpass(template) * taper))
+        cross = specs * ref
+        cc = np.fft.irfft2(cross, s=(h, w))[:, lags_r % h][:, :, lags_c % w]
+        best = cc.reshape(len(cc), -1).argmax(1)
+        d = np.stack([lags_r[best // len(lags_c)], lags_c[best % len(lags_c)]], 1).astype(float)
+        template = np.median([_shift(im, dd) for im, dd in zip(means, d, strict=True)], axis=0)
     return d
 
 
@@ -293,7 +311,7 @@ def _activity_image(Y: np.ndarray, bg_sigma: float) -> np.ndarray:
 
 def _scales(dims: tuple[int, int]) -> np.ndarray:
     top = max(2.0, min(20.0, min(dims) / 6))
-    return np.exp(np.arange(np.log(0.8), np.log(top) + 1e-9, np.log(1.08)))
+    return np.exp(np.arange(np.log(1.6), np.log(top) + 1e-9, np.log(1.08)))
 
 
 _gains: dict[int, np.ndarray] = {}
@@ -443,12 +461,20 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
         # second pass with a background scale well above the cell size, so cells are untouched
         act = _activity_image(Y, max(bg, 4 * gsig))
         gsig, ncells, cen, _ = _cell_size(act)
+    size_from = "activity image"
+    if not one_photon:
+        # two-photon somata show in the mean image too, silent ones included: a steadier size
+        mean = Y.mean(0)
+        g_mean, n_mean, _, _ = _cell_size(mean - np.median(mean))
+        if g_mean is not None and n_mean >= 5:
+            gsig, ncells, size_from = g_mean, max(ncells, n_mean), "mean image"
     decay = _decay(Y, cen, gsig) if gsig else None
     extra: dict[str, np.ndarray] = {}
     if one_photon and gsig:
         extra = _corr_pnr_stats(Y, cen, gsig)
     return MovieStats(shape=(T, d1, d2), frames_read=n, fr=fr, fr_source=fr_source,
-                      one_photon=bool(one_photon), gsig=gsig, n_cells=ncells, decay_frames=decay,
+                      one_photon=bool(one_photon), gsig=gsig, size_from=size_from, n_cells=ncells,
+                      decay_frames=decay,
                       motion=(float(motion[0]), float(motion[1])), **extra)
 
 
@@ -551,14 +577,14 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
     # indicator decay
     if stats.decay_frames:
         put("decay_time", round(stats.decay_frames / fr, 3),
-            f"AR(2) fit to the brightest cells' traces: decay over {stats.decay_frames:.1f} frames "
-            f"/ {fr:g} Hz")
+            f"exponential fits to the falls after transients of the brightest cells: "
+            f"{stats.decay_frames:.1f} frames / {fr:g} Hz")
     # cell size
     g = None
     if stats.gsig:
         g = max(1, int(round(stats.gsig)))
-        put("gSig", (g, g), f"median scale of the {min(stats.n_cells, 50)} strongest cells in the "
-            f"activity image (LoG scale search): {stats.gsig:.1f} px")
+        put("gSig", (g, g), f"median Gaussian std of the strongest cells in the {stats.size_from} "
+            f"(LoG scale search): {stats.gsig:.1f} px")
         wide = 4 if algo == "cnmfe" else 2
         put("gSiz", (wide * g + 1, wide * g + 1), f"{wide}*gSig+1: the neuron's bounding box")
     # patches and components per patch
@@ -608,7 +634,7 @@ def _patches(stats: MovieStats, g: int, algo: str, main: Mapping[str, Any], name
     if algo == "cnmfe":
         return  # CNMF-E: K=None (seeds limited by min_corr/min_pnr)
     k = max(1, int(math.ceil(stats.density * area * _K_MARGIN)))
-    put("K", k, f"{stats.n_cells} active cells in {d1}x{d2} px -> {stats.density * area:.1f} per "
+    put("K", k, f"{stats.n_cells} cells in {d1}x{d2} px -> {stats.density * area:.1f} per "
         f"{where}, +{int(round((_K_MARGIN - 1) * 100))}% for cells silent in the sample")
 
 
@@ -621,7 +647,8 @@ def _cnmfe_thresholds(stats: MovieStats, put) -> None:
         weak = _quantile(cells, 0.2)
         tail = _quantile(back, 0.99) if len(back) else weak * 0.8
         value = min(max(0.5 * (weak + tail) if tail < weak else weak, lo), hi)
-        put(name, round(value, nd), f"between the background's 99th percentile ({tail:.2f}) and the "
+        how = "between" if tail < weak else "overlap! at the cells' level, check it: of"
+        put(name, round(value, nd), f"{how} the background's 99th percentile ({tail:.2f}) and the "
             f"weakest fifth of {len(cells)} cells ({weak:.2f})")
 
 

@@ -73,15 +73,23 @@ class ParamGrid(widgets.VBox):
         self.preview_html = widgets.HTML()
         self.add_button = widgets.Button(description="add to batch", button_style="success", icon="plus",
                                          tooltip="add one item per combination for each selected input")
+        self.suggest_button = widgets.Button(
+            description="suggest", icon="magic",
+            tooltip="measure the first selected input's movie and fill in gSig, K, decay_time, ... "
+                    "(each value with its reason)")
+        self.suggest_html = widgets.HTML()
+        self.warnings_html = widgets.HTML()
         self.message = widgets.HTML()
+        self.suggestion: Any = None
         self.add_button.on_click(lambda _: self.add_to_batch())
+        self.suggest_button.on_click(lambda _: self.suggest())
         self.algo_dropdown.observe(lambda _: self._build_fields(), names="value")
         for w in (self.inputs_select, self.name_text, self.template_text):
             w.observe(lambda _: self._update(), names="value")
         super().__init__(children=[
             self.algo_dropdown, self.inputs_select, widgets.HBox([self.name_text, self.template_text]),
-            self.fields_box, self.count_html, self.preview_html,
-            widgets.HBox([self.add_button]), self.message,
+            self.fields_box, self.suggest_html, self.count_html, self.warnings_html, self.preview_html,
+            widgets.HBox([self.suggest_button, self.add_button]), self.message,
         ])
         self._build_fields()
         self.set_inputs(inputs or [])
@@ -136,6 +144,39 @@ class ParamGrid(widgets.VBox):
         rows = [{"input": self._input_text(e["input"]), "item_name": e["item_name"],
                  **{k: e["combo"][k] for k in keys}} for e in self.plan()]
         return pd.DataFrame(rows, columns=["input", "item_name", *keys])
+
+    def suggest(self) -> Any:
+        """Fill the fields from the first selected input's movie; the reasons go under the form.
+
+        Fields with one value are passed as the params to keep; estimated values replace them.
+        Returns the Suggestion (None, with the problem in ``message``, when it failed).
+        """
+        inputs = self.selected_inputs()
+        if not inputs:
+            self._say("choose an input to measure", error=True)
+            return None
+        schema = get_algorithm(self.algo).schema
+        base = {}
+        for name, field in self.fields.items():
+            try:
+                vals = G.parse_values(field.value, schema[name])
+            except MesmerizeError:
+                continue
+            if len(vals) == 1 and field.value.strip() != G.format_value(schema[name].default):
+                base[name] = vals[0]
+        try:
+            sug = G.suggest_for_input(self._df, self.algo, inputs[0], {"main": base})
+        except Exception as e:  # shown to the user, never a traceback
+            self._say(f"no suggestion: {e}", error=True)
+            return None
+        self.suggestion = sug
+        for name in sug.reasons:
+            if name in self.fields:
+                self.fields[name].value = G.format_value(sug.main[name])
+        self.suggest_html.value = sug._repr_html_()
+        self._say(f"filled {len(sug.reasons)} field(s) from {html.escape(self._input_text(inputs[0]))}")
+        self._update()
+        return sug
 
     def add_to_batch(self) -> list[pd.Series]:
         """Add the grid; on any problem show it in ``message`` and add nothing."""
@@ -221,6 +262,11 @@ class ParamGrid(widgets.VBox):
             self.add_button.disabled = True
             return
         self.add_button.disabled = n_in == 0
+        try:  # movies already measured only: cheap on every keystroke
+            warns = G.plan_warnings(self._df, self.algo, self.plan(), measure=False)
+        except Exception:
+            warns = []
+        self.warnings_html.value = "".join(f"<div style='{_ERR}'>&#9888; {html.escape(w)}</div>" for w in warns)
         shown = table.head(_MAX_PREVIEW)
         more = f"<div style='{_HINT}'>... and {len(table) - len(shown)} more</div>" if len(table) > len(shown) else ""
         self.preview_html.value = shown.to_html(index=False, escape=True, border=0) + more if len(shown) else ""

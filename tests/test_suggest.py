@@ -1,0 +1,180 @@
+"""Params from the data: suggestions on simulated movies of known cell size, rate and motion,
+the warnings of add_item and of the grid, and the ParamGrid's suggest button."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from mesmerize_widgets.accessors.grid import plan_warnings
+from mesmerize_widgets.algorithms.suggest import (
+    Suggestion,
+    check_params,
+    measure_movie,
+    suggest_params,
+)
+from mesmerize_widgets.sim import simulate_1p, simulate_2p
+from mesmerize_widgets.widgets import ParamGrid
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def _write(path: Path, movie: np.ndarray, fr: float | None) -> Path:
+    """A float32 TIFF; with ``fr`` an ImageJ one whose ``finterval`` gives the frame rate."""
+    if fr is None:
+        tifffile.imwrite(path, movie.astype(np.float32))
+    else:
+        tifffile.imwrite(path, movie.astype(np.float32), imagej=True,
+                         metadata={"axes": "TYX", "finterval": 1.0 / fr})
+    return path
+
+
+# gSig, decay_time (s), neurons; 30 Hz, 300 frames, 128 x 128, slight rigid motion
+CASES = {"small-fast": (3, 0.4, 40), "large-slow": (6, 1.0, 25)}
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("suggest")
+    out = {}
+    for name, (g, decay, n) in CASES.items():
+        sim = simulate_2p(n_frames=300, dims=(128, 128), n_neurons=n, gSig=(g, g), fr=30.0,
+                          decay_time=decay, seed=7)
+        out[name] = _write(d / f"{name}.tif", sim.movie, fr=30.0)
+    moving = simulate_2p(n_frames=300, dims=(128, 128), n_neurons=40, gSig=(4, 4), max_shift=10,
+                         seed=3)
+    out["moving"] = _write(d / "moving.tif", moving.movie, fr=None)
+    one_p = simulate_1p(n_frames=300, dims=(128, 128), n_neurons=30, gSig=(4, 4), seed=4)
+    out["1p"] = _write(d / "onep.tif", one_p.movie, fr=20.0)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cnmf_suggestion_within_20_percent(sims, case):
+    g, decay, n = CASES[case]
+    sug = suggest_params(sims[case], "cnmf")
+    main = sug.main
+    assert isinstance(sug, Suggestion)
+    assert main["fr"] == pytest.approx(30.0) and "ImageJ finterval" in sug.reasons["fr"]
+    assert main["gSig"][0] == main["gSig"][1]
+    assert main["gSig"][0] == pytest.approx(g, rel=0.2)
+    assert main["gSiz"] == (2 * main["gSig"][0] + 1,) * 2
+    assert main["decay_time"] == pytest.approx(decay, rel=0.2)
+    # active cells found: most of the simulated ones, not many more
+    assert 0.7 * n <= sug.stats.n_cells <= 1.5 * n
+    assert main["rf"] == 4 * main["gSig"][0] and main["stride"] == 2 * main["gSig"][0]
+    patch_cells = n / 128**2 * (2 * main["rf"] + 1) ** 2
+    assert patch_cells * 0.7 <= main["K"] <= patch_cells * 2
+    for name in ("fr", "decay_time", "gSig", "gSiz", "rf", "stride", "K"):
+        assert sug.reasons[name], name
+    assert "gSig" in repr(sug) and "<table>" in sug._repr_html_()
+
+
+def test_user_params_kept_where_not_estimated(sims):
+    sug = suggest_params(sims["small-fast"], "cnmf", {"main": {"merge_thr": 0.7, "gSig": (9, 9)}})
+    assert sug.main["merge_thr"] == 0.7
+    assert sug.main["gSig"] == (3, 3)  # measured beats the guess
+    assert any("gSig=(9, 9)" in w for w in sug.warnings)
+
+
+def test_frame_rate_absent_is_said(sims):
+    sug = suggest_params(sims["moving"], "cnmf", {"main": {"fr": 15.0}})
+    assert sug.main["fr"] == 15.0
+    assert "not in the file" in sug.reasons["fr"] and "your value 15" in sug.reasons["fr"]
+
+
+def test_mcorr_max_shifts_from_motion(sims):
+    sug = suggest_params(sims["moving"], "mcorr")
+    assert min(sug.main["max_shifts"]) >= 9  # the simulation moves up to 9 px from its median
+    assert "gSig_filt" not in sug.reasons  # a two-photon movie needs no high-pass
+    assert check_params(sims["moving"], "mcorr", {"main": {"max_shifts": (3, 3)}})
+    still = suggest_params(sims["small-fast"], "mcorr")
+    assert max(still.main["max_shifts"]) <= 6
+
+
+def test_cnmfe_suggestion(sims):
+    sug = suggest_params(sims["1p"], "cnmfe")
+    main = sug.main
+    assert main["fr"] == pytest.approx(20.0)
+    # one-photon: measured on the activity image under a strong background, 25% low at worst here
+    # (the simulator draws 1p sizes 1.0-1.35x gSig): a known gap, see the user guide
+    assert main["gSig"][0] == pytest.approx(4, rel=0.3)
+    assert main["gSiz"] == (4 * main["gSig"][0] + 1,) * 2
+    assert 0.5 <= main["min_corr"] <= 0.95 and 3 <= main["min_pnr"] <= 60
+    assert "background" in sug.reasons["min_pnr"]
+    mc = suggest_params(sims["1p"], "mcorr", one_photon=True)
+    assert mc.main["gSig_filt"] == main["gSig"]
+
+
+def test_measurement_is_cached(sims):
+    a = measure_movie(sims["small-fast"])
+    assert measure_movie(sims["small-fast"]) is a
+
+
+def test_add_item_warns_on_wrong_gsig_only(batch, raw_dir, sims):
+    movie = sims["small-fast"]
+    with pytest.warns(UserWarning, match=r"gSig=\(12, 12\) is .*x the cell size"):
+        batch.caiman.add_item("cnmf", "too big", movie, {"main": {"gSig": (12, 12)}})
+    with pytest.warns(UserWarning, match=r"gSig=\(1, 1\)"):
+        batch.caiman.add_item("cnmf", "too small", movie, {"main": {"gSig": (1, 1)}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        batch.caiman.add_item("cnmf", "right", movie, {"main": {"gSig": (3, 3), "fr": 30.0}})
+        batch.caiman.add_item("cnmf", "no checked params", movie, {"main": {"K": 5}})
+    assert len(batch) == 4  # warnings never refuse an item
+
+
+def test_add_item_warns_on_small_max_shifts(batch, raw_dir, sims):
+    with pytest.warns(UserWarning, match="max_shifts=.*smaller than the rigid motion"):
+        batch.caiman.add_item("mcorr", "shifts", sims["moving"], {"main": {"max_shifts": (3, 3)}})
+
+
+def test_row_accessor_suggest_params(batch, raw_dir, sims):
+    row = batch.caiman.add_item("summary", "s", sims["large-slow"], {"main": {}})
+    sug = row.caiman.suggest_params("cnmf")
+    assert sug.main["gSig"][0] == pytest.approx(6, rel=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        added = batch.caiman.add_item("cnmf", "suggested", sims["large-slow"], sug.params)
+    assert added["params"]["main"]["gSig"] == sug.main["gSig"]
+
+
+def test_param_grid_suggest_button_fills_the_form(batch, raw_dir, sims):
+    pg = ParamGrid(batch, "cnmf", [sims["small-fast"]])
+    pg.set_text("merge_thr", "0.7")
+    pg.suggest_button.click()
+    sug = pg.suggestion
+    assert sug is not None and sug.main["gSig"] == (3, 3)
+    for name in ("gSig", "gSiz", "K", "rf", "stride", "decay_time", "fr"):
+        assert pg.fields[name].value == repr(sug.main[name]), name
+    assert pg.fields["merge_thr"].value == "0.7"
+    assert "LoG scale search" in pg.suggest_html.value and "filled" in pg.message.value
+    assert not pg.errors and pg.n_combinations == 1 and pg.warnings_html.value == ""
+    # a grid over gSig: the wrong value is flagged before anything is added
+    pg.set_text("gSig", "(3, 3) | (12, 12)")
+    assert "gSig=(12, 12)" in pg.warnings_html.value
+    assert plan_warnings(batch, "cnmf", pg.plan()) and pg.n_combinations == 2
+
+
+def test_param_grid_suggest_without_input_says_so(batch):
+    pg = ParamGrid(batch, "cnmf", [])
+    assert pg.suggest_button.click() is None
+    assert "choose an input" in pg.message.value
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real recordings not found at {REAL} (../shared/data/real)")
+def test_real_recordings():
+    nf = suggest_params(REAL / "neurofinder-01.01-crop" / "movie.tif", "cnmf", {"main": {"fr": 7.5}})
+    # Neurofinder 01.01: somata ~10-15 um at 0.8 px/um -> gSig about 3-7 px
+    assert 3 <= nf.main["gSig"][0] <= 7
+    # 101 frames at 7.5 Hz hold few clean falls: decay_time is estimated only when it can be
+    assert "decay_time" not in nf.reasons or 0.3 <= nf.main["decay_time"] <= 3.0  # GCaMP6s
+    print("\nneurofinder-01.01-crop:", nf, sep="\n")
+    ix = suggest_params(REAL / "inscopix-1p" / "movie_part2_108x123x63.tiff", "cnmfe", {"main": {"fr": 10.0}})
+    assert ix.stats.one_photon
+    assert 2 <= ix.main["gSig"][0] <= 10
+    print("inscopix-1p:", ix, sep="\n")
