@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -47,7 +46,8 @@ from .common import (
 log = logging.getLogger(__name__)
 
 SUB_BATCH = 16  # frames read, registered and written together (bounds worker memory)
-N_TEMPLATE_FRAMES = 60  # as CaImAn (about 50 frames): the rigid passes refine the template anyway
+N_TEMPLATE_BLOCKS = 12  # blocks of consecutive frames sampled for the initial template
+BLOCK_FRAMES = 5  # frames per block: 60 frames in all, as CaImAn's ~50 (the passes refine it)
 N_TEMPLATE_ROUNDS = 2  # register-and-median rounds of the initial template
 N_MIN_FRAMES = 400  # CaImAn's min_mov: minimum of the first 400 frames
 
@@ -112,7 +112,7 @@ class _Registrar:
         self.kernel = R.highpass_kernel(s.gSig_filt) if s.gSig_filt else None
         self.ms = np.asarray(s.max_shifts, dtype=np.float64)
         inset = tuple(int(m) + 1 for m in s.max_shifts)
-        self.match = R.Matcher(template, inset, inset)
+        self.match = R.Matcher(template, inset, inset, smooth=R.TEMPLATE_SIGMA)
         self.piecewise = piecewise and s.max_deviation_rigid > 0
         self.pad = int(self.ms.max()) + 2
         if self.piecewise:
@@ -323,26 +323,80 @@ def _tasks(n_frames: int, n_splits: int, chunk: int) -> list[tuple[int, int, lis
     return out
 
 
-def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, np.ndarray]:
-    """(template in the registration domain, raw mean) from evenly spaced frames.
+def _sample_blocks(n_frames: int) -> list[tuple[int, int]]:
+    """[a, b) ranges of N_TEMPLATE_BLOCKS runs of consecutive frames spread over the whole movie.
 
-    Each refinement round registers the sample bin by bin and keeps only the bins' means (all
-    that the bin median needs), so beyond the sample itself it holds a bin of frames.
+    Consecutive frames barely move, so each block's mean is sharp even under a large slow
+    drift; the blocks span the movie (first and last frames included), so together they show
+    the movie's range of motion.
     """
-    idx = np.unique(np.linspace(0, n_frames - 1, min(n_frames, N_TEMPLATE_FRAMES)).astype(int))
-    sample = np.stack([read_frames(s, int(i), int(i) + 1)[0] for i in idx])
-    raw_mean = sample.mean(axis=0)
+    n_blocks = min(N_TEMPLATE_BLOCKS, max(1, n_frames // BLOCK_FRAMES))
+    length = min(BLOCK_FRAMES, n_frames // n_blocks)
+    starts = np.unique(np.linspace(0, n_frames - length, n_blocks).round().astype(int))
+    return [(int(a), int(a) + length) for a in starts]
+
+
+def wide_search(max_shifts: tuple[int, int], dims: tuple[int, int]) -> tuple[int, int]:
+    """Search range for matching two frames that may each lie ``max_shifts`` from the centre.
+
+    Twice ``max_shifts``, bounded so that a quarter of the frame still overlaps at the largest
+    shift (and never below ``max_shifts``).
+    """
+    return tuple(int(max(m, min(2 * m, (3 * d) // 8 - 1))) for m, d in zip(max_shifts, dims, strict=True))
+
+
+def motion_centre(shifts: np.ndarray) -> np.ndarray:
+    """The centre of a set of shifts (n, 2): the middle of their range along each axis.
+
+    The mid-range, not the mean or median: a template there leaves every frame within
+    ``max_shifts`` whenever the motion spans at most ``2 * max_shifts``, even when most frames
+    sit at one end (a one-sided drift).
+    """
+    shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+    return 0.5 * (shifts.min(axis=0) + shifts.max(axis=0))
+
+
+def recentre(template: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The template moved so that shifts relative to it are the old ones minus ``centre``.
+
+    ``T'(q) = T(q + c)``: a frame registered to T by ``s`` is registered to T' by ``s - c``.
+    Below 0.05 px the template is kept as it is (an interpolation would only blur it).
+    """
+    c = np.asarray(centre, dtype=np.float64)
+    if np.abs(c).max() < 0.05:
+        return template
+    return R.shift_rigid(template, -c, "copy").astype(np.float32)
+
+
+def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, np.ndarray]:
+    """(template in the registration domain, raw mean) at the centre of the movie's motion.
+
+    The means of blocks of consecutive frames (spread over the movie) are matched to the middle
+    block over twice ``max_shifts`` (two frames each within ``max_shifts`` of the centre can be
+    that far apart); the median of the blocks moved to the mid-range of their positions is the
+    first template. A template built from the raw frames instead sits wherever most frames are,
+    and under a one-sided drift the frames at the other end then need more than ``max_shifts``.
+    Refinement rounds register every sampled frame to it, and re-centre by their shifts.
+    """
+    blocks = _sample_blocks(n_frames)
+    sample = [read_frames(s, a, b) for a, b in blocks]
+    raw_mean = np.mean([f.mean(axis=0) for f in sample], axis=0)
     if kernel is not None:
-        sample = R.highpass(sample, kernel)
-    bins = np.array_split(np.arange(len(sample)), max(1, len(sample) // R.BIN_FRAMES))
-    template = R.bin_median(sample)
+        sample = [R.highpass(f, kernel) for f in sample]
+    means = np.stack([f.mean(axis=0) for f in sample]).astype(np.float32)
+    wide = _Registrar(_replace(s, max_shifts=wide_search(s.max_shifts, s.dims)), means[len(means) // 2], False)
+    pos = wide.rigid(R.highpass_for_matching(means))
+    c = motion_centre(pos)
+    template = np.median([R.shift_rigid(m, sh - c, "copy") for m, sh in zip(means, pos, strict=True)], axis=0)
+    template = template.astype(np.float32)
     for _ in range(N_TEMPLATE_ROUNDS):
         reg = _Registrar(s, template, piecewise=False)
-        means = np.empty((len(bins), *s.dims), np.float32)
-        for k, ids in enumerate(bins):
-            part = sample[ids[0] : ids[-1] + 1]
-            shifts = reg.rigid(R.highpass_for_matching(part))
-            means[k] = np.mean([R.shift_rigid(f, sh, "copy") for f, sh in zip(part, shifts, strict=True)], axis=0)
+        shifts = [reg.rigid(R.highpass_for_matching(part)) for part in sample]
+        c = motion_centre(np.concatenate(shifts))
+        means = np.stack([
+            np.mean([R.shift_rigid(f, sh - c, "copy") for f, sh in zip(part, sh_part, strict=True)], axis=0)
+            for part, sh_part in zip(sample, shifts, strict=True)
+        ])
         template = np.median(means, axis=0).astype(np.float32)
     return template, raw_mean
 
@@ -422,6 +476,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                     template = np.median(means, axis=0).astype(np.float32)
                     if kernel is not None:
                         template = R.highpass(template, kernel)
+                    # the next pass's shifts are relative to the centre of this pass's motion
+                    template = recentre(template, motion_centre(np.concatenate([r["shifts"] for r in results])))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -444,12 +500,3 @@ def _replace(s: Settings, **kw: Any) -> Settings:
     from dataclasses import replace
 
     return replace(s, **kw)
-
-
-def correct_array(path: str | Path, params: dict[str, Any], out_dir: str | Path, n_processes: int = 1) -> dict[str, Any]:
-    """Run the builtin correction on a movie file outside a batch (scripts, benchmarks)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(input_path=Path(path), params={"main": params}, output_dir=out_dir,
-                     prefix="mcorr", n_processes=n_processes)
-    return run(ctx)

@@ -150,6 +150,26 @@ def _windowed(hp: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return x
 
 
+TEMPLATE_SIGMA = 0.7  # px: light blur of the rigid template (its pixel noise, not the cells)
+
+
+def smooth_template(template: np.ndarray, sigma: float = TEMPLATE_SIGMA) -> np.ndarray:
+    """The template (or a stack of templates) lightly blurred, float32.
+
+    A template averages a limited number of frames, and its leftover pixel noise correlates
+    with every frame the same way, biasing each estimate by an amount that depends on where
+    the frame sits. A 0.7 px Gaussian removes most of that noise and keeps cell-sized structure;
+    being symmetric it does not move the correlation peak. Measured on simulated drift movies:
+    rigid shift error 0.124 -> 0.095 px with the initial template; patch templates, already
+    blurred by the non-rigid motion the rigid template averages over, do not gain (0.207 ->
+    0.224 px), so the piecewise pass matches them unblurred.
+    """
+    t = np.asarray(template, dtype=np.float32)
+    if t.ndim == 2:
+        return cv2.GaussianBlur(t, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return np.stack([cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for x in t])
+
+
 class Matcher:
     """Two-stage sub-pixel matcher of images (already high-passed) to one template or a stack.
 
@@ -168,8 +188,10 @@ class Matcher:
     i-th image is matched to the i-th template.
     """
 
-    def __init__(self, template: np.ndarray, coarse_inset: tuple[int, int], fine_inset: tuple[int, int]):
-        t = _as_stack(highpass_for_matching(np.asarray(template, dtype=np.float32)))
+    def __init__(self, template: np.ndarray, coarse_inset: tuple[int, int], fine_inset: tuple[int, int],
+                 smooth: float = 0.0):
+        t = np.asarray(template, dtype=np.float32)
+        t = _as_stack(highpass_for_matching(smooth_template(t, smooth) if smooth > 0 else t))
         self.shape = t.shape[-2:]
         self.coarse_ref = _dft_packed(_windowed(t, taper_mask(self.shape, coarse_inset)))
         self.fine_mask = taper_mask(self.shape, fine_inset)
