@@ -1,0 +1,295 @@
+"""mcorr -> cnmf/cnmfe on the real recordings of ../shared/data/real: suggested vs hand-picked params.
+
+Run by hand from the repository root::
+
+    .venv/bin/python benchmarks/bench_real.py                        # builtin backend
+    /work/caiman-env/bin/python benchmarks/bench_real.py             # builtin and CaImAn
+    .venv/bin/python benchmarks/bench_real.py --only neurofinder --backends builtin --n-processes 2
+
+For every recording (Neurofinder 01.01 crop, two Allen crops, an Inscopix 1p movie) and every
+params set -- ``suggested`` (``suggest_params`` on the raw movie for mcorr, then on mcorr's
+output for cnmf/cnmfe) and ``fixed`` (the hand-picked set of issue #11) -- and every backend that
+can run here (builtin always; CaImAn where ``caiman_problems(needs_deconvolution=True)`` is
+empty), it runs mcorr then cnmf (cnmfe for the 1p movie) and prints: components found and
+accepted, precision/recall/F1 of the accepted ones against the manual ROIs where the recording
+has them (``sim.scoring.score_masks``: footprints thresholded at 20 % of their peak, one-to-one
+Hungarian matching on IoU >= 0.3; '-' where there are none), the time of mcorr and of cnmf, and
+peak memory. Then one line per movie and params set where both backends ran: builtin/CaImAn
+time and precision/F1 side by side.
+
+Memory: each run (one movie x params set x backend) is a fresh child process (this script with
+``--one``), so nothing is shared or cached between runs; the parent samples the resident set
+size of that child plus all its descendants (the worker processes of mcorr/cnmf) every 50 ms
+with psutil and reports the largest sum. ``ru_maxrss`` would give only the largest single
+process, and RUSAGE_CHILDREN accumulates over every child the parent has waited for.
+Suggestion time (the movie is measured once per file) is printed apart, not in mcorr/cnmf.
+
+Manual ROIs miss cells and include cells silent in a short excerpt: compare backends and params
+sets on the same movie rather than reading F1 as absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "real"
+PARAM_SETS = ("suggested", "fixed")
+_RESULT = "BENCH_REAL_RESULT "
+
+
+@dataclass
+class Recording:
+    """One movie of ../shared/data/real and the hand-picked params for it."""
+
+    name: str
+    path: str  # relative to the data folder
+    fr: float
+    algo: str  # cnmf (2p) or cnmfe (1p)
+    var_name_hdf5: str | None = None
+    regions: str | None = None  # Neurofinder regions.json, relative to the data folder
+    mcorr: dict[str, Any] = field(default_factory=dict)
+    cnmf: dict[str, Any] = field(default_factory=dict)
+
+
+def _fixed_2p(fr: float, small: bool) -> dict[str, Any]:
+    """Issue #11's set; the 100x100 Allen crops are fitted whole with K 20, gSig (4, 4)."""
+    if small:
+        return {"rf": None, "stride": None, "K": 20, "gSig": (4, 4), "min_SNR": 2.0, "p": 1, "fr": fr,
+                "use_cnn": False}
+    return {"rf": 20, "stride": 10, "K": 6, "gSig": (5, 5), "min_SNR": 2.0, "p": 1, "fr": fr, "use_cnn": False}
+
+
+RECORDINGS = [
+    Recording("neurofinder-01.01", "neurofinder-01.01-crop/movie.tif", 7.5, "cnmf",
+              regions="neurofinder-01.01-crop/regions.json", cnmf=_fixed_2p(7.5, small=False)),
+    Recording("allen-792757260", "allen-ophys-crops/792757260_test_data.h5", 10.0, "cnmf",
+              var_name_hdf5="input_frames", cnmf=_fixed_2p(10.0, small=True)),
+    Recording("allen-100x100", "allen-ophys-crops/movie_100x100x100.h5", 10.0, "cnmf",
+              var_name_hdf5="data", cnmf=_fixed_2p(10.0, small=True)),
+    Recording("inscopix-1p", "inscopix-1p/movie_part2_108x123x63.tiff", 10.0, "cnmfe",
+              mcorr={"gSig_filt": (3, 3)},
+              cnmf={"gSig": (3, 3), "gSiz": (13, 13), "min_corr": 0.8, "min_pnr": 8.0, "fr": 10.0, "use_cnn": False}),
+]
+
+
+# -- one run, in a child process ------------------------------------------------------------------
+def _run_algo(algo: str, backend: str, movie: Path, params: dict[str, Any], out: Path,
+              n_processes: int) -> tuple[float, dict[str, Any]]:
+    """Run one algorithm directly (no batch), as bench_cnmf does; (seconds, outputs)."""
+    from mesmerize_widgets.algorithms import RunContext, get_algorithm
+
+    out.mkdir(parents=True)
+    a = get_algorithm(algo)
+    ctx = RunContext(input_path=movie, params=a.schema.validate(params), output_dir=out, prefix="bench",
+                     n_processes=n_processes)
+    t0 = time.perf_counter()
+    outputs = a.run_function(backend)(ctx)
+    return time.perf_counter() - t0, outputs
+
+
+def _score(h5: Path, regions: Path | None) -> dict[str, Any]:
+    """Components found/accepted and, with manual ROIs, precision/recall/F1 of the accepted ones."""
+    import numpy as np
+
+    from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
+    from mesmerize_widgets.sim.scoring import (
+        binarize_footprints,
+        masks_from_coordinates,
+        score_masks,
+    )
+
+    res = load_cnmf(h5)
+    est = res.estimates
+    good = np.asarray(est.idx_components if est.idx_components is not None else range(est.A.shape[1]), int)
+    out: dict[str, Any] = {"K": int(est.A.shape[1]), "accepted": len(good)}
+    if regions is not None:
+        dims = tuple(int(d) for d in est.dims[:2])
+        found = binarize_footprints(est.A.tocsc()[:, good].toarray(), dims)
+        ref = masks_from_coordinates(json.loads(regions.read_text()), dims)
+        s = score_masks(found, ref)
+        out.update(precision=s["precision"], recall=s["recall"], f1=s["f1"], n_rois=len(ref))
+    return out
+
+
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """mcorr -> cnmf/cnmfe for one recording, params set and backend (in this process)."""
+    from mesmerize_widgets.algorithms.suggest import suggest_params
+
+    rec = Recording(**spec["recording"])
+    data, work = Path(spec["data"]), Path(spec["workdir"])
+    movie = data / rec.path
+    backend, n_proc = spec["backend"], spec["n_processes"]
+    var = {"var_name_hdf5": rec.var_name_hdf5} if rec.var_name_hdf5 else {}
+    t_suggest = 0.0
+    if spec["params_set"] == "suggested":
+        t0 = time.perf_counter()
+        sug = suggest_params(movie, "mcorr", {"main": {**var, "fr": rec.fr}}, var_name_hdf5=rec.var_name_hdf5)
+        t_suggest += time.perf_counter() - t0
+        mc_params = sug.params
+    else:
+        mc_params = {"main": {**rec.mcorr, **var, "fr": rec.fr}}
+    t_mc, mc_out = _run_algo("mcorr", backend, movie, mc_params, work / "mcorr", n_proc)
+    mc_movie = Path(mc_out["mcorr-output-path"])
+    if spec["params_set"] == "suggested":
+        t0 = time.perf_counter()
+        # fr: a memmap carries no frame rate, so give the recording's (suggest keeps it)
+        sug_c = suggest_params(mc_movie, rec.algo, {"main": {"fr": rec.fr, "use_cnn": False}})
+        t_suggest += time.perf_counter() - t0
+        cn_params = sug_c.params
+    else:
+        cn_params = {"main": rec.cnmf}
+    t_cn, cn_out = _run_algo(rec.algo, backend, mc_movie, cn_params, work / rec.algo, n_proc)
+    res = {"t_mcorr": t_mc, "t_cnmf": t_cn, "t_suggest": t_suggest,
+           "mcorr_params": _short(mc_params["main"], ("max_shifts", "gSig_filt")),
+           "cnmf_params": _short(cn_params["main"], ("K", "gSig", "rf", "stride", "min_corr", "min_pnr", "fr",
+                                                     "decay_time"))}
+    res.update(_score(Path(cn_out["cnmf-hdf5-path"]), data / rec.regions if rec.regions else None))
+    return res
+
+
+def _short(main: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{k}={main.get(k)!r}" for k in keys if k in main)
+
+
+def _child(spec_json: str) -> int:
+    try:
+        res = {"ok": True, **run_one(json.loads(spec_json))}
+    except Exception as e:  # report, the parent prints it and goes on
+        res = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    print(_RESULT + json.dumps(res), flush=True)
+    return 0
+
+
+# -- the parent: one child per run, memory sampled ------------------------------------------------
+def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``spec`` in a child process; its result plus the peak RSS of the child and its workers."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, __file__, "--one", json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    ps = psutil.Process(proc.pid)
+    peak, t0 = 0, time.monotonic()
+    while proc.poll() is None:
+        try:
+            procs = [ps, *ps.children(recursive=True)]
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, total)
+        except psutil.Error:
+            pass
+        if time.monotonic() - t0 > timeout:
+            for p in [*ps.children(recursive=True), ps]:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            proc.wait()
+            return {"ok": False, "error": f"timed out after {timeout:.0f} s"}
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate()
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith(_RESULT)), None)
+    if line is None:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        return {"ok": False, "error": f"child exited with code {proc.returncode}: {tail}"}
+    res = json.loads(line[len(_RESULT):])
+    res["peak_mib"] = peak / 2**20
+    return res
+
+
+def _fmt(x: Any, spec: str) -> str:
+    """``x`` formatted, or a '-' as wide as the field where there is no value."""
+    return format(x, spec) if x is not None else format("-", f">{spec.split('.')[0]}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", default=None, help="recordings whose name contains one of these")
+    ap.add_argument("--backends", nargs="+", default=["builtin", "caiman"], choices=("builtin", "caiman"))
+    ap.add_argument("--params", nargs="+", default=list(PARAM_SETS), choices=PARAM_SETS)
+    ap.add_argument("--n-processes", type=int, default=2)
+    ap.add_argument("--data", type=Path, default=DATA, help=f"the real-data folder (default {DATA})")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per run before it is killed")
+    ap.add_argument("--verbose", action="store_true", help="print the params used and full tracebacks")
+    args = ap.parse_args()
+    if not args.data.is_dir():
+        print(f"bench_real: no real data at {args.data} (../shared/data/real, outside the repository); nothing to run")
+        return 0
+    backends = list(args.backends)
+    if "caiman" in backends:
+        from mesmerize_widgets.algorithms.caiman_env import caiman_problems
+
+        problems = caiman_problems(needs_deconvolution=True)
+        if problems:
+            print("CaImAn backend skipped:", "; ".join(problems))
+            backends.remove("caiman")
+    recs = [r for r in RECORDINGS if args.only is None or any(o in r.name for o in args.only)]
+    missing = [r for r in recs if not (args.data / r.path).exists()]
+    for r in missing:
+        print(f"skip {r.name}: {args.data / r.path} not found")
+    recs = [r for r in recs if r not in missing]
+    import numpy as np
+    import psutil
+
+    print(f"bench_real: {len(recs)} recordings, params {', '.join(args.params)}, backends {', '.join(backends)}, "
+          f"n_processes {args.n_processes}; Python {sys.version.split()[0]}, numpy {np.__version__}, "
+          f"{psutil.cpu_count()} CPUs")
+    head = (f"{'movie':18} {'algo':5} {'params':9} {'backend':7} {'K':>4} {'acc':>4} {'prec':>5} {'recall':>6} "
+            f"{'F1':>5} {'mcorr s':>7} {'cnmf s':>7} {'sugg s':>6} {'peak MiB':>8}")
+    print(head)
+    results: dict[tuple[str, str, str], dict[str, Any]] = {}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
+        for rec in recs:
+            for pset in args.params:
+                for backend in backends:
+                    work = Path(tmp) / f"{rec.name}-{pset}-{backend}"
+                    spec = {"recording": asdict(rec), "data": str(args.data), "workdir": str(work),
+                            "params_set": pset, "backend": backend, "n_processes": args.n_processes}
+                    res = measure(spec, args.timeout)
+                    label = f"{rec.name:18} {rec.algo:5} {pset:9} {backend:7}"
+                    if not res["ok"]:
+                        print(f"{label} FAILED, skipped: {res['error']}")
+                        if args.verbose and "traceback" in res:
+                            print(res["traceback"])
+                        continue
+                    results[(rec.name, pset, backend)] = res
+                    print(f"{label} {res['K']:4d} {res['accepted']:4d} {_fmt(res.get('precision'), '5.2f')} "
+                          f"{_fmt(res.get('recall'), '6.2f')} {_fmt(res.get('f1'), '5.2f')} {res['t_mcorr']:7.1f} "
+                          f"{res['t_cnmf']:7.1f} {res['t_suggest']:6.1f} {res['peak_mib']:8.0f}", flush=True)
+                    if args.verbose:
+                        print(f"    mcorr: {res['mcorr_params'] or 'defaults'}\n    {rec.algo}: {res['cnmf_params']}")
+    pairs = [(name, pset) for (name, pset, b) in results if b == "builtin" and (name, pset, "caiman") in results]
+    if pairs:
+        print("\nbuiltin / CaImAn (same movie and params set, this run):")
+        for name, pset in pairs:
+            b, c = results[(name, pset, "builtin")], results[(name, pset, "caiman")]
+            tb, tc = b["t_mcorr"] + b["t_cnmf"], c["t_mcorr"] + c["t_cnmf"]
+            line = (f"  {name} {pset}: time {tb / tc:.2f} (mcorr {b['t_mcorr'] / c['t_mcorr']:.2f}, "
+                    f"cnmf {b['t_cnmf'] / c['t_cnmf']:.2f}), memory {b['peak_mib'] / c['peak_mib']:.2f}, "
+                    f"accepted {b['accepted']} vs {c['accepted']}")
+            if "f1" in b:
+                line += (f", precision {b['precision']:.2f} vs {c['precision']:.2f}, "
+                         f"F1 {b['f1']:.2f} vs {c['f1']:.2f}")
+            print(line)
+    print(f"\n(ran in {time.perf_counter() - t_all:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        sys.exit(_child(sys.argv[2]))
+    sys.exit(main())
