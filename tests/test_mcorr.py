@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -12,7 +13,9 @@ import tifffile
 import mesmerize_widgets as mw
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.mcorr import builtin
-from mesmerize_widgets.algorithms.mcorr.registration import patch_centers
+from mesmerize_widgets.algorithms.mcorr.builtin import motion_centre
+from mesmerize_widgets.algorithms.mcorr.common import crispness
+from mesmerize_widgets.algorithms.mcorr.registration import cubic_weights, patch_centers
 from mesmerize_widgets.arrays import MovieReadError
 from mesmerize_widgets.sim import simulate_2p
 
@@ -272,3 +275,141 @@ def test_caiman_backend_writes_the_same_files(tmp_path, rigid_sim, pw_sim, pw_ri
     truth = np.stack([sim.truth.shift_at(t, rr.ravel(), cc.ravel()) for t in range(100)])
     err = (shifts.transpose(1, 0, 2) - truth).transpose(0, 2, 1).reshape(-1, 2)
     assert _rms_without_offset(err) <= 0.5, _rms_without_offset(err)
+
+
+# -- large drift: the template at the centre of the motion -----------------------------------------
+DRIFT_MS = (8, 8)  # max_shifts; the true motion spans +-6 px around its centre (max_shifts - 2)
+
+
+def _drift(kind: str, T: int, amp: float) -> np.ndarray:
+    """Registering shifts (T, 2) of a slow drift spanning [-amp, amp] per axis, starting at one end.
+
+    ``ramp``: both axes drift monotonically from one end to the other (most frames away from
+    frame 0); ``step``: 80% of the movie at one corner, the rest at the opposite one. A template
+    from frame 0 or from the majority of frames leaves the other end ~2 * amp px away.
+    """
+    t = np.linspace(0.0, 1.0, T)
+    if kind == "ramp":
+        y = -amp + 2 * (amp - 0.5) * (0.5 - 0.5 * np.cos(np.pi * t)) + 0.5 * np.sin(2 * np.pi * 3.1 * t)
+        x = (amp - 0.5) - 2 * (amp - 0.5) * t**1.5 + 0.5 * np.sin(2 * np.pi * 4.3 * t + 1)
+    else:
+        y = np.where(t < 0.8, -amp + 0.3 * np.sin(2 * np.pi * 5 * t), amp - 0.5)
+        x = np.where(t < 0.8, amp - 1, -amp + 0.3 * np.sin(2 * np.pi * 4.3 * t + 1))
+    return np.stack([y, x], axis=1)
+
+
+def _drifting_movie(kind: str, T: int = 300, amp: float = 6.0, nonrigid: float = 0.0):
+    """(movie, rigid drift, simulation, pad): the simulator's noiseless movie on a larger field,
+    translated by the drift (exact separable cubic shifts) and cropped, then Poisson-Gaussian noise.
+
+    ``registered(q) = frame(q - s)`` holds with ``s`` = drift (+ the simulation's own field at
+    ``q + pad`` when ``nonrigid``), the convention of the saved shifts.
+    """
+    pad = int(np.ceil(amp)) + 3
+    big = (DIMS[0] + 2 * pad, DIMS[1] + 2 * pad)
+    motion = {"motion": "piecewise", "max_shift": nonrigid, "nonrigid_amplitude": nonrigid} if nonrigid else {"motion": None}
+    sim = simulate_2p(n_frames=T, dims=big, n_neurons=int(40 * big[0] * big[1] / DIMS[0] / DIMS[1]), seed=0,
+                      lazy=True, **motion)
+    clean = sim.render(noise=False)
+    d = _drift(kind, T, amp)
+    movie = np.empty((T, *DIMS), np.float32)
+    for i, (sy, sx) in enumerate(d):  # frame(r) = clean(r + pad + d)
+        ny, nx = int(np.floor(sy)), int(np.floor(sx))
+        src = clean[i, pad + ny - 1 : pad + ny + DIMS[0] + 2, pad + nx - 1 : pad + nx + DIMS[1] + 2]
+        full = cv2.sepFilter2D(src, -1, cubic_weights(sx - nx), cubic_weights(sy - ny), anchor=(1, 1))
+        movie[i] = full[1 : 1 + DIMS[0], 1 : 1 + DIMS[1]]
+    rng = np.random.default_rng(1)
+    movie += rng.standard_normal(movie.shape).astype(np.float32) * np.sqrt(16.0 + np.maximum(movie - 100.0, 0.0))
+    return movie, d, sim, pad
+
+
+@pytest.mark.parametrize("kind", ["ramp", "step"])
+def test_rigid_follows_a_drift_that_fills_max_shifts(tmp_path, kind):
+    movie, d, _, _ = _drifting_movie(kind)
+    out = _run(_small(tmp_path, movie), tmp_path / "o", {"max_shifts": DRIFT_MS, "niter_rig": 2})
+    shifts = np.load(out["shifts"])
+    assert shifts.shape == d.shape
+    # the template is at the centre of the motion: the shifts' range is centred on 0, so no
+    # shift reaches max_shifts (a frame-0 or majority template put the far end at the bound)
+    assert np.abs(motion_centre(shifts)).max() <= 0.5, motion_centre(shifts)
+    assert np.abs(shifts).max() < DRIFT_MS[0] - 1
+    # the template's position is arbitrary: errors are compared after removing their mean
+    err = _rms_without_offset(shifts - d)
+    assert err <= 0.1, err
+
+
+@pytest.mark.parametrize("kind", ["ramp", "step"])
+def test_piecewise_follows_a_drift_that_fills_max_shifts(tmp_path, kind):
+    nonrigid = 0.5  # drift +-5.5 plus the field: motion within +-6 px of its centre
+    movie, d, sim, pad = _drifting_movie(kind, amp=6.0 - nonrigid, nonrigid=nonrigid)
+    params = {**PW, "max_shifts": DRIFT_MS, "max_deviation_rigid": 3}
+    out = _run(_small(tmp_path, movie), tmp_path / "o", params)
+    shifts = np.load(out["shifts"])  # (2, T, n_patches)
+    rows, cols = patch_centers(DIMS, PW["strides"], PW["overlaps"])
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    truth = np.stack([sim.truth.shift_at(t, rr.ravel() + pad, cc.ravel() + pad) for t in range(len(d))])
+    truth += d[:, :, None]
+    assert shifts.shape == (2, len(d), rr.size)
+    assert np.abs(shifts).max() < DRIFT_MS[0]
+    # constant offset removed, as for rigid shifts (the reference is the template's position)
+    err = (shifts.transpose(1, 0, 2) - truth).transpose(0, 2, 1).reshape(-1, 2)
+    assert _rms_without_offset(err) <= 0.2, _rms_without_offset(err)
+
+
+# -- crispness ------------------------------------------------------------------------------------
+def test_crispness_measures_blur_not_intensity():
+    img = simulate_2p(n_frames=20, dims=(96, 96), motion=None, seed=3).movie.mean(0)
+    # blur as motion does it: the mean of copies shifted along a +-3 px path; more blur, less crisp
+    smeared = [np.mean([np.roll(img, k, axis=1) for k in range(-a, a + 1)], axis=0) for a in (1, 3)]
+    values = [crispness(x) for x in (img, *smeared)]
+    assert values[0] > 1.05 * values[1] > 1.05 * values[2], values
+    # independent of the intensity scale and offset (the corrected movie has min_mov subtracted)
+    assert crispness(3.0 * img - 50.0) == pytest.approx(crispness(img), rel=1e-6)
+    assert crispness(np.full((40, 40), 5.0)) == 0.0
+    # white noise: the gradient's variance equals the image's (central differences)
+    noise = np.random.default_rng(0).standard_normal((400, 400))
+    assert crispness(noise) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="2-D"):
+        crispness(np.zeros((3, 40, 40)))
+
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real recordings not found at {REAL} (../shared/data/real)")
+@pytest.mark.parametrize(
+    "rel, dataset, pw_rigid",
+    [
+        ("neurofinder-01.01-crop/movie.tif", None, False),
+        ("neurofinder-01.01-crop/movie.tif", None, True),
+        ("allen-ophys-crops/movie_100x100x100.h5", "data", False),
+        ("allen-ophys-crops/movie_100x100x100.h5", "data", True),
+    ],
+)
+def test_real_movies_come_out_crisper(tmp_path, rel, dataset, pw_rigid):
+    from mesmerize_widgets.arrays import open_movie
+
+    path = REAL / rel
+    main = {"max_shifts": (6, 6), **({"var_name_hdf5": dataset} if dataset else {})}
+    if pw_rigid:
+        main.update(pw_rigid=True, strides=(48, 48), overlaps=(24, 24))
+    out = _run(path, tmp_path / "o", main)
+    raw = np.asarray(open_movie(path, var_name_hdf5=dataset)[:], dtype=np.float64).mean(axis=0)
+    corrected = np.load(out["mean-projection-path"])
+    assert corrected.shape == raw.shape
+    assert crispness(corrected) > 1.01 * crispness(raw), (crispness(corrected), crispness(raw))
+
+
+@pytest.mark.skipif(not REAL.exists(), reason=f"real recordings not found at {REAL} (../shared/data/real)")
+def test_allen_registration_fixture_is_structureless(tmp_path):
+    """The Allen suite2p fixture ``792757260_test_data.h5`` (``input_frames``) holds no image:
+    neighbouring pixels are uncorrelated, its mean image has the crispness of white noise, so
+    any 'improvement' there would be registration fitting noise; only check that it runs."""
+    from mesmerize_widgets.arrays import open_movie
+
+    path = REAL / "allen-ophys-crops" / "792757260_test_data.h5"
+    raw = np.asarray(open_movie(path, var_name_hdf5="input_frames")[:], dtype=np.float64)
+    assert crispness(raw.mean(axis=0)) == pytest.approx(1.0, abs=0.05)
+    out = _run(path, tmp_path / "o", {"max_shifts": (6, 6), "var_name_hdf5": "input_frames"})
+    assert np.load(out["shifts"]).shape == (100, 2)
+    assert np.isfinite(np.load(out["mean-projection-path"])).all()

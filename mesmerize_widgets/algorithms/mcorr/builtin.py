@@ -29,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy.ndimage import median_filter
 
 from ...arrays import open_movie
 from ...formats.memmap import memmap_name
@@ -345,14 +346,18 @@ def wide_search(max_shifts: tuple[int, int], dims: tuple[int, int]) -> tuple[int
     return tuple(int(max(m, min(2 * m, (3 * d) // 8 - 1))) for m, d in zip(max_shifts, dims, strict=True))
 
 
-def motion_centre(shifts: np.ndarray) -> np.ndarray:
-    """The centre of a set of shifts (n, 2): the middle of their range along each axis.
+def motion_centre(shifts: np.ndarray, window: int = 5) -> np.ndarray:
+    """The centre of a time series of shifts (n, 2): the middle of their range along each axis.
 
     The mid-range, not the mean or median: a template there leaves every frame within
     ``max_shifts`` whenever the motion spans at most ``2 * max_shifts``, even when most frames
-    sit at one end (a one-sided drift).
+    sit at one end (a one-sided drift). The range is that of a running median over ``window``
+    consecutive frames: a few frames matched to a wrong peak (noisy data) would otherwise set
+    it, while real motion lasts longer than that.
     """
     shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
+    if window > 1 and len(shifts) > window:
+        shifts = median_filter(shifts, size=(window, 1), mode="nearest")
     return 0.5 * (shifts.min(axis=0) + shifts.max(axis=0))
 
 
@@ -368,15 +373,29 @@ def recentre(template: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return R.shift_rigid(template, -c, "copy").astype(np.float32)
 
 
+def _for_template_matching(frames: np.ndarray) -> np.ndarray:
+    """Sample frames as the template rounds match them: the matcher's band, pixel noise blurred.
+
+    These rounds search up to twice ``max_shifts`` with a template of few frames; on noisy
+    movies the pixel noise then gives spurious peaks far from the true one (a real Allen crop:
+    3 frames of 5 matched 10 px off), which a 1 px blur removes.
+    """
+    x = np.stack([cv2.GaussianBlur(f, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT) for f in frames])
+    return R.highpass_for_matching(x)
+
+
 def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, np.ndarray]:
     """(template in the registration domain, raw mean) at the centre of the movie's motion.
 
-    The means of blocks of consecutive frames (spread over the movie) are matched to the middle
-    block over twice ``max_shifts`` (two frames each within ``max_shifts`` of the centre can be
-    that far apart); the median of the blocks moved to the mid-range of their positions is the
-    first template. A template built from the raw frames instead sits wherever most frames are,
-    and under a one-sided drift the frames at the other end then need more than ``max_shifts``.
-    Refinement rounds register every sampled frame to it, and re-centre by their shifts.
+    A template built from the raw frames sits wherever most frames are, and under a one-sided
+    drift the frames at the other end then need more than ``max_shifts``. Here the means of
+    blocks of consecutive frames (spread over the movie) are matched to the middle block over
+    twice ``max_shifts`` (two frames each within ``max_shifts`` of the centre can be that far
+    apart) and their median, each moved to the median position, is a first template. Then
+    each round registers every sampled frame to the template (the first round again over twice
+    ``max_shifts``), takes each block's median shift as its position (robust to a few frames
+    matched to a wrong peak) and builds the next template from the frames moved to the
+    mid-range of those positions.
     """
     blocks = _sample_blocks(n_frames)
     sample = [read_frames(s, a, b) for a, b in blocks]
@@ -384,21 +403,20 @@ def _initial_template(s: Settings, n_frames: int, kernel) -> tuple[np.ndarray, n
     if kernel is not None:
         sample = [R.highpass(f, kernel) for f in sample]
     means = np.stack([f.mean(axis=0) for f in sample]).astype(np.float32)
-    wide = _Registrar(_replace(s, max_shifts=wide_search(s.max_shifts, s.dims)), means[len(means) // 2], False)
-    pos = wide.rigid(R.highpass_for_matching(means))
-    c = motion_centre(pos)
+    wide_s = _replace(s, max_shifts=wide_search(s.max_shifts, s.dims))
+    pos = _Registrar(wide_s, means[len(means) // 2], False).rigid(_for_template_matching(means))
+    c = np.median(pos, axis=0)
     template = np.median([R.shift_rigid(m, sh - c, "copy") for m, sh in zip(means, pos, strict=True)], axis=0)
-    template = template.astype(np.float32)
-    for _ in range(N_TEMPLATE_ROUNDS):
-        reg = _Registrar(s, template, piecewise=False)
-        shifts = [reg.rigid(R.highpass_for_matching(part)) for part in sample]
-        c = motion_centre(np.concatenate(shifts))
+    for k in range(N_TEMPLATE_ROUNDS):
+        reg = _Registrar(wide_s if k == 0 else s, template.astype(np.float32), piecewise=False)
+        shifts = [reg.rigid(_for_template_matching(part)) for part in sample]
+        c = motion_centre(np.stack([np.median(sh, axis=0) for sh in shifts]), window=1)
         means = np.stack([
             np.mean([R.shift_rigid(f, sh - c, "copy") for f, sh in zip(part, sh_part, strict=True)], axis=0)
             for part, sh_part in zip(sample, shifts, strict=True)
         ])
-        template = np.median(means, axis=0).astype(np.float32)
-    return template, raw_mean
+        template = np.median(means, axis=0)
+    return template.astype(np.float32), raw_mean
 
 
 def _min_mov(s: Settings, n_frames: int, kernel) -> float:

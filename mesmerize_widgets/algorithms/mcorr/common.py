@@ -134,3 +134,30 @@ def load_shifts(path: str | Path, pw_rigid: bool | None = None) -> list[np.ndarr
     if is_pw:
         return [arr[i] for i in range(arr.shape[0])]
     return [arr[:, i] for i in range(arr.shape[1])]
+
+
+def crispness(image: np.ndarray, border: int = 8) -> float:
+    """How sharp a mean image is: the mean squared gradient magnitude over the image's variance.
+
+    ``mean(|grad I|^2) / var(I)`` over the image without ``border`` px on each side (corrected
+    movies carry copied or NaN strips there), in px^-2. Motion blurs the mean image of a movie,
+    and blur removes the fine structure that gradients measure, so after a good correction the
+    mean image is crisper than the raw movie's. Dividing by the variance makes the number
+    independent of the intensity scale and offset (the corrected movie has ``min_mov``
+    subtracted), unlike CaImAn's un-normalised gradient norm; comparable between two images of
+    the same field of view. NaN pixels are left out; a flat image gives 0.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"crispness needs a 2-D image, got shape {img.shape}")
+    b = int(border)
+    if b > 0:
+        if min(img.shape) <= 2 * b + 2:
+            raise ValueError(f"border {b} leaves nothing of the {img.shape[0]}x{img.shape[1]} image")
+        img = img[b:-b, b:-b]
+    gy, gx = np.gradient(img)
+    g2 = gy**2 + gx**2
+    var = float(np.nanvar(img))
+    if not np.isfinite(var) or var == 0.0:
+        return 0.0
+    return float(np.nanmean(g2) / var)
