@@ -2,9 +2,11 @@
 
 Passes over the movie, as CaImAn's ``MotionCorrect.motion_correct``:
 
-1. an initial template from up to 60 evenly spaced frames, refined by registering them to it;
+1. an initial template from 12 blocks of 5 consecutive frames spread over the movie, placed at
+   the centre of the movie's motion (see :func:`_initial_template`) and refined;
 2. ``niter_rig`` rigid passes, each giving a new template: the median over ``splits_rig``
-   time splits of the mean corrected frame (the last rigid pass writes the movie if rigid);
+   time splits of the mean corrected frame, moved to the mid-range of the pass's shifts (the
+   last rigid pass writes the movie if rigid);
 3. piecewise-rigid (``pw_rigid``): one pass registering each patch within
    ``max_deviation_rigid`` of the frame's rigid shift, writing the movie.
 
