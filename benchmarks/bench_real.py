@@ -149,10 +149,17 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         cn_params = {"main": rec.cnmf}
     t_cn, cn_out = _run_algo(rec.algo, backend, mc_movie, cn_params, work / rec.algo, n_proc)
+    from mesmerize_widgets.algorithms import get_algorithm
+
+    mc_schema, cn_schema = get_algorithm("mcorr").schema, get_algorithm(rec.algo).schema
+    mc_used = {**mc_schema.defaults()["main"], **mc_schema.validate(mc_params)["main"]}
+    cn_used = {**cn_schema.defaults()["main"], **cn_schema.validate(cn_params)["main"]}
+    cn_keys = ("K", "gSig", "gSiz", "rf", "stride", "p", "min_SNR", "fr", "decay_time")
+    if rec.algo == "cnmfe":
+        cn_keys += ("min_corr", "min_pnr")
     res = {"t_mcorr": t_mc, "t_cnmf": t_cn, "t_suggest": t_suggest,
-           "mcorr_params": _short(mc_params["main"], ("max_shifts", "gSig_filt")),
-           "cnmf_params": _short(cn_params["main"], ("K", "gSig", "rf", "stride", "min_corr", "min_pnr", "fr",
-                                                     "decay_time"))}
+           "mcorr_params": _short(mc_used, ("max_shifts", "gSig_filt", "pw_rigid")),
+           "cnmf_params": _short(cn_used, cn_keys)}
     res.update(_score(Path(cn_out["cnmf-hdf5-path"]), data / rec.regions if rec.regions else None))
     return res
 
@@ -271,7 +278,7 @@ def main() -> int:
                           f"{_fmt(res.get('recall'), '6.2f')} {_fmt(res.get('f1'), '5.2f')} {res['t_mcorr']:7.1f} "
                           f"{res['t_cnmf']:7.1f} {res['t_suggest']:6.1f} {res['peak_mib']:8.0f}", flush=True)
                     if args.verbose:
-                        print(f"    mcorr: {res['mcorr_params'] or 'defaults'}\n    {rec.algo}: {res['cnmf_params']}")
+                        print(f"    mcorr: {res['mcorr_params']}\n    {rec.algo}: {res['cnmf_params']}")
     pairs = [(name, pset) for (name, pset, b) in results if b == "builtin" and (name, pset, "caiman") in results]
     if pairs:
         print("\nbuiltin / CaImAn (same movie and params set, this run):")
