@@ -39,3 +39,62 @@ def match_to_truth(A_est: np.ndarray, C_est: np.ndarray, truth: GroundTruth, min
         "trace_corr": float(np.median(tc)) if tc else 0.0,
         "K": A_est.shape[1],
     }
+
+
+def masks_from_coordinates(regions: list[dict[str, Any]], dims: tuple[int, int]) -> np.ndarray:
+    """Boolean (n_rois, d1, d2) masks from Neurofinder-style regions (``coordinates``: [row, col])."""
+    masks = np.zeros((len(regions), *dims), bool)
+    for i, reg in enumerate(regions):
+        rc = np.asarray(reg["coordinates"], int).reshape(-1, 2)
+        ok = (rc[:, 0] >= 0) & (rc[:, 0] < dims[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < dims[1])
+        masks[i, rc[ok, 0], rc[ok, 1]] = True
+    return masks
+
+
+def binarize_footprints(A: np.ndarray, dims: tuple[int, int], thr: float = 0.2) -> np.ndarray:
+    """Boolean (K, d1, d2) masks: each footprint (a column of ``A``, Fortran pixel order) above
+    ``thr`` x its peak, the rule used to compare footprints with hand-drawn ROIs."""
+    A = np.asarray(A)
+    if A.ndim != 2 or A.shape[0] != dims[0] * dims[1]:
+        raise ValueError(f"A must be (pixels, K) with {dims[0] * dims[1]} pixels, got {A.shape}")
+    peak = A.max(0)
+    keep = A >= thr * np.where(peak > 0, peak, np.inf)
+    return keep.T.reshape(A.shape[1], dims[1], dims[0]).transpose(0, 2, 1)
+
+
+def iou_matrix(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every pair of boolean masks (n_a, ...) x (n_b, ...)."""
+    a = masks_a.reshape(len(masks_a), -1).astype(np.float32)
+    b = masks_b.reshape(len(masks_b), -1).astype(np.float32)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def score_masks(found: np.ndarray, reference: np.ndarray, min_iou: float = 0.3) -> dict[str, Any]:
+    """Precision, recall and F1 of ``found`` masks against ``reference`` masks (both boolean,
+    (n, d1, d2)): one-to-one Hungarian assignment on IoU, a pair counting at ``min_iou`` or above.
+
+    The scoring rule of ``../shared/data/real``: manual ROIs miss cells and include cells that do
+    not fire in a short excerpt, so compare methods on the same data rather than read F1 as absolute.
+    """
+    n_f, n_r = len(found), len(reference)
+    if n_f and n_r:
+        iou = iou_matrix(reference, found)
+        r, c = linear_sum_assignment(-iou)
+        ok = iou[r, c] >= min_iou
+        r, c = r[ok], c[ok]
+    else:
+        r = c = np.zeros(0, int)
+    n = len(r)
+    precision = n / n_f if n_f else 0.0
+    recall = n / n_r if n_r else 0.0
+    return {
+        "matched": n,
+        "found": n_f,
+        "reference": n_r,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if n else 0.0,
+        "pairs": list(zip(r.tolist(), c.tolist(), strict=True)),
+    }

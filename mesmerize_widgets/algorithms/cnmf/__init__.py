@@ -55,7 +55,10 @@ _TYPED = (
     Param("n_processes", None, "int", "processes for patches (None: the run's n_processes)",
           nullable=True, minimum=1),
     # merging
-    Param("merge_thr", 0.8, "float", "merge overlapping components whose traces correlate above this"),
+    Param("merge_thr", 0.8, "float", "merge overlapping components whose traces correlate above this "
+          "(builtin: a footprint lying mostly inside another merges into it above min(merge_thr, 0.6); "
+          "components smaller than half a gSig disk, or whose trace is no more exceptional than white "
+          "noise, are dropped)"),
     Param("merge_parallel", False, "bool", "merge in parallel (CaImAn; builtin merges serially)"),
     Param("do_merge", True, "bool", "merge components at all"),
     # temporal / preprocess
@@ -70,7 +73,9 @@ _TYPED = (
     Param("extract_cc", True, "bool", "keep only the connected piece of a footprint holding its maximum"),
     # quality
     Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this"),
-    Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this"),
+    Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this (builtin: the "
+          "footprint against its transients' image, mean of all frames removed, over its support plus a "
+          "gSig/2 ring; CaImAn: against the raw movie inside the support)"),
     Param("SNR_lowest", 0.5, "float", "reject components whose SNR is at or below this"),
     Param("rval_lowest", -1.0, "float", "reject components whose r-value is at or below this"),
     Param("use_cnn", False, "bool", "CaImAn's CNN classifier (CaImAn-only; default False here)"),

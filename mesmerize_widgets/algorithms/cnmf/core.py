@@ -22,6 +22,7 @@ patch (the whole field when ``rf`` is None) in memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -220,6 +221,16 @@ def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
     tr = tr - _percentile_baseline(tr)
     fitness = event_exceptionality(tr, N)
     return -norm.ppf(np.exp(fitness / N))
+
+
+@functools.lru_cache(maxsize=32)
+def noise_snr_floor(T: int, N: int, quantile: float = 0.99) -> float:
+    """SNR_comp that a trace of pure white noise (``T`` frames, events of ``N`` frames) reaches
+    with probability ``1 - quantile``: a component below it shows no event that noise alone
+    would not give. Computed on at most 3,000 frames (the floor only falls with T)."""
+    n = min(max(int(T), 8), 3000)
+    rng = np.random.default_rng(12345)
+    return float(np.quantile(snr_from_traces(rng.standard_normal((400, n)), N), quantile))
 
 
 def _peaks(y: np.ndarray, thres: float = 0.3) -> np.ndarray:
@@ -679,15 +690,44 @@ def _drop_empty(A: np.ndarray, C: np.ndarray, min_pixels: int = 3) -> tuple[np.n
     return A[:, keep], C[keep]
 
 
+def min_footprint_pixels(gSig: tuple[int, int]) -> int:
+    """Fewest pixels a footprint of a cell of half-size ``gSig`` can have: half a disk of radius
+    gSig. A neuron's footprint covers about 10·gSig² pixels; the smaller ones HALS leaves are
+    noise that the fit shaped to itself (their r-values are high because of it)."""
+    return max(3, int(math.ceil(math.pi * gSig[0] * gSig[1] / 2)))
+
+
+def _drop_small(A: np.ndarray, C: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
+    return _drop_empty(A, C, min_footprint_pixels(opts.gSig))
+
+
+def _unit_footprints(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Footprints scaled to unit l2 norm (CaImAn's convention), traces scaled to keep A·C."""
+    nrm = np.linalg.norm(A, axis=0)
+    nrm[nrm == 0] = 1
+    return A / nrm, C * nrm[:, None]
+
+
 # ------------------------------------------------------------------------------------------
 # merging
 # ------------------------------------------------------------------------------------------
+#: a footprint lying at least this much inside another's support is a candidate piece of it
+PIECE_CONTAINMENT = 0.5
+#: ... and is merged into it when their traces correlate above this (below ``merge_thr``)
+PIECE_CORR = 0.6
+
+
 def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, int] | None = None,
-                     touch: int = 2) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+                     touch: int = 2, touching: bool = True) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
     """Merge groups of spatially overlapping components whose traces correlate above ``thr``.
 
     With ``dims``, supports count as overlapping when they come within ``touch`` pixels (a
     bright neuron's thresholded-away rim can otherwise survive as a separate component).
+    A component whose support lies mostly inside another's (``PIECE_CONTAINMENT``) is a piece
+    or duplicate of that cell once their traces correlate above ``PIECE_CORR``: the two split
+    one cell's signal between them, which lowers their correlation below ``merge_thr``.
+    ``touching=False`` merges only such contained pairs: for the patches' raw initial traces,
+    which share the unfitted background and would chain neighbouring cells into one group.
 
     A group (connected through such pairs) becomes one rank-1 component fitted to the sum of
     its members' contributions ``sum_i a_i c_i`` on the union of their supports.
@@ -696,11 +736,17 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     if K < 2:
         return A, C, []
     S = (_support_masks(A, dims, touch) if dims is not None and touch > 0 else A > 0).astype(np.float32)
-    overlap = (S.T @ S) > 0
+    inter = S.T @ (A > 0).astype(np.float32)  # [i, j]: pixels of j's support inside i's
+    overlap = (inter > 0) | (inter.T > 0)
+    contained = inter / np.maximum((A > 0).sum(0), 1)[None, :] >= PIECE_CONTAINMENT
+    contained |= contained.T
     Cc = C - C.mean(1, keepdims=True)
     sd = np.linalg.norm(Cc, axis=1)
     corr = (Cc @ Cc.T) / np.maximum(np.outer(sd, sd), 1e-12)
-    adj = overlap & (corr > thr)
+    if touching:
+        adj = (overlap & (corr > thr)) | (contained & (corr > min(thr, PIECE_CORR)))
+    else:
+        adj = contained & (corr > thr)
     np.fill_diagonal(adj, False)
     if not adj.any():
         return A, C, []
@@ -797,11 +843,16 @@ def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np
 # ------------------------------------------------------------------------------------------
 # evaluation
 # ------------------------------------------------------------------------------------------
-def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, fr: float, Athresh: float = 0.1) -> np.ndarray:
+def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, fr: float, Athresh: float = 0.1,
+             dims: tuple[int, int] | None = None, surround: int = 0) -> np.ndarray:
     """Spatial r-values: correlation of each footprint with the background-subtracted movie
     averaged over the frames around its 10 largest peaks, leaving out frames when an
     overlapping component (normalised overlap > Athresh) peaks (CaImAn's classify_components_ep,
-    with the background ``b·f`` removed first)."""
+    with the background ``b·f`` removed first). With ``dims`` and ``surround`` (the builtin's
+    rule, see :func:`_surround`), the footprint's support is dilated by ``surround`` pixels, where
+    the footprint is zero, and the movie's mean over all frames is subtracted: the footprint is
+    compared with the image of its transients, not with resting structure (a vessel, neuropil,
+    a neighbour's glow) that any blob placed there would match."""
     K = A.shape[1]
     rv = np.zeros(K)
     if K == 0:
@@ -821,14 +872,26 @@ def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.nda
         px = np.flatnonzero(A[:, i] > 0)
         if px.size < 3:
             continue
-        y = mov.rows(px)[:, frames].mean(1)
+        if dims is not None and surround > 0:
+            px = np.flatnonzero(_support_masks(A[:, i : i + 1], dims, surround)[:, 0])
+        rows = mov.rows(px)
+        y = rows[:, frames].mean(1)
         if b.shape[1]:
             y = y - b[px] @ f[:, frames].mean(1)
+        if surround > 0:  # the transient's image: what the active frames add to the pixels' mean
+            y = y - (rows.mean(1) - (b[px] @ f.mean(1) if b.shape[1] else 0))
         a = A[px, i]
         if np.std(y) <= 0 or np.std(a) <= 0:
             continue
         rv[i] = float(np.corrcoef(y, a)[0, 1])
     return rv
+
+
+def _surround(opts: Options) -> int:
+    """Ring (pixels) of a footprint's surround that its r-value also compares: within the
+    footprint alone, a component fitted to noise correlates with the frames it was fitted on;
+    a cell's transient also leaves its surround dark, noise does not."""
+    return max(1, int(math.ceil(max(opts.gSig) / 2)))
 
 
 def classify(snr: np.ndarray, rv: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
@@ -934,6 +997,30 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     return A2, C2
 
 
+def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims: tuple[int, int],
+           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """After deconvolution: merge the pieces of one cell that the denoised traces reveal, and drop
+    components whose trace is no more exceptional than white noise (:func:`noise_snr_floor`);
+    such a component is noise that the fit shaped to itself, and its r-value is high because of
+    it. Each change is followed by one HALS pass and a new deconvolution. Returns A, b and the
+    deconvolution outputs. Not applied to seeded (``Ain``) runs."""
+
+    def refit(A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray) -> tuple:
+        A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
+        A, C = _unit_footprints(*_drop_small(A, C, opts))
+        dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
+        return A, b, dec
+
+    if opts.do_merge:
+        A2, C2, merged = merge_components(A, dec["C"], opts.merge_thr, dims)
+        if merged:
+            A, b, dec = refit(A2, C2, b, dec["f"])
+    keep = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples) >= noise_snr_floor(mov.T, opts.n_samples)
+    if not keep.all():
+        A, b, dec = refit(A[:, keep], dec["C"][keep], b, dec["f"])
+    return A, b, dec
+
+
 def check_geometry(dims: tuple[int, int], opts: Options) -> None:
     """Refuse neuron sizes that cannot fit the field (or a patch) with a clear message."""
     side = min(dims) if opts.rf is None else min(min(dims), 2 * opts.rf + 1)
@@ -1010,7 +1097,7 @@ def fit(
         C = np.vstack(Cs) if Cs else np.zeros((0, T), np.float32)
         A, C = _drop_empty(A, C)
         if opts.do_merge:
-            A, C, _ = merge_components(A, C, opts.merge_thr, dims)
+            A, C, _ = merge_components(A, C, opts.merge_thr, dims, touching=False)
         progress(0.4, f"{A.shape[1]} components from {len(jobs)} patches")
     nb = background_rank(opts)
     A, C = _drop_empty(A, C)
@@ -1018,6 +1105,10 @@ def fit(
     ring = uses_ring(opts)
     raw, rm, fluct = mov, None, None
     n_rounds = 2 if (refit or patched or ring) else 1
+
+    def drop(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _drop_empty(A, C) if Ain is not None else _drop_small(A, C, opts)
+
     for r in range(n_rounds):
         if ring:
             # CaImAn's order: ring background from the current components, then A and C refitted
@@ -1026,29 +1117,27 @@ def fit(
             fluct = rm.fluctuation(raw, A, C)
             mov = _BackgroundSubtracted(raw, rm, fluct)
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
-        A, C = _drop_empty(A, C)
+        A, C = drop(A, C)
         if r == 0 and Ain is None and not opts.cnmfe:
             A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts)
             if A2.shape[1]:
                 A, C = np.hstack([A, A2]), np.vstack([C, C2])
                 A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
-                A, C = _drop_empty(A, C)
+                A, C = drop(A, C)
         if opts.do_merge and Ain is None:
             A, C, merged = merge_components(A, C, opts.merge_thr, dims)
             if merged:
                 A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
-                A, C = _drop_empty(A, C)
+                A, C = drop(A, C)
         progress(0.4 + 0.3 * (r + 1) / n_rounds, f"refined {A.shape[1]} components")
-    # normalise footprints to unit l2 norm, scaling traces to keep A·C
-    nrm = np.linalg.norm(A, axis=0)
-    nrm[nrm == 0] = 1
-    A = A / nrm
-    C = C * nrm[:, None]
+    A, C = _unit_footprints(A, C)
     dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
+    if Ain is None:
+        A, b, dec = _prune(mov, A, b, dec, dims, opts)
     f = dec["f"]
     progress(0.85, "deconvolved")
     snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
-    rv = r_values(mov, A, dec["C"], b, f, opts.fr)
+    rv = r_values(mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
     good, bad = classify(snr, rv, opts)
     sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
         [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in mov.blocks])
