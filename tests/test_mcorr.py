@@ -413,3 +413,25 @@ def test_allen_registration_fixture_is_structureless(tmp_path):
     out = _run(path, tmp_path / "o", {"max_shifts": (6, 6), "var_name_hdf5": "input_frames"})
     assert np.load(out["shifts"]).shape == (100, 2)
     assert np.isfinite(np.load(out["mean-projection-path"])).all()
+
+
+@pytest.mark.caiman
+def test_caiman_backend_reads_the_named_hdf5_dataset(tmp_path, rigid_sim):
+    """CaImAn's MotionCorrect looks for a dataset 'mov' unless told: an HDF5 file holding several
+    datasets must be read through var_name_hdf5."""
+    pytest.importorskip("caiman.source_extraction")
+    import h5py
+
+    from mesmerize_widgets.algorithms.mcorr import caiman as caiman_backend
+
+    movie = np.asarray(rigid_sim.movie[:60], np.float32)
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f["reference"] = movie[0]
+        f["frames"] = movie
+    params = get_algorithm("mcorr").schema.validate({"main": {"max_shifts": (6, 6), "var_name_hdf5": "frames"}})
+    (tmp_path / "o").mkdir()
+    out = caiman_backend.run(RunContext(input_path=path, params=params, output_dir=tmp_path / "o", prefix="u"))
+    assert out["mcorr-output-path"].name == "u_rig__d1_128_d2_128_d3_1_order_F_frames_60.mmap"
+    err = np.load(out["shifts"]) - rigid_sim.truth.shifts[:60]
+    assert _rms_without_offset(err) <= 0.3

@@ -50,7 +50,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
             cluster, dview, _ = cm.cluster.setup_cluster(backend="multiprocessing", n_processes=ctx.n_processes)
         opts = CNMFParams(params_dict=_caiman_params(p))
         ctx.progress(0.05, "caiman MotionCorrect")
-        mc = MotionCorrect([str(ctx.input_path)], dview=dview, **opts.get_group("motion"))
+        # CaImAn keeps var_name_hdf5 in its data group, which MotionCorrect never reads: pass it
+        motion = {**opts.get_group("motion"), "var_name_hdf5": p["var_name_hdf5"] or "mov"}
+        mc = MotionCorrect([str(ctx.input_path)], dview=dview, **motion)
         mc.motion_correct(save_movie=True)
         produced = mc.mmap_file[0] if isinstance(mc.mmap_file, list) else mc.mmap_file
     finally:
