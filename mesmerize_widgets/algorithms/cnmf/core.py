@@ -10,9 +10,12 @@ pixel order), traces ``C`` (K x T) following an AR(p) process and a background `
   thresholded and reduced to its largest connected piece) and C, with a low-rank nonnegative
   background ``b·f`` updated jointly; CNMF-E with ``nb=0`` instead uses CaImAn's ring model
   (:mod:`.ring`: sparse ``W`` and ``b0``, fitted twice, A and C refined on ``Y - B``);
-* merging of spatially overlapping components whose traces correlate above ``merge_thr``;
+* merging of spatially overlapping components whose traces correlate above ``merge_thr``
+  (a footprint lying mostly inside another's merges at a lower correlation: a piece of the
+  cell), then dropping footprints under half a cell and traces at white-noise level;
 * AR(p) deconvolution of each trace with OASIS (C, S, g, bl, c1, neurons_sn, lam);
-* evaluation: CaImAn's event-exceptionality SNR and spatial r-values.
+* evaluation: CaImAn's event-exceptionality SNR and spatial r-values (the builtin's r-value
+  compares the footprint with its transients' image over the footprint and a ring around it).
 
 Everything here works on plain arrays; the run functions in ``builtin.py`` deal with files.
 Products with the movie are taken in pixel blocks from the C-order memmap, so the refinement
@@ -998,12 +1001,12 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
 
 
 def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims: tuple[int, int],
-           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
     """After deconvolution: merge the pieces of one cell that the denoised traces reveal, and drop
     components whose trace is no more exceptional than white noise (:func:`noise_snr_floor`);
     such a component is noise that the fit shaped to itself, and its r-value is high because of
-    it. Each change is followed by one HALS pass and a new deconvolution. Returns A, b and the
-    deconvolution outputs. Not applied to seeded (``Ain``) runs."""
+    it. Each change is followed by one HALS pass and a new deconvolution. Returns A, b, the
+    deconvolution outputs and the components' SNR_comp. Not applied to seeded (``Ain``) runs."""
 
     def refit(A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray) -> tuple:
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
@@ -1015,10 +1018,12 @@ def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims:
         A2, C2, merged = merge_components(A, dec["C"], opts.merge_thr, dims)
         if merged:
             A, b, dec = refit(A2, C2, b, dec["f"])
-    keep = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples) >= noise_snr_floor(mov.T, opts.n_samples)
+    snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
+    keep = snr >= noise_snr_floor(mov.T, opts.n_samples)
     if not keep.all():
         A, b, dec = refit(A[:, keep], dec["C"][keep], b, dec["f"])
-    return A, b, dec
+        snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
+    return A, b, dec, snr
 
 
 def check_geometry(dims: tuple[int, int], opts: Options) -> None:
@@ -1133,10 +1138,11 @@ def fit(
     A, C = _unit_footprints(A, C)
     dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
     if Ain is None:
-        A, b, dec = _prune(mov, A, b, dec, dims, opts)
+        A, b, dec, snr = _prune(mov, A, b, dec, dims, opts)
+    else:
+        snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
     f = dec["f"]
     progress(0.85, "deconvolved")
-    snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
     rv = r_values(mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
     good, bad = classify(snr, rv, opts)
     sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
