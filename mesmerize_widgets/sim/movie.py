@@ -22,7 +22,7 @@ scales ``C`` and ``f``.  So ``truth.clean()`` stays exactly the noise-free movie
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import cv2
@@ -636,6 +636,29 @@ def simulate_1p(
     return _simulate("1p", dict(locals()))
 
 
+def _with_nuisances(
+    simulate: Callable[..., SimulatedMovie],
+    default_gsig: tuple[float, float],
+    nuisances: dict[str, Any],
+    seed: int | None,
+    n_frames: int,
+    dims: tuple[int, int],
+    n_neurons: int,
+    overrides: dict[str, Any],
+) -> SimulatedMovie:
+    """The presets' shared part: cells 1.5 gSig apart, 10% baseline drift, 0.5 px residual
+    motion, then the preset's own ``nuisances``; the caller's ``overrides`` win."""
+    kw: dict[str, Any] = dict(
+        min_distance=1.5 * float(np.mean(overrides.get("gSig", default_gsig))),
+        baseline_drift=0.1,
+        motion="rigid",
+        max_shift=0.5,
+        **nuisances,
+    )
+    kw.update(overrides)
+    return simulate(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)
+
+
 def simulate_realistic_2p(
     seed: int | None = 0,
     n_frames: int = 400,
@@ -661,18 +684,8 @@ def simulate_realistic_2p(
 
     96x96 x 400 frames renders in a fraction of a second.
     """
-    kw: dict[str, Any] = dict(
-        neuropil=0.4,
-        min_distance=1.5 * float(np.mean(overrides.get("gSig", (4.0, 4.0)))),
-        baseline_drift=0.1,
-        bleaching=0.15,
-        motion="rigid",
-        max_shift=0.5,
-        bright_vessels=1,
-        vessel_brightness=1.5,
-    )
-    kw.update(overrides)
-    return simulate_2p(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)
+    nuisances = dict(neuropil=0.4, bleaching=0.15, bright_vessels=1, vessel_brightness=1.5)
+    return _with_nuisances(simulate_2p, (4.0, 4.0), nuisances, seed, n_frames, dims, n_neurons, overrides)
 
 
 def simulate_realistic_1p(
@@ -695,13 +708,5 @@ def simulate_realistic_1p(
 
     96x96 x 400 frames renders in a fraction of a second.
     """
-    kw: dict[str, Any] = dict(
-        neuropil=0.3,
-        min_distance=1.5 * float(np.mean(overrides.get("gSig", (3.0, 3.0)))),
-        baseline_drift=0.1,
-        bleaching=0.2,
-        motion="rigid",
-        max_shift=0.5,
-    )
-    kw.update(overrides)
-    return simulate_1p(n_frames=n_frames, dims=dims, n_neurons=n_neurons, seed=seed, **kw)
+    nuisances = dict(neuropil=0.3, bleaching=0.2)
+    return _with_nuisances(simulate_1p, (3.0, 3.0), nuisances, seed, n_frames, dims, n_neurons, overrides)
