@@ -361,7 +361,7 @@ class CNMFSeriesAccessor(ItemAccessor):
 
         quality = {**default_params()["quality"], **quality}
         cnn = e.cnn_preds if e.cnn_preds is not None and np.size(e.cnn_preds) else None
-        good, badc = select_components(e.SNR_comp, e.r_values, quality, cnn, e.ecc)
+        good, badc = select_components(e.SNR_comp, e.r_values, quality, cnn, e.ecc, e.extra.get("fast_fraction"))
         new = copy.copy(e)
         new.idx_components, new.idx_components_bad = good, badc
         all_params["quality"] = quality

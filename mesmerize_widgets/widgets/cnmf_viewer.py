@@ -150,6 +150,7 @@ class CNMFViewer(ViewerBase):
         self.live_frame: int | None = None
         self.n_components = 0
         self.snr = np.zeros(0)
+        self.fast: np.ndarray | None = None
         self.rval = np.zeros(0)
         self.coords: list[np.ndarray] = []
         self.centers = np.zeros((0, 2))
@@ -257,6 +258,7 @@ class CNMFViewer(ViewerBase):
         K = int(np.shape(e.C)[0]) if e.C is not None else 0
         snr = np.asarray(e.SNR_comp if e.SNR_comp is not None else np.full(K, np.nan), dtype=np.float64).ravel()
         rval = np.asarray(e.r_values if e.r_values is not None else np.full(K, np.nan), dtype=np.float64).ravel()
+        fast = e.extra.get("fast_fraction")  # the builtin's kinetics metric (None for CaImAn's results)
         coords, centers = row.cnmf.get_contours()
         C = np.asarray(e.C)  # the loaded result's own array (read only here): no K x T copy
         quality = dict(out.params.quality) if hasattr(out.params, "quality") else {}
@@ -266,6 +268,7 @@ class CNMFViewer(ViewerBase):
         try:
             self.n_components = K
             self.snr, self.rval, self.C = snr, rval, C
+            self.fast = None if fast is None else np.asarray(fast, dtype=np.float64).ravel()
             self.YrA = None if e.YrA is None else np.asarray(e.YrA)
             self._heat_rows = _heatmap_rows(C, self.heatmap_max_cols or int(self.size[0]))
             self.coords = coords
@@ -324,7 +327,7 @@ class CNMFViewer(ViewerBase):
         try:
             self.n_components = 0
             self.coords, self.centers, self._bbox = [], np.zeros((0, 2)), np.zeros((0, 4))
-            self.accepted, self.snr, self.rval = np.zeros(0, bool), np.zeros(0), np.zeros(0)
+            self.accepted, self.snr, self.rval, self.fast = np.zeros(0, bool), np.zeros(0), np.zeros(0), None
             self.overrides, self.selected = {}, None
             self.live_components, self.live_frame = 0, None
             cache = FrameCache()
@@ -504,7 +507,7 @@ class CNMFViewer(ViewerBase):
     def classify(self, params: dict[str, float] | None = None) -> np.ndarray:
         """Accepted mask from thresholds (CaImAn's rule) then manual overrides; nothing written."""
         q = {**self.eval_params(), **(params or {}), "use_cnn": False}
-        good, _ = select_components(self.snr, self.rval, q)
+        good, _ = select_components(self.snr, self.rval, q, fast_fraction=self.fast)
         ok = np.zeros(self.n_components, bool)
         ok[good] = True
         for k, v in self.overrides.items():

@@ -28,7 +28,8 @@ _TYPED = (
     Param("dxy", (1.0, 1.0), "tuple", "spatial resolution in um per pixel (rows, cols)", length=2),
     Param("var_name_hdf5", "mov", "str", "dataset name when the input is an HDF5 file"),
     # init
-    Param("K", 30, "int", "components per patch (whole field when rf is None); CNMF-E: None = no limit",
+    Param("K", 30, "int", "components per patch (whole field when rf is None); CNMF-E: None = no limit "
+          "(builtin CNMF: a second greedy pass on the residual may add up to a third of K x patches more)",
           nullable=True, minimum=0),
     Param("gSig", (5, 5), "tuple", "expected half-size of a neuron in pixels (Gaussian std)",
           item="int", length=2, minimum=1),
@@ -45,7 +46,9 @@ _TYPED = (
     Param("center_psf", False, "bool", "CNMF-E: zero-mean filter kernel (high-pass) for seeding"),
     Param("normalize_init", True, "bool", "normalise each pixel by its noise level before init"),
     Param("rolling_sum", True, "bool", "rank seeds by the largest rolling energy (sparse firing)"),
-    Param("rolling_length", 100, "int", "frames of the rolling energy window", minimum=1),
+    Param("rolling_length", 100, "int", "frames of the rolling energy window (builtin: at most 4 decays, "
+          "fr * decay_time * 4, after each pixel's slow trend is removed, so sparse neurons rank with busy ones)",
+          minimum=1),
     Param("nIter", 5, "int", "iterations of each seed's rank-1 refinement", minimum=1),
     # patch
     Param("rf", None, "int", "half-size of the patches in pixels (None: the whole field at once)",
@@ -56,9 +59,10 @@ _TYPED = (
           nullable=True, minimum=1),
     # merging
     Param("merge_thr", 0.8, "float", "merge overlapping components whose traces correlate above this "
-          "(builtin: a footprint lying mostly inside another merges into it above min(merge_thr, 0.6); "
-          "components smaller than half a gSig disk, or whose trace is no more exceptional than white "
-          "noise, are dropped)"),
+          "(builtin: a footprint lying mostly inside another merges into it above min(merge_thr, 0.6), "
+          "footprints alike at cosine 0.8 merge whatever their traces; components smaller than half a gSig "
+          "disk, whose trace is no more exceptional than white noise, or whose trace changes slower than "
+          "a transient (less than 4% of its variance within 2 decays: vessels, drift) are dropped)"),
     Param("merge_parallel", False, "bool", "merge in parallel (CaImAn; builtin merges serially)"),
     Param("do_merge", True, "bool", "merge components at all"),
     # temporal / preprocess
@@ -75,7 +79,9 @@ _TYPED = (
     Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this"),
     Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this (builtin: the "
           "footprint against its transients' image, mean of all frames removed, over its support plus a "
-          "gSig/2 ring; CaImAn: against the raw movie inside the support)"),
+          "gSig/2 ring; CaImAn: against the raw movie inside the support. Builtin results also store "
+          "fast_fraction: a component accepted by its r-value alone needs 0.15 of its trace's variance "
+          "at a transient's pace, as neuropil and background blobs are coherent but slow)"),
     Param("SNR_lowest", 0.5, "float", "reject components whose SNR is at or below this"),
     Param("rval_lowest", -1.0, "float", "reject components whose r-value is at or below this"),
     Param("use_cnn", False, "bool", "CaImAn's CNN classifier (CaImAn-only; default False here)"),

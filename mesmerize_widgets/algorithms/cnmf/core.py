@@ -226,6 +226,25 @@ def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
     return -norm.ppf(np.exp(fitness / N))
 
 
+#: below this share of its variance at the indicator's time scale, a trace is background
+FAST_FRACTION_MIN = 0.04
+
+
+def fast_fraction(C: np.ndarray, N: int) -> np.ndarray:
+    """Share of each trace's variance left after a moving average over ``2N + 1`` frames (N: the
+    frames of one transient's decay), once its slow baseline (:func:`_percentile_baseline`) is
+    removed. A calcium transient rises within a frame or two and decays over N frames, so its
+    trace keeps a tenth or more; a vessel's vasomotion, neuropil's slow swings or a drifting
+    baseline change over many N and keep a few percent."""
+    if len(C) == 0:
+        return np.zeros(0)
+    X = np.asarray(C, np.float64)
+    X = X - _percentile_baseline(X)
+    X -= X.mean(1, keepdims=True)
+    slow = ndi.uniform_filter1d(X, size=2 * max(1, int(N)) + 1, axis=1, mode="reflect")
+    return ((X - slow) ** 2).sum(1) / np.maximum((X * X).sum(1), 1e-12)
+
+
 @functools.lru_cache(maxsize=32)
 def noise_snr_floor(T: int, N: int, quantile: float = 0.99) -> float:
     """SNR_comp that a trace of pure white noise (``T`` frames, events of ``N`` frames) reaches
@@ -350,19 +369,53 @@ def _rank1(data: np.ndarray, trace: np.ndarray, n_iter: int) -> tuple[np.ndarray
     return a, c
 
 
-def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.ndarray]:
+#: a pixel that keeps less than this share of its energy after a neighbour's subtraction was
+#: that neighbour's halo, not a cell of its own, and is not a seed
+HALO_ENERGY = 0.5
+
+
+def remove_slow_trend(Y: np.ndarray, n_decay: int) -> np.ndarray:
+    """Each pixel's trace (last axis) minus its rolling baseline, in place: the lower envelope
+    (a minimum then maximum filter over ``8 * n_decay`` frames) of the trace smoothed over half
+    a decay. Transients, which fall back within a few decays, stay whole; bleaching, drifting
+    baselines, vasomotion and slow neuropil swings, which hold for longer, go."""
+    T = Y.shape[-1]
+    w = 8 * max(1, int(n_decay)) + 1
+    if T >= 2 * w:
+        h = w // 2
+        sm = ndi.uniform_filter1d(Y, size=max(1, int(n_decay) // 2), axis=-1, mode="nearest")
+        # point-symmetric padding continues a trend past the ends (bleaching is steepest at
+        # the start): a flat padding would leave the first frames' decay in the trace
+        base = np.concatenate([2 * sm[..., :1] - sm[..., h:0:-1], sm, 2 * sm[..., -1:] - sm[..., -2 : -h - 2 : -1]], axis=-1)
+        del sm
+        ndi.minimum_filter1d(base, w, axis=-1, output=base, mode="nearest")
+        ndi.maximum_filter1d(base, w, axis=-1, output=base, mode="nearest")
+        Y -= base[..., h : h + T]
+        del base
+    Y -= np.median(Y, axis=-1, keepdims=True)
+    return Y
+
+
+def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's greedyROI idea on a (d1, d2, T) movie; returns A (P, K') and C (K', T).
 
     Stops before K when no pixel's blurred energy rises above what noise alone gives (5 sigma
     of its fluctuation), so a field without cells gives no components; a candidate whose
-    trace is not exceptional (SNR < max(SNR_lowest, 1)) is skipped.
+    trace is not exceptional (SNR < max(SNR_lowest, 1)) is skipped. Unlike CaImAn's, it seeds
+    on transients: with ``n_decay`` (frames of one decay in this, possibly downsampled, movie)
+    slow trends are removed first (:func:`remove_slow_trend`) and the energy is the largest mean
+    over ``4 * n_decay`` frames rather than ``rolling_length``, else a bleaching or drifting field
+    outweighs every sparse neuron, and a neuron firing thrice ranks far below one firing often.
     """
     d1, d2, T = Y3.shape
     P = d1 * d2
     if K <= 0:
         return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
     Y = Y3.astype(np.float32, copy=True)
-    Y -= np.median(Y, axis=-1, keepdims=True)
+    if n_decay:
+        remove_slow_trend(Y, n_decay)
+    else:
+        Y -= np.median(Y, axis=-1, keepdims=True)
     if opts.normalize_init:
         sn = noise_psd(Y, opts.noise_range)
         Y /= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[..., None]
@@ -372,7 +425,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.n
     # footprint's tails behind, and they would seed duplicates
     gHalf = np.maximum(np.array(opts.gSiz) // 2, 2 * np.array(opts.gSig))
     rho = _blur(Y, opts.gSig, opts.gSiz)
-    L = int(min(opts.rolling_length, T))
+    L = int(min(opts.rolling_length, T, 4 * n_decay if n_decay else T))
 
     def energy(r: np.ndarray) -> np.ndarray:
         r2 = r * r
@@ -387,10 +440,11 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.n
     noise_e = noise_psd(rho, opts.noise_range).astype(np.float64) ** 2
     n_win = L if (opts.rolling_sum and L < T) else T
     floor = noise_e * (1.0 + 5.0 * math.sqrt(2.0 / max(n_win, 1))) + 1e-12
-    # seeds are local maxima of the initial energy: the halo a subtraction leaves around a
-    # bright neuron is never one, so it cannot crowd out dim neurons elsewhere
+    # seeds are local maxima of the energy, found again around each subtraction
     size = (int(opts.gSig[0]) + 1, int(opts.gSig[1]) + 1)
     blocked = ~((v >= ndi.maximum_filter(v, size=size, mode="nearest")) & (v > floor))
+    tried = np.zeros((d1, d2), bool)
+    v0 = v.copy()
     A = np.zeros((P, K), np.float32)
     C = np.zeros((K, T), np.float32)
     n_ok = 0
@@ -402,6 +456,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.n
             break  # nothing left above the noise
         i, j = np.unravel_index(ind, (d1, d2))
         blocked[i, j] = True
+        tried[i, j] = True
         r0, r1 = max(i - gHalf[0], 0), min(i + gHalf[0] + 1, d1)
         c0, c1 = max(j - gHalf[1], 0), min(j + gHalf[1] + 1, d2)
         data = Y[r0:r1, c0:c1].reshape(-1, T)
@@ -428,6 +483,11 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int) -> tuple[np.ndarray, np.n
         f0, f1 = max(n0 - gHalf[1], 0), min(n1 + gHalf[1], d2)
         rho[m0:m1, n0:n1] = _blur(Y[e0:e1, f0:f1], opts.gSig, opts.gSiz)[m0 - e0 : m1 - e0, n0 - f0 : n1 - f0]
         v[m0:m1, n0:n1] = energy(rho[m0:m1, n0:n1])
+        # local maxima again there: a neuron on the flank of the one just removed becomes one;
+        # the halo an imperfect subtraction leaves does not, as it loses most of its energy
+        loc = v[e0:e1, f0:f1] >= ndi.maximum_filter(v[e0:e1, f0:f1], size=size, mode="nearest")
+        loc = loc[m0 - e0 : m1 - e0, n0 - f0 : n1 - f0] & (v[m0:m1, n0:n1] >= HALO_ENERGY * v0[m0:m1, n0:n1])
+        blocked[m0:m1, n0:n1] = ~loc | tried[m0:m1, n0:n1]
     return A[:, :n_ok], C[:n_ok]
 
 
@@ -718,6 +778,9 @@ def _unit_footprints(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarr
 PIECE_CONTAINMENT = 0.5
 #: ... and is merged into it when their traces correlate above this (below ``merge_thr``)
 PIECE_CORR = 0.6
+#: footprints this similar (cosine) are one cell whatever their traces: two components on the
+#: same pixels split its events between them, and no fit can tell them apart
+SAME_FOOTPRINT = 0.8
 
 
 def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, int] | None = None,
@@ -746,10 +809,12 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     Cc = C - C.mean(1, keepdims=True)
     sd = np.linalg.norm(Cc, axis=1)
     corr = (Cc @ Cc.T) / np.maximum(np.outer(sd, sd), 1e-12)
+    nA = np.linalg.norm(A, axis=0)
+    same = (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12) >= SAME_FOOTPRINT
     if touching:
-        adj = (overlap & (corr > thr)) | (contained & (corr > min(thr, PIECE_CORR)))
+        adj = (overlap & (corr > thr)) | (contained & (corr > min(thr, PIECE_CORR))) | same
     else:
-        adj = contained & (corr > thr)
+        adj = (contained & (corr > thr)) | same
     np.fill_diagonal(adj, False)
     if not adj.any():
         return A, C, []
@@ -897,17 +962,23 @@ def _surround(opts: Options) -> int:
     return max(1, int(math.ceil(max(opts.gSig) / 2)))
 
 
-def classify(snr: np.ndarray, rv: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
+def classify(snr: np.ndarray, rv: np.ndarray, opts: Options,
+             fast: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Accept/reject with CaImAn's rule (shared with run_eval and the viewer)."""
     quality = {"min_SNR": opts.min_SNR, "rval_thr": opts.rval_thr, "SNR_lowest": opts.SNR_lowest,
                "rval_lowest": opts.rval_lowest}
-    good, bad = select_components(snr, rv, quality)
+    good, bad = select_components(snr, rv, quality, fast_fraction=fast)
     return good.astype(int), bad.astype(int)
 
 
 # ------------------------------------------------------------------------------------------
 # patches
 # ------------------------------------------------------------------------------------------
+def _stride(opts: Options) -> int:
+    """Patch overlap in pixels: ``stride``, or half of ``rf`` when unset."""
+    return int(opts.stride) if opts.stride is not None else max(1, int(opts.rf or 0) // 2)
+
+
 def patch_grid(dims: tuple[int, int], rf: int, stride: int) -> list[tuple[slice, slice]]:
     """Patches of side 2*rf+1 overlapping by ``stride`` pixels, the last flush with the edge."""
     size = 2 * rf + 1
@@ -934,12 +1005,18 @@ def _read_patch(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice)
     return out
 
 
+def _decay_frames(opts: Options, T: int) -> int:
+    """Frames of one transient's decay in the movie greedy_init sees (after ``_tsub``)."""
+    ts = opts.tsub if opts.tsub > 1 and T >= 2 * opts.tsub else 1
+    return max(1, int(round(opts.n_samples / ts)))
+
+
 def _init_patch(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarray, np.ndarray]:
     d1, d2, T = Y3.shape
     if opts.method_init == "corr_pnr":
         A, C, _, _ = corr_pnr_init(Y3, opts, K)
     else:
-        A, C = greedy_init(_tsub(Y3, opts.tsub), opts, int(K or 0))
+        A, C = greedy_init(_tsub(Y3, opts.tsub), opts, int(K or 0), _decay_frames(opts, Y3.shape[-1]))
         if not A.shape[1]:
             C = np.zeros((0, T), np.float32)
         elif C.shape[1] != T:
@@ -982,6 +1059,15 @@ def _embed(A_local: sp.csc_matrix, rows: slice, cols: slice, dims: tuple[int, in
 # ------------------------------------------------------------------------------------------
 # the whole pipeline
 # ------------------------------------------------------------------------------------------
+def _residual_budget(dims: tuple[int, int], opts: Options) -> int:
+    """Seeds the residual pass may add: a third of what the first pass could find (K per patch,
+    or K over the field), at least 5; greedy_init stops sooner where the residual is noise."""
+    if opts.K is not None and opts.K <= 0:
+        return 0
+    n_patches = 1 if opts.rf is None else len(patch_grid(dims, int(opts.rf), int(_stride(opts))))
+    return max(5, int(math.ceil(int(opts.K or 0) * n_patches / 3)))
+
+
 def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
                          dims: tuple[int, int], opts: Options) -> tuple[np.ndarray, np.ndarray]:
     """A second greedy pass on the residual ``Y - A·C - b·f``: finds neurons the first pass
@@ -991,8 +1077,8 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     for blk in mov.blocks:
         R[blk] = mov.rows(blk) - A[blk] @ C - b[blk] @ f
     R3 = R.reshape(dims[1], dims[0], T).transpose(1, 0, 2)
-    k_extra = max(5, int(opts.K or 0) // 3) if opts.K is None or opts.K > 0 else 0
-    A2, C2 = greedy_init(_tsub(R3, opts.tsub), opts, k_extra)
+    k_extra = _residual_budget(dims, opts)
+    A2, C2 = greedy_init(_tsub(R3, opts.tsub), opts, k_extra, _decay_frames(opts, T))
     if not A2.shape[1]:
         return A2, np.zeros((0, T), np.float32)
     if C2.shape[1] != T:
@@ -1018,9 +1104,12 @@ def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims:
         A2, C2, merged = merge_components(A, dec["C"], opts.merge_thr, dims)
         if merged:
             A, b, dec = refit(A2, C2, b, dec["f"])
+    floor = noise_snr_floor(mov.T, opts.n_samples)
     snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
-    keep = snr >= noise_snr_floor(mov.T, opts.n_samples)
-    if not keep.all():
+    for _ in range(3):  # a refit moves signal between components: check again, a few times
+        keep = (snr >= floor) & (fast_fraction(dec["C"], opts.n_samples) >= FAST_FRACTION_MIN)
+        if keep.all():
+            break
         A, b, dec = refit(A[:, keep], dec["C"][keep], b, dec["f"])
         snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
     return A, b, dec, snr
@@ -1079,8 +1168,7 @@ def fit(
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
         patched = True
-        stride = opts.stride if opts.stride is not None else max(1, opts.rf // 2)
-        grid = patch_grid(dims, int(opts.rf), int(stride))
+        grid = patch_grid(dims, int(opts.rf), _stride(opts))
         if mmap_path is None:
             raise ValueError("patches need the C-order memmap path")
         jobs = [(str(mmap_path), dims, r, c, opts) for r, c in grid]
@@ -1144,7 +1232,8 @@ def fit(
     f = dec["f"]
     progress(0.85, "deconvolved")
     rv = r_values(mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
-    good, bad = classify(snr, rv, opts)
+    fast = fast_fraction(dec["C"], opts.n_samples)
+    good, bad = classify(snr, rv, opts, fast)
     sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
         [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in mov.blocks])
     if rm is not None and fluct is not None:
@@ -1156,7 +1245,7 @@ def fit(
     out = dict(
         A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
         g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
-        sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, idx_components=good,
+        sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, fast_fraction=fast, idx_components=good,
         idx_components_bad=bad, **extra,
     )
     return out

@@ -2,6 +2,13 @@
 
 Shared by the builtin CNMF (at the end of a fit), ``row.cnmf.run_eval`` and the viewer's live
 evaluation sliders, so all three always agree.
+
+One addition where the result has it (the builtin backend stores ``fast_fraction``, see
+:func:`..core.fast_fraction`): a component that only its r-value accepts (SNR at most
+``min_SNR``) must also change at a calcium transient's pace (``RV_ONLY_FAST_MIN``). Neuropil,
+vessels and background blobs are as coherent in space as a cell, so their r-value is high; what
+sets them apart is that they change slowly and their events are weak. Results without the
+metric (CaImAn's) follow CaImAn's rule exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ QUALITY_KEYS = (
     "cnn_lowest", "gSig_range", "use_ecc", "max_ecc",
 )  # fmt: skip
 
+#: least share of variance at the transient time scale for an r-value-only acceptance; the
+#: simulator's somata keep 0.1-0.5 (0.3 for the weak ones), neuropil and vessels 0.04-0.11
+RV_ONLY_FAST_MIN = 0.15
+
 
 def select_components(
     SNR_comp: np.ndarray,
@@ -23,16 +34,22 @@ def select_components(
     quality: dict[str, Any],
     cnn_preds: np.ndarray | None = None,
     ecc: np.ndarray | None = None,
+    fast_fraction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's accept rule: above *one* upper threshold and above *every* lower one.
 
     Upper: r >= rval_thr, SNR > min_SNR, (CNN >= min_cnn_thr). Lower (reject if any):
     r <= rval_lowest, SNR <= SNR_lowest, (CNN <= cnn_lowest). With use_ecc, components with
-    eccentricity >= max_ecc move to the rejected set.
+    eccentricity >= max_ecc move to the rejected set. With ``fast_fraction``, r-value-only
+    acceptances also need ``RV_ONLY_FAST_MIN`` (module docstring).
     """
     snr = np.asarray(SNR_comp, dtype=float).ravel()
     r = np.asarray(r_values, dtype=float).ravel()
-    accept = (r >= quality["rval_thr"]) | (snr > quality["min_SNR"])
+    by_snr = snr > quality["min_SNR"]
+    by_r = r >= quality["rval_thr"]
+    if fast_fraction is not None and np.size(fast_fraction) == snr.size:
+        by_r &= np.asarray(fast_fraction, dtype=float).ravel() >= RV_ONLY_FAST_MIN
+    accept = by_r | by_snr
     reject = (r <= quality["rval_lowest"]) | (snr <= quality["SNR_lowest"])
     if quality.get("use_cnn"):
         if quality.get("gSig_range") is not None:
