@@ -25,8 +25,10 @@ process, and RUSAGE_CHILDREN accumulates over every child the parent has waited 
 Suggestion time (the movie is measured once per file) is printed apart, not in mcorr/cnmf.
 
 Manual ROIs miss cells and include cells silent in a short excerpt: compare backends and params
-sets on the same movie rather than reading F1 as absolute. For a recording with ROIs it first
-prints how many of them show activity of their own at all (:func:`roi_activity`): on the
+sets on the same movie rather than reading F1 as absolute. For every recording it first prints
+the share of a pixel's variance that the field's common trace holds (:func:`common_share`: on the
+Inscopix movie 95%, so its std image shows the field's brightness, not its cells), and for a
+recording with ROIs how many of them show activity of their own at all (:func:`roi_activity`): on the
 Neurofinder crop nearly every ROI's trace rises above 5 noise SDs, but only a handful once the
 signal the whole field shares is removed, which bounds the recall of any activity-based method.
 """
@@ -122,6 +124,21 @@ def _score(h5: Path, regions: Path | None) -> dict[str, Any]:
         s = score_masks(found, ref)
         out.update(precision=s["precision"], recall=s["recall"], f1=s["f1"], n_rois=len(ref))
     return out
+
+
+def common_share(rec: Recording, data: Path) -> float:
+    """Median over pixels of the share of a pixel's variance that the field's mean trace explains.
+    Near 1, the movie's std image shows the field brightening and dimming, not its active cells."""
+    import numpy as np
+
+    from mesmerize_widgets.arrays import open_movie
+
+    mov = np.asarray(open_movie(data / rec.path, var_name_hdf5=rec.var_name_hdf5 or "mov")[:], np.float32)
+    Y = mov.reshape(len(mov), -1)
+    Y = Y - Y.mean(0)
+    g = Y.mean(1)
+    beta = g @ Y / (g @ g)
+    return float(np.median(beta**2 * (g @ g) / np.maximum((Y * Y).sum(0), 1e-12)))
 
 
 def roi_activity(rec: Recording, data: Path, z: float = 5.0) -> tuple[int, int, int]:
@@ -285,6 +302,7 @@ def main() -> int:
           f"n_processes {args.n_processes}; Python {sys.version.split()[0]}, numpy {np.__version__}, "
           f"{psutil.cpu_count()} CPUs")
     for rec in recs:
+        print(f"{rec.name}: the field's common trace holds {common_share(rec, args.data):.0%} of a pixel's variance")
         if rec.regions:
             n, raw, own = roi_activity(rec, args.data)
             print(f"{rec.name}: {raw} of {n} manual ROIs rise above 5 noise SDs in their mean trace, {own} once "

@@ -8,6 +8,7 @@ extra (``pip install "mesmerize-widgets[app]"``: voila, ipykernel).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .processes import signal_on_parent_death
 
 BATCH_ENV = "MESMERIZE_BATCH"
 RAW_ENV = "MESMERIZE_RAW_DATA"
@@ -147,20 +150,44 @@ def serve_app(batch_dir: Path, port: int | None = None, host: str = "127.0.0.1",
           flush=True)
     proc = subprocess.Popen(voila_command(notebook, port, host), env=app_env(batch_dir, raw_data),
                             cwd=notebook.parent, start_new_session=True)
-    # SIGTERM too stops Voila (its own session) before this process ends
+    # SIGTERM too stops Voila (its own session) and its kernels before this process ends; and
+    # SIGTERM comes when the parent dies (make does not pass a SIGTERM on to its children)
     old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal_on_parent_death(signal.SIGTERM)
     try:
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_server(proc)
         signal.signal(signal.SIGTERM, old_term)
+
+
+def stop_server(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a server started in its own session and everything it started.
+
+    Jupyter starts each kernel in a session of its own, so signalling Voila's process group
+    leaves the kernels running (holding memory and the batch open); they are collected first
+    and terminated with it.
+    """
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # Voila shuts its kernels down when it can
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
 
 
 def _demo_data_dir(batch_dir: Path) -> Path | None:

@@ -8,6 +8,7 @@ stopped by a finalizer, also when a test fails. Screenshots go to ``test-artifac
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -77,6 +78,18 @@ def _serve(request: pytest.FixtureRequest, cmd: list[str], env: dict[str, str], 
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within 60 s: {log.read_text()[-2000:]}")
+
+
+def _wait_until_served(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Until Voila at ``url`` serves its static files (the command ``proc`` logs to ``log``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=5):
+                return
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -366,14 +379,7 @@ def test_cli_demo_builds_the_batch_and_serves_the_app(request, tmp_path, page):
         assert re.search(rf"\s{algo}\s+done\s", text), (algo, text[-3000:])
     df = mw.load_batch(tmp_path / "demo_batch")
     assert list(df["status"]) == ["done"] * 6
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=5):
-                break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
-            time.sleep(0.5)
+    _wait_until_served(url, proc, log)
     page.goto(url)
     page.locator(".lm-DataGrid, .p-DataGrid").first.wait_for(state="visible")
     assert page.locator(".mesmerize-app-error").count() == 0
@@ -381,3 +387,40 @@ def test_cli_demo_builds_the_batch_and_serves_the_app(request, tmp_path, page):
     assert proc.wait(30) in (0, -signal.SIGINT, 130)
     with pytest.raises(OSError):  # Voila (in its own session) is gone too
         urllib.request.urlopen(f"{url}voila/static/voila.js", timeout=5)
+
+
+def test_sigterm_to_make_demo_ends_the_app_voila_and_its_kernels(request, tmp_path, page, prepared_batch):
+    """``kill`` (or a service manager) sends SIGTERM to the command it started alone: ``make``
+    exits on it without passing it on, and Jupyter starts each kernel in a session of its own.
+    The app, Voila and the kernels must not outlive it."""
+    import psutil
+
+    batch, raw = prepared_batch
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "app.log"
+    out = log.open("wb")
+    request.addfinalizer(out.close)
+    # a parent that, like make, dies on SIGTERM and leaves its child to itself
+    like_make = [sys.executable, "-c", "import subprocess, sys; subprocess.Popen(sys.argv[1:]).wait()"]
+    proc = subprocess.Popen([*like_make, sys.executable, "-m", "mesmerize_widgets.cli", "app", str(batch),
+                             f"--port={port}", "--raw-data", str(raw)], env=_env(tmp_path, batch, raw),
+                            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    seen: list[psutil.Process] = []
+
+    def cleanup() -> None:
+        for p in seen:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+    request.addfinalizer(cleanup)
+    _wait_until_served(url, proc, log)
+    page.goto(url)
+    page.locator(".lm-DataGrid, .p-DataGrid").first.wait_for(state="visible")
+    seen.extend(psutil.Process(proc.pid).children(recursive=True))
+    assert any("mesmerize_widgets.cli" in " ".join(p.cmdline()) for p in seen)
+    kernels = [p for p in seen if "ipykernel" in " ".join(p.cmdline())]
+    assert kernels, [p.cmdline() for p in seen]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM
+    _, alive = psutil.wait_procs(seen, timeout=60)
+    assert not alive, [p.cmdline()[:4] for p in alive]

@@ -234,3 +234,21 @@ def test_run_eval_classifies_with_the_stored_kinetics(batch, raw_dir):
               dims=e.dims, mmap_file=res.mmap_file)
     row.cnmf.run_eval({"min_SNR": 1e9, "rval_thr": -0.5, "SNR_lowest": -1.0, "rval_lowest": -1.0})
     np.testing.assert_array_equal(row.cnmf.get_good_components(), np.flatnonzero(fast > 0))
+
+
+def test_cnmfe_seeds_ignore_a_brightness_change_the_whole_field_shares():
+    """A 1p field whose resting image (cells included) brightens and dims together: the
+    high-pass filter turns every resting cell into a blob moving with the field's trace. No cell
+    owns that signal (the Inscopix recording has it: 95% of a pixel's variance); seeding on it
+    found a component on every resting cell."""
+    rng = np.random.default_rng(4)
+    dims, T = (64, 64), 200
+    rest = sum(_disk(dims, (r, c), 7) for r, c in rng.uniform(8, 56, (12, 2)))
+    rest = 100 + 30 * rest.reshape(dims[1], dims[0]).T
+    g = 1 + 0.3 * ndi.gaussian_filter1d(rng.standard_normal(T), 3)
+    Y3 = (rest[..., None] * g + 0.5 * rng.standard_normal((*dims, T))).astype(np.float32)
+    opts = core.Options.from_main({"gSig": (3, 3), "gSiz": (13, 13), "min_corr": 0.8, "min_pnr": 10,
+                                   "center_psf": True, "method_init": "corr_pnr", "K": None}, cnmfe=True)
+    common = Y3.reshape(-1, T).mean(0)
+    assert core.corr_pnr_init(Y3, opts, None)[0].shape[1] >= 5  # what seeding on it finds
+    assert core.corr_pnr_init(Y3, opts, None, common)[0].shape[1] == 0

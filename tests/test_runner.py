@@ -271,3 +271,18 @@ def test_any_dask_client_can_run_items(batch, movie_file):
                 other.scheduler_info()["workers"]
             )
     assert batch.iloc[0]["status"] == "done"
+
+
+def test_an_input_the_worker_cannot_see_fails_naming_the_path(batch, movie_file):
+    """A node without the raw data mount: the item fails with the path it looked for, nothing lost."""
+    path, _ = movie_file
+    row = batch.caiman.add_item("summary", "s", path, {"main": {}})
+    hidden = path.with_name("elsewhere.tif")
+    path.rename(hidden)  # as if the raw data folder were not mounted where the batch says
+    row.caiman.run(progress=False)
+    rec = BatchStore(batch.attrs["batch_path"]).get(row["uuid"])
+    assert rec["status"] == "failed"
+    assert f"input movie not found: {path}" in rec["error"] and "mounted" in rec["error"]
+    hidden.rename(path)
+    row.caiman.run(progress=False)  # and the item runs once the data is back
+    assert BatchStore(batch.attrs["batch_path"]).get(row["uuid"])["status"] == "done"

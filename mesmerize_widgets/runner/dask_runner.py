@@ -31,19 +31,47 @@ _default_client = None
 _live_handles: set[RunHandle] = set()
 
 
+def _local_cluster(n: int):
+    """``n`` single-threaded workers on this machine, each in a ``dask spec`` subprocess.
+
+    A LocalCluster's workers are "spawn" children of this process, which re-run its main
+    script: a plain script without a ``__main__`` guard would start its analysis again in each
+    (see :mod:`..processes`). ``dask spec`` processes have their own main, whatever ours is.
+    Windows (which SubprocessCluster does not support) keeps the LocalCluster.
+    """
+    from dask.distributed import LocalCluster
+
+    if sys.platform != "win32":
+        from distributed.deploy.subprocess import SubprocessCluster
+
+        watch = ["mesmerize_widgets.runner.parent_watch"]  # they end when this process does
+        # their own logs (they inherit the environment at start): errors only, as silence_logs
+        key, before = "DASK_LOGGING__DISTRIBUTED", os.environ.get("DASK_LOGGING__DISTRIBUTED")
+        os.environ[key] = "error"
+        try:
+            return SubprocessCluster(n_workers=n, threads_per_worker=1, dashboard_address=None,
+                                     silence_logs=logging.ERROR, scheduler_kwargs={"preload": watch},
+                                     worker_kwargs={"preload_nanny": watch})
+        finally:
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR)
+
+
 def default_client(max_workers: int | None = None):
-    """The process-wide LocalCluster client, started on first use (one worker per item slot)."""
+    """The process-wide local cluster's client, started on first use (one worker per item slot)."""
     global _default_client
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     n = max_workers or min(4, os.cpu_count() or 1)
     with _lock:
         if _default_client is None or _default_client.status not in ("running", "connecting"):
-            cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR,
-            )
+            cluster = _local_cluster(n)
             _default_client = Client(cluster)
+            _default_client.wait_for_workers(n, timeout=120)
             atexit.register(shutdown_default_client)
         elif max_workers and len(_default_client.scheduler_info(n_workers=-1).get("workers", {})) != n:
             _default_client.cluster.scale(n)
@@ -84,6 +112,62 @@ def _topological(store: BatchStore, uuids: Sequence[str]) -> list[str]:
     return order
 
 
+class _Bar:
+    """A tqdm bar (a widget in a notebook), redrawn at every update."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc="items", unit="item", disable=not enabled, leave=True)
+
+    def show(self, n: float, finished: int, summary: str) -> None:
+        self._bar.n = n
+        self._bar.set_postfix_str(summary)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _Lines:
+    """Progress for logs (an ``sbatch`` output file, CI, ``nohup``): a plain line every
+    ``every`` seconds and whenever an item finishes, not a bar redrawn at every update."""
+
+    def __init__(self, total: int, every: float = 10.0, stream: Any = None):
+        self.total, self.every, self.stream = total, every, stream or sys.stderr
+        self._t0 = time.monotonic()
+        self._last: tuple[float, int] | None = None
+        self._summary = ""
+        self._n = 0.0
+
+    def show(self, n: float, finished: int, summary: str) -> None:
+        self._n, self._summary = n, summary
+        now = time.monotonic()
+        if self._last is None or finished != self._last[1] or now - self._last[0] >= self.every:
+            self._write()
+            self._last = (now, finished)
+
+    def _write(self) -> None:
+        elapsed = int(time.monotonic() - self._t0)
+        print(f"items: {self._n / max(self.total, 1):4.0%} of {self.total} ({self._summary}) "
+              f"[{elapsed // 60:d}:{elapsed % 60:02d}]", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython") and getattr(sys.modules["IPython"], "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_display(total: int, enabled: bool = True) -> _Bar | _Lines:
+    """A bar in a notebook or a terminal, plain timed lines where stderr is a file or a pipe."""
+    if enabled and not _in_notebook() and not sys.stderr.isatty():
+        return _Lines(total)
+    return _Bar(total, enabled)
+
+
 class RunHandle:
     """The items of one submission; ``wait()`` shows their progress until all have finished."""
 
@@ -108,21 +192,16 @@ class RunHandle:
 
     def wait(self, timeout: float | None = None, progress: bool = True) -> dict[str, str]:
         """Block until every item finished; returns ``{uuid: status}``."""
-        from tqdm.auto import tqdm
-
         deadline = None if timeout is None else time.monotonic() + timeout
-        bar = tqdm(total=len(self.uuids), desc="items", unit="item", disable=not progress, leave=True)
+        bar = progress_display(len(self.uuids), progress)
         try:
             while True:
                 recs = [self.store.get(u) for u in self.uuids]
                 finished = sum(r["status"] in FINISHED for r in recs)
                 running = [r for r in recs if r["status"] == "running"]
-                bar.n = finished + sum(r["progress"] for r in running)
-                bar.set_postfix_str(
-                    f"{finished} finished, {len(running)} running"
-                    + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else "")
-                )
-                bar.refresh()
+                bar.show(finished + sum(r["progress"] for r in running), finished,
+                         f"{finished} finished, {len(running)} running"
+                         + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else ""))
                 if finished == len(recs):
                     break
                 if any(f.status == "error" for f in self.futures.values()):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 import time
 import traceback
@@ -90,7 +91,10 @@ def run_item(batch_dir: str, uuid: str, run_id: str, backend: str, n_processes: 
             n_processes=n_processes,
         )
         if not ctx.input_path.exists() and not any(c in str(ctx.input_path) for c in "*?["):
-            raise FileNotFoundError(f"input movie not found: {ctx.input_path}")
+            raise FileNotFoundError(
+                f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "
+                "the raw data folder must be mounted at the same path on every node)"
+            )
         outputs = algo.run_function(backend)(ctx)
         outputs = _relative_outputs(outputs, tmp, uuid)
         outputs.update(success=True, traceback=None)

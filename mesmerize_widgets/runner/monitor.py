@@ -8,7 +8,6 @@ with the reason. It never leaves a temporary output directory behind.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..processes import signal_on_parent_death
 from ..store import FINISHED, BatchStore
 from ..store.batch_store import now_iso
 from .item_process import remove_stale_partials, tmp_dir_for
@@ -29,12 +29,8 @@ TERMINATE_GRACE_S = 5.0
 
 
 def _die_with_parent() -> None:
-    """Linux: the item process gets SIGKILL if its monitor (the Dask worker) dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """The item process gets SIGKILL if its monitor (the Dask worker) dies."""
+    signal_on_parent_death(signal.SIGKILL)
 
 
 def _signal_name(rc: int) -> str:

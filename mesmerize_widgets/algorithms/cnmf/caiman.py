@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...processes import main_module_hidden
 from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
@@ -58,7 +59,8 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         params = CNMFParams(params_dict=main)
         params.change_params({"data": {"fnames": [str(mmap)], "dims": dims}})
         if n_proc > 1:
-            _, dview, n_proc = cm.cluster.setup_cluster(backend="multiprocessing", n_processes=n_proc)
+            with main_module_hidden():  # a plain script's top level must not run in the pool
+                _, dview, n_proc = cm.cluster.setup_cluster(backend="multiprocessing", n_processes=n_proc)
         Yr, dims_, T = cm.load_memmap(str(mmap))
         images = np.reshape(Yr.T, [T, *dims_], order="F")
         ctx.progress(0.15, "fitting (CaImAn)")

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +41,7 @@ import scipy.special
 from scipy.stats import norm
 
 from ...errors import ParamError
+from ...processes import spawn_pool
 from .evaluation import select_components
 from .ring import RingModel
 
@@ -525,13 +525,31 @@ def local_correlation(Y3: np.ndarray) -> np.ndarray:
     return (tot / np.maximum(cnt, 1)).astype(np.float32)
 
 
-def corr_pnr_images(Y3: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def without_common_signal(X: np.ndarray, common: np.ndarray) -> np.ndarray:
+    """Each pixel's trace (last axis) minus its regression on ``common``, the whole field's mean
+    trace, in place. A brightness change shared by the field (illumination, a global neuropil
+    swing) shows through the filters as every cell-shaped feature of the resting image moving
+    together; no cell owns it, and it must not seed one."""
+    g = np.asarray(common, np.float64) - np.median(common)
+    gg = float(g @ g)
+    if gg > 0:
+        g32 = g.astype(np.float32)
+        X -= (X @ g32 / np.float32(gg))[..., None] * g32
+    return X
+
+
+def corr_pnr_images(Y3: np.ndarray, opts: Options, common: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Correlation and peak-to-noise images of the high-pass-filtered movie (CNMF-E).
 
-    Returns (cn, pnr, filtered movie minus its median, per-pixel noise of the filtered movie).
+    With ``common`` (the field's mean trace) the filtered movie's share of it is removed first
+    (:func:`without_common_signal`). Returns (cn, pnr, filtered movie minus its median, per-pixel
+    noise of the filtered movie).
     """
     F = highpass_filter(Y3, opts.gSig, opts.gSiz, opts.center_psf)
     F -= np.median(F, axis=-1, keepdims=True)
+    if common is not None:
+        without_common_signal(F, common)
     sn = noise_psd(F, opts.noise_range)
     sn = np.maximum(sn, 1e-6)
     pnr = (F.max(-1) / sn).astype(np.float32)
@@ -541,7 +559,8 @@ def corr_pnr_images(Y3: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarr
     return cn, pnr, F, sn
 
 
-def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CNMF-E seeds: pixels with correlation > min_corr and PNR > min_pnr, best (cn*pnr) first.
 
     Each seed's trace is its filtered time series; its footprint is the regression of the raw
@@ -550,7 +569,7 @@ def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndar
     two images.
     """
     d1, d2, T = Y3.shape
-    cn, pnr, F, sn = corr_pnr_images(Y3, opts)
+    cn, pnr, F, sn = corr_pnr_images(Y3, opts, common)
     if T < 3:
         return np.zeros((d1 * d2, 0), np.float32), np.zeros((0, T), np.float32), cn, pnr
     R = Y3.astype(np.float32) - np.median(Y3, axis=-1, keepdims=True).astype(np.float32)
@@ -1011,10 +1030,18 @@ def _decay_frames(opts: Options, T: int) -> int:
     return max(1, int(round(opts.n_samples / ts)))
 
 
-def _init_patch(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _common_trace(mov: _Movie, opts: Options) -> np.ndarray | None:
+    """The field's mean trace, which CNMF-E's seeding removes (:func:`without_common_signal`)."""
+    if opts.method_init != "corr_pnr":
+        return None
+    return (mov.AtY(np.full((mov.P, 1), 1.0 / mov.P, np.float32))[0]).astype(np.float32)
+
+
+def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     d1, d2, T = Y3.shape
     if opts.method_init == "corr_pnr":
-        A, C, _, _ = corr_pnr_init(Y3, opts, K)
+        A, C, _, _ = corr_pnr_init(Y3, opts, K, common)
     else:
         A, C = greedy_init(_tsub(Y3, opts.tsub), opts, int(K or 0), _decay_frames(opts, Y3.shape[-1]))
         if not A.shape[1]:
@@ -1030,13 +1057,13 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None) -> tuple[np.ndarra
 
 def fit_patch(args: tuple) -> tuple[tuple[slice, slice], sp.csc_matrix, np.ndarray]:
     """Initialise (and, unless only_init, refine) one patch; run in a worker process."""
-    mmap_path, dims, rows, cols, opts = args
+    mmap_path, dims, rows, cols, opts, common = args
     from ...formats.memmap import load_memmap
 
     Yr, _, _ = load_memmap(mmap_path)
     Y3 = _read_patch(Yr, dims, rows, cols)
     pdims = Y3.shape[:2]
-    A, C = _init_patch(Y3, opts, opts.K)
+    A, C = _init_patch(Y3, opts, opts.K, common)
     if A.shape[1] and not opts.only_init:
         mov = _Movie(Y3.reshape(-1, Y3.shape[-1], order="F"))
         b, f = _init_background(mov, A, C, max(background_rank(opts), 1), np.random.default_rng(opts.seed))
@@ -1163,7 +1190,7 @@ def fit(
         progress(0.3, f"seeded with {A.shape[1]} masks")
     elif opts.rf is None:
         Y3 = np.asarray(Yr, np.float32).reshape(dims[1], dims[0], T).transpose(1, 0, 2)
-        A, C = _init_patch(Y3, opts, opts.K)
+        A, C = _init_patch(Y3, opts, opts.K, _common_trace(mov, opts))
         del Y3
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
@@ -1171,12 +1198,11 @@ def fit(
         grid = patch_grid(dims, int(opts.rf), _stride(opts))
         if mmap_path is None:
             raise ValueError("patches need the C-order memmap path")
-        jobs = [(str(mmap_path), dims, r, c, opts) for r, c in grid]
+        common = _common_trace(mov, opts)
+        jobs = [(str(mmap_path), dims, r, c, opts, common) for r, c in grid]
         parts = []
         if n_processes > 1 and len(jobs) > 1:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(min(n_processes, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+            with spawn_pool(min(n_processes, len(jobs))) as ex:
                 for i, res in enumerate(ex.map(fit_patch, jobs)):
                     parts.append(res)
                     progress(0.05 + 0.3 * (i + 1) / len(jobs), f"patch {i + 1}/{len(jobs)}")

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from scipy.ndimage import median_filter
 
 from ...arrays import open_movie
 from ...formats.memmap import memmap_name
+from ...processes import spawn_pool
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
@@ -279,7 +279,7 @@ def _executor(n: int) -> Iterator[Executor | None]:
         return
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: "1" for k in _THREAD_VARS})
-    ex = ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    ex = spawn_pool(n, initializer=_worker_init)
     try:
         yield ex
     finally:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ...arrays import LazyMemmap, open_movie
 from ...formats.memmap import memmap_name, parse_memmap_name
+from ...processes import main_module_hidden
 from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
@@ -47,7 +48,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         from caiman.source_extraction.cnmf.params import CNMFParams
 
         if ctx.n_processes > 1:
-            cluster, dview, _ = cm.cluster.setup_cluster(backend="multiprocessing", n_processes=ctx.n_processes)
+            with main_module_hidden():  # a plain script's top level must not run in the pool
+                cluster, dview, _ = cm.cluster.setup_cluster(backend="multiprocessing", n_processes=ctx.n_processes)
         opts = CNMFParams(params_dict=_caiman_params(p))
         ctx.progress(0.05, "caiman MotionCorrect")
         # CaImAn keeps var_name_hdf5 in its data group, which MotionCorrect never reads: pass it

@@ -1,0 +1,86 @@
+"""Worker processes that never re-run the user's script.
+
+Python's "spawn" start method runs the parent's ``__main__`` again in every child: a plain
+script without an ``if __name__ == "__main__":`` guard would start its whole analysis anew in
+each worker and die there ("An attempt has been made to start a new process before the current
+process has finished its bootstrapping phase"). Notebooks have no main file, which is why they
+never saw it. Our workers need nothing from ``__main__`` (they run our own functions), so the
+pools here hide it from multiprocessing while their workers start, and the default Dask cluster
+starts its workers with ``dask spec`` subprocesses (see ``runner.dask_runner``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing as mp
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, wait
+from typing import Any
+
+_lock = threading.RLock()
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While inside, children started with "spawn" or "forkserver" do not import ``__main__``.
+
+    multiprocessing re-imports the main module by ``__spec__.name`` (``python -m``) or by
+    ``__file__`` (``python script.py``); both are set aside here and put back on exit.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _lock:
+        spec = getattr(main, "__spec__", None)
+        path = main.__dict__.get("__file__", _MISSING)
+        if spec is None and path is _MISSING:  # an interactive session or a notebook
+            yield
+            return
+        main.__spec__ = None
+        if path is not _MISSING:
+            del main.__dict__["__file__"]
+        try:
+            yield
+        finally:
+            main.__spec__ = spec
+            if path is not _MISSING:
+                main.__dict__["__file__"] = path
+
+
+def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
+               initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A "spawn" ProcessPoolExecutor whose ``max_workers`` processes are all running on return.
+
+    The executor starts a worker per submission until it has ``max_workers`` (never later
+    unless one dies, which breaks the pool anyway), so starting them all here, with the main
+    module hidden, means no worker of it ever re-runs the caller's script.
+    """
+    ex = ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("spawn"),
+                             initializer=initializer, initargs=initargs)
+    with main_module_hidden():
+        # each submission finds no idle worker (they take a second to start) and adds one
+        started = [ex.submit(time.sleep, 0.01) for _ in range(max_workers)]
+        wait(started)
+    return ex
+
+
+def signal_on_parent_death(sig: int) -> None:
+    """Linux: this process receives ``sig`` when its parent dies (elsewhere: nothing).
+
+    For processes whose parent does not pass signals on: an item process under its monitor,
+    or the app under ``make demo`` (make exits on SIGTERM and leaves its children running).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: too late for the kernel to tell us
+        os.kill(os.getpid(), sig)
