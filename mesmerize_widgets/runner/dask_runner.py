@@ -8,6 +8,7 @@ item's own process, so the store is the single source of truth for status and pr
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import uuid as uuid_mod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..algorithms import choose_backend, get_algorithm
@@ -29,6 +30,21 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _default_client = None
 _live_handles: set[RunHandle] = set()
+
+
+@contextlib.contextmanager
+def _quiet_subprocess_logs() -> Iterator[None]:
+    """Dask processes started inside log errors only (they read the environment at start)."""
+    key = "DASK_LOGGING__DISTRIBUTED"
+    before = os.environ.get(key)
+    os.environ[key] = "error"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _local_cluster(n: int):
@@ -45,18 +61,10 @@ def _local_cluster(n: int):
         from distributed.deploy.subprocess import SubprocessCluster
 
         watch = ["mesmerize_widgets.runner.parent_watch"]  # they end when this process does
-        # their own logs (they inherit the environment at start): errors only, as silence_logs
-        key, before = "DASK_LOGGING__DISTRIBUTED", os.environ.get("DASK_LOGGING__DISTRIBUTED")
-        os.environ[key] = "error"
-        try:
+        with _quiet_subprocess_logs():
             return SubprocessCluster(n_workers=n, threads_per_worker=1, dashboard_address=None,
                                      silence_logs=logging.ERROR, scheduler_kwargs={"preload": watch},
                                      worker_kwargs={"preload_nanny": watch})
-        finally:
-            if before is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = before
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                         silence_logs=logging.ERROR)
 
@@ -74,8 +82,9 @@ def default_client(max_workers: int | None = None):
             _default_client.wait_for_workers(n, timeout=120)
             atexit.register(shutdown_default_client)
         elif max_workers and len(_default_client.scheduler_info(n_workers=-1).get("workers", {})) != n:
-            _default_client.cluster.scale(n)
-            _default_client.wait_for_workers(n, timeout=120)
+            with _quiet_subprocess_logs():
+                _default_client.cluster.scale(n)
+                _default_client.wait_for_workers(n, timeout=120)
     return _default_client
 
 
