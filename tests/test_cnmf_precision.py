@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.cnmf import core, evaluation
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf, save_cnmf
-from mesmerize_widgets.sim import match_to_truth, simulate_2p, simulate_realistic_2p
+from mesmerize_widgets.sim import match_to_truth, simulate_2p, simulate_realistic_1p, simulate_realistic_2p
 
 DEMO_PARAMS = {
     "fr": 30, "p": 1, "nb": 2, "merge_thr": 0.85, "rf": 15, "stride": 6, "K": 4, "gSig": (4, 4),
@@ -252,3 +252,22 @@ def test_cnmfe_seeds_ignore_a_brightness_change_the_whole_field_shares():
     common = Y3.reshape(-1, T).mean(0)
     assert core.corr_pnr_init(Y3, opts, None)[0].shape[1] >= 5  # what seeding on it finds
     assert core.corr_pnr_init(Y3, opts, None, common)[0].shape[1] == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_realistic_1p_without_cells_accepts_nothing(tmp_path, seed):
+    """CNMF-E on a miniscope-like field with no cells (vignetting, vessels, a fluctuating
+    background, neuropil, drift, bleaching): nothing accepted with CaImAn's default evaluation."""
+    sim = simulate_realistic_1p(seed=seed, n_neurons=0)
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, np.asarray(sim.movie, np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    algo = get_algorithm("cnmfe")
+    main = {"fr": 20.0, "decay_time": 0.5, "gSig": (3, 3), "gSiz": (13, 13), "min_corr": 0.8, "min_pnr": 10.0,
+            "min_SNR": 2.5, "rval_thr": 0.8, "use_cnn": False}
+    ctx = RunContext(input_path=src, params=algo.schema.validate({"main": main}), output_dir=out, prefix="item",
+                     n_processes=1)
+    e = load_cnmf(algo.run_function("builtin")(ctx)["cnmf-hdf5-path"]).estimates
+    good = np.asarray(e.idx_components, int)
+    assert len(good) == 0, f"accepted {len(good)}: SNR {e.SNR_comp[good]}, r {e.r_values[good]}"
