@@ -17,7 +17,12 @@ from scipy import ndimage as ndi
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.cnmf import core, evaluation
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf, save_cnmf
-from mesmerize_widgets.sim import match_to_truth, simulate_2p, simulate_realistic_1p, simulate_realistic_2p
+from mesmerize_widgets.sim import (
+    match_to_truth,
+    simulate_2p,
+    simulate_realistic_1p,
+    simulate_realistic_2p,
+)
 
 DEMO_PARAMS = {
     "fr": 30, "p": 1, "nb": 2, "merge_thr": 0.85, "rf": 15, "stride": 6, "K": 4, "gSig": (4, 4),
