@@ -459,7 +459,7 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
     gsig, ncells, cen, _ = _cell_size(act)
     if gsig is not None:
         # second pass with a background scale well above the cell size, so cells are untouched
-        act = _activity_image(Y, max(bg, 4 * gsig))
+        act = _activity_image(Y, max(bg, 8 * gsig))
         gsig, ncells, cen, _ = _cell_size(act)
     size_from = "activity image"
     if not one_photon:
