@@ -286,3 +286,23 @@ def test_an_input_the_worker_cannot_see_fails_naming_the_path(batch, movie_file)
     hidden.rename(path)
     row.caiman.run(progress=False)  # and the item runs once the data is back
     assert BatchStore(batch.attrs["batch_path"]).get(row["uuid"])["status"] == "done"
+
+
+def test_item_processes_get_their_share_of_the_cores(batch, slow_movie, client):
+    """The session's cluster runs 2 items at a time: each item process sizes its thread pools to
+    its share of the cores (unless the user set the variables)."""
+    from mesmerize_widgets.runner.dask_runner import THREAD_VARS
+
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(wait=False)
+    rec = wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["status"] == "running" and r,
+                   what="the item to run")
+    raw = Path(f"/proc/{rec['pid']}/environ").read_bytes().split(b"\0")
+    env = dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+    n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    for k in THREAD_VARS:
+        expected = os.environ.get(k, str(max(1, (os.cpu_count() or 1) // n_workers)))
+        assert env.get(k) == expected, (k, env.get(k))
+    row.caiman.cancel()
+    handle.wait(timeout=60, progress=False)

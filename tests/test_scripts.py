@@ -118,3 +118,19 @@ def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
+    """Two items at a time on 2 cores: one BLAS/OpenMP/OpenCV thread each (each library would
+    start one per core, and four spinning threads on two cores ran slower than one item at a
+    time); a variable the user set is kept."""
+    import os
+
+    from mesmerize_widgets.runner.dask_runner import THREAD_VARS, thread_budget
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert thread_budget(2, {}) == dict.fromkeys(THREAD_VARS, "1")
+    assert thread_budget(1, {}) == dict.fromkeys(THREAD_VARS, "2")
+    assert "OMP_NUM_THREADS" not in thread_budget(2, {"OMP_NUM_THREADS": "8"})
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert thread_budget(3, {})["OPENBLAS_NUM_THREADS"] == "5"
