@@ -779,6 +779,12 @@ def min_footprint_pixels(gSig: tuple[int, int]) -> int:
     return max(3, int(math.ceil(math.pi * gSig[0] * gSig[1] / 2)))
 
 
+def _footprint_cosine(A: np.ndarray) -> np.ndarray:
+    """(K, K) cosine similarity of the footprints (columns of A)."""
+    nA = np.linalg.norm(A, axis=0)
+    return (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12)
+
+
 def _drop_small(A: np.ndarray, C: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
     return _drop_empty(A, C, min_footprint_pixels(opts.gSig))
 
@@ -828,8 +834,7 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     Cc = C - C.mean(1, keepdims=True)
     sd = np.linalg.norm(Cc, axis=1)
     corr = (Cc @ Cc.T) / np.maximum(np.outer(sd, sd), 1e-12)
-    nA = np.linalg.norm(A, axis=0)
-    same = (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12) >= SAME_FOOTPRINT
+    same = _footprint_cosine(A) >= SAME_FOOTPRINT
     if touching:
         adj = (overlap & (corr > thr)) | (contained & (corr > min(thr, PIECE_CORR))) | same
     else:
@@ -944,8 +949,7 @@ def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.nda
     rv = np.zeros(K)
     if K == 0:
         return rv
-    nA = np.linalg.norm(A, axis=0)
-    AA = (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12)
+    AA = _footprint_cosine(A)
     np.fill_diagonal(AA, 0)
     loc = _activity_frames(C, fr)
     for i in range(K):
@@ -1024,9 +1028,9 @@ def _read_patch(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice)
     return out
 
 
-def _decay_frames(opts: Options, T: int) -> int:
-    """Frames of one transient's decay in the movie greedy_init sees (after ``_tsub``)."""
-    ts = opts.tsub if opts.tsub > 1 and T >= 2 * opts.tsub else 1
+def _decay_frames(opts: Options, T: int, T_seen: int) -> int:
+    """Frames of one transient's decay in the ``T_seen`` frames that ``_tsub`` made of ``T``."""
+    ts = 1 if T_seen == T else opts.tsub
     return max(1, int(round(opts.n_samples / ts)))
 
 
@@ -1043,7 +1047,8 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
     if opts.method_init == "corr_pnr":
         A, C, _, _ = corr_pnr_init(Y3, opts, K, common)
     else:
-        A, C = greedy_init(_tsub(Y3, opts.tsub), opts, int(K or 0), _decay_frames(opts, Y3.shape[-1]))
+        Ys = _tsub(Y3, opts.tsub)
+        A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1]))
         if not A.shape[1]:
             C = np.zeros((0, T), np.float32)
         elif C.shape[1] != T:
@@ -1105,7 +1110,8 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         R[blk] = mov.rows(blk) - A[blk] @ C - b[blk] @ f
     R3 = R.reshape(dims[1], dims[0], T).transpose(1, 0, 2)
     k_extra = _residual_budget(dims, opts)
-    A2, C2 = greedy_init(_tsub(R3, opts.tsub), opts, k_extra, _decay_frames(opts, T))
+    Rs = _tsub(R3, opts.tsub)
+    A2, C2 = greedy_init(Rs, opts, k_extra, _decay_frames(opts, T, Rs.shape[-1]))
     if not A2.shape[1]:
         return A2, np.zeros((0, T), np.float32)
     if C2.shape[1] != T:
@@ -1113,13 +1119,19 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     return A2, C2
 
 
+def _trace_metrics(dec: dict[str, Any], opts: Options) -> tuple[np.ndarray, np.ndarray]:
+    """SNR_comp and fast_fraction of the deconvolved components."""
+    return snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples), fast_fraction(dec["C"], opts.n_samples)
+
+
 def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims: tuple[int, int],
-           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray, np.ndarray]:
     """After deconvolution: merge the pieces of one cell that the denoised traces reveal, and drop
     components whose trace is no more exceptional than white noise (:func:`noise_snr_floor`);
     such a component is noise that the fit shaped to itself, and its r-value is high because of
     it. Each change is followed by one HALS pass and a new deconvolution. Returns A, b, the
-    deconvolution outputs and the components' SNR_comp. Not applied to seeded (``Ain``) runs."""
+    deconvolution outputs and the components' SNR_comp and fast_fraction. Not applied to
+    seeded (``Ain``) runs."""
 
     def refit(A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray) -> tuple:
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
@@ -1132,14 +1144,14 @@ def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims:
         if merged:
             A, b, dec = refit(A2, C2, b, dec["f"])
     floor = noise_snr_floor(mov.T, opts.n_samples)
-    snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
+    snr, fast = _trace_metrics(dec, opts)
     for _ in range(3):  # a refit moves signal between components: check again, a few times
-        keep = (snr >= floor) & (fast_fraction(dec["C"], opts.n_samples) >= FAST_FRACTION_MIN)
+        keep = (snr >= floor) & (fast >= FAST_FRACTION_MIN)
         if keep.all():
             break
         A, b, dec = refit(A[:, keep], dec["C"][keep], b, dec["f"])
-        snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
-    return A, b, dec, snr
+        snr, fast = _trace_metrics(dec, opts)
+    return A, b, dec, snr, fast
 
 
 def check_geometry(dims: tuple[int, int], opts: Options) -> None:
@@ -1252,13 +1264,12 @@ def fit(
     A, C = _unit_footprints(A, C)
     dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
     if Ain is None:
-        A, b, dec, snr = _prune(mov, A, b, dec, dims, opts)
+        A, b, dec, snr, fast = _prune(mov, A, b, dec, dims, opts)
     else:
-        snr = snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples)
+        snr, fast = _trace_metrics(dec, opts)
     f = dec["f"]
     progress(0.85, "deconvolved")
     rv = r_values(mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
-    fast = fast_fraction(dec["C"], opts.n_samples)
     good, bad = classify(snr, rv, opts, fast)
     sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
         [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in mov.blocks])
