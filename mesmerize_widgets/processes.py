@@ -25,6 +25,27 @@ from typing import Any
 _lock = threading.RLock()
 _MISSING = object()
 
+#: the thread pools of BLAS, OpenMP, numexpr and OpenCV, each sized by its own variable, which
+#: a process reads when it starts
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "OPENCV_FOR_THREADS_NUM")
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while inside, for the processes started there (they
+    copy it when they start); each variable is put back as it was on exit."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 @contextlib.contextmanager
 def main_module_hidden() -> Iterator[None]:
@@ -55,16 +76,18 @@ def main_module_hidden() -> Iterator[None]:
 
 
 def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
-               initargs: tuple = ()) -> ProcessPoolExecutor:
+               initargs: tuple = (), threads_per_worker: int | None = None) -> ProcessPoolExecutor:
     """A "spawn" ProcessPoolExecutor whose ``max_workers`` processes are all running on return.
 
     The executor starts a worker per submission until it has ``max_workers`` (never later
     unless one dies, which breaks the pool anyway), so starting them all here, with the main
-    module hidden, means no worker of it ever re-runs the caller's script.
+    module hidden, means no worker of it ever re-runs the caller's script. With
+    ``threads_per_worker`` the workers' thread pools (``THREAD_VARS``) start that size.
     """
     ex = ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("spawn"),
                              initializer=initializer, initargs=initargs)
-    with main_module_hidden():
+    threads = {} if threads_per_worker is None else dict.fromkeys(THREAD_VARS, str(threads_per_worker))
+    with main_module_hidden(), environment(threads):
         # each submission finds no idle worker (they take a second to start) and adds one
         started = [ex.submit(time.sleep, 0.01) for _ in range(max_workers)]
         wait(started)

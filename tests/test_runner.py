@@ -291,7 +291,7 @@ def test_an_input_the_worker_cannot_see_fails_naming_the_path(batch, movie_file)
 def test_item_processes_get_their_share_of_the_cores(batch, slow_movie, client):
     """The session's cluster runs 2 items at a time: each item process sizes its thread pools to
     its share of the cores (unless the user set the variables)."""
-    from mesmerize_widgets.runner.dask_runner import THREAD_VARS
+    from mesmerize_widgets.processes import THREAD_VARS
 
     row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
     store = BatchStore(batch.attrs["batch_path"])

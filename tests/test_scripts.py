@@ -19,12 +19,16 @@ from mesmerize_widgets.store import BatchStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _script_env(tmp_path: Path) -> dict[str, str]:
+    """A user's shell: the project importable, nothing of the test session's environment."""
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+
 def _run_script(tmp_path: Path, body: str, timeout: float = 300) -> subprocess.CompletedProcess:
     script = tmp_path / "analysis.py"
     script.write_text(textwrap.dedent(body))
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, script.name], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, script.name], cwd=tmp_path, env=_script_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _problems(proc: subprocess.CompletedProcess) -> list[str]:
@@ -104,8 +108,7 @@ def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
     script = tmp_path / "hold.py"
     script.write_text("import time\nfrom mesmerize_widgets.runner import default_client\n"
                       "default_client(2)\nprint('ready', flush=True)\ntime.sleep(600)\n")
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=_script_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
@@ -126,7 +129,8 @@ def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
     time); a variable the user set is kept."""
     import os
 
-    from mesmerize_widgets.runner.dask_runner import THREAD_VARS, thread_budget
+    from mesmerize_widgets.processes import THREAD_VARS
+    from mesmerize_widgets.runner.dask_runner import thread_budget
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert thread_budget(2, {}) == dict.fromkeys(THREAD_VARS, "1")

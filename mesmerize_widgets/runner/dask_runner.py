@@ -8,7 +8,6 @@ item's own process, so the store is the single source of truth for status and pr
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import socket
@@ -16,11 +15,12 @@ import sys
 import threading
 import time
 import uuid as uuid_mod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..algorithms import choose_backend, get_algorithm
 from ..errors import DependencyError
+from ..processes import THREAD_VARS, environment
 from ..store import ACTIVE, FINISHED, BatchStore
 from ..store.paths import get_parent_raw_data_path
 from .monitor import run_item_task
@@ -32,19 +32,8 @@ _default_client = None
 _live_handles: set[RunHandle] = set()
 
 
-@contextlib.contextmanager
-def _quiet_subprocess_logs() -> Iterator[None]:
-    """Dask processes started inside log errors only (they read the environment at start)."""
-    key = "DASK_LOGGING__DISTRIBUTED"
-    before = os.environ.get(key)
-    os.environ[key] = "error"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+#: Dask processes started with this environment log errors only (as ``silence_logs``)
+_QUIET_DASK = {"DASK_LOGGING__DISTRIBUTED": "error"}
 
 
 def _local_cluster(n: int):
@@ -61,7 +50,7 @@ def _local_cluster(n: int):
         from distributed.deploy.subprocess import SubprocessCluster
 
         watch = ["mesmerize_widgets.runner.parent_watch"]  # they end when this process does
-        with _quiet_subprocess_logs():
+        with environment(_QUIET_DASK):
             return SubprocessCluster(n_workers=n, threads_per_worker=1, dashboard_address=None,
                                      silence_logs=logging.ERROR, scheduler_kwargs={"preload": watch},
                                      worker_kwargs={"preload_nanny": watch})
@@ -82,7 +71,7 @@ def default_client(max_workers: int | None = None):
             _default_client.wait_for_workers(n, timeout=120)
             atexit.register(shutdown_default_client)
         elif max_workers and len(_default_client.scheduler_info(n_workers=-1).get("workers", {})) != n:
-            with _quiet_subprocess_logs():
+            with environment(_QUIET_DASK):
                 _default_client.cluster.scale(n)
                 _default_client.wait_for_workers(n, timeout=120)
     return _default_client
@@ -238,18 +227,13 @@ def _record_task_errors(store: BatchStore, futures: dict[str, Any]) -> None:
                              error=f"the Dask task running this item failed: {exc!r}")
 
 
-#: the thread pools of numpy's BLAS, OpenMP, numexpr and OpenCV, each sized by its own variable
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "OPENCV_FOR_THREADS_NUM")
-
-
 def thread_budget(n_items: int, env: dict[str, str]) -> dict[str, str]:
     """Thread-pool sizes for items running ``n_items`` at a time on this machine's cores.
 
     Each library sizes its pool to every core by default, so two items on two cores run four
     or more busy threads and, spinning on each other, finish later than one after the other
-    (measured: 8 rigid mcorr items, 0.86x with 2 workers; 1.60x with this budget). Variables the
-    user set are kept.
+    (measured with bench_runner.py: 8 rigid mcorr items, 0.86x with 2 workers; 1.64x with this
+    budget). Variables the user set are kept.
     """
     per_item = str(max(1, (os.cpu_count() or 1) // max(1, n_items)))
     return {k: per_item for k in THREAD_VARS if k not in env}

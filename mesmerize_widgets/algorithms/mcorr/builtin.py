@@ -264,9 +264,6 @@ def _write_frames(path: str, start: int, frames: np.ndarray) -> None:
 
 
 # -- orchestration ----------------------------------------------------------------------------
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
 @contextlib.contextmanager
 def _executor(n: int) -> Iterator[Executor | None]:
     """A pool of ``n`` fresh worker processes with single-threaded BLAS/OpenMP (None if n == 1).
@@ -277,18 +274,11 @@ def _executor(n: int) -> Iterator[Executor | None]:
     if n <= 1:
         yield None
         return
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-    os.environ.update({k: "1" for k in _THREAD_VARS})
-    ex = spawn_pool(n, initializer=_worker_init)
+    ex = spawn_pool(n, initializer=_worker_init, threads_per_worker=1)
     try:
         yield ex
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _bounded_map(ex: Executor | None, fn: Callable, tasks: Iterable, limit: int) -> Iterator:
