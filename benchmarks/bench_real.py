@@ -126,14 +126,20 @@ def _score(h5: Path, regions: Path | None) -> dict[str, Any]:
     return out
 
 
-def common_share(rec: Recording, data: Path) -> float:
-    """Median over pixels of the share of a pixel's variance that the field's mean trace explains.
-    Near 1, the movie's std image shows the field brightening and dimming, not its active cells."""
+def read_movie(rec: Recording, data: Path) -> Any:
+    """The whole recording as a float32 (frames, rows, cols) array (they are small)."""
     import numpy as np
 
     from mesmerize_widgets.arrays import open_movie
 
-    mov = np.asarray(open_movie(data / rec.path, var_name_hdf5=rec.var_name_hdf5 or "mov")[:], np.float32)
+    return np.asarray(open_movie(data / rec.path, var_name_hdf5=rec.var_name_hdf5 or "mov")[:], np.float32)
+
+
+def common_share(mov: Any) -> float:
+    """Median over pixels of the share of a pixel's variance that the field's mean trace explains.
+    Near 1, the movie's std image shows the field brightening and dimming, not its active cells."""
+    import numpy as np
+
     Y = mov.reshape(len(mov), -1)
     Y = Y - Y.mean(0)
     g = Y.mean(1)
@@ -141,7 +147,7 @@ def common_share(rec: Recording, data: Path) -> float:
     return float(np.median(beta**2 * (g @ g) / np.maximum((Y * Y).sum(0), 1e-12)))
 
 
-def roi_activity(rec: Recording, data: Path, z: float = 5.0) -> tuple[int, int, int]:
+def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> tuple[int, int, int]:
     """(ROIs, ROIs whose mean trace rises above ``z`` noise SDs, the same once the field's common
     signal is regressed out). The common signal is the movie's first temporal principal
     component: what every pixel shares (neuropil, a global brightness change) and no cell owns.
@@ -149,12 +155,10 @@ def roi_activity(rec: Recording, data: Path, z: float = 5.0) -> tuple[int, int, 
     import numpy as np
 
     from mesmerize_widgets.algorithms.cnmf.core import noise_psd
-    from mesmerize_widgets.arrays import open_movie
     from mesmerize_widgets.sim.scoring import masks_from_coordinates
 
-    mov = np.asarray(open_movie(data / rec.path, var_name_hdf5=rec.var_name_hdf5 or "mov")[:], np.float32)
     T = len(mov)
-    ref = masks_from_coordinates(json.loads((data / str(rec.regions)).read_text()), mov.shape[1:])
+    ref = masks_from_coordinates(json.loads(regions.read_text()), mov.shape[1:])
     Y = mov.reshape(T, -1)
     traces = np.stack([Y[:, m.ravel()].mean(1) for m in ref])
 
@@ -302,9 +306,10 @@ def main() -> int:
           f"n_processes {args.n_processes}; Python {sys.version.split()[0]}, numpy {np.__version__}, "
           f"{psutil.cpu_count()} CPUs")
     for rec in recs:
-        print(f"{rec.name}: the field's common trace holds {common_share(rec, args.data):.0%} of a pixel's variance")
+        mov = read_movie(rec, args.data)
+        print(f"{rec.name}: the field's common trace holds {common_share(mov):.0%} of a pixel's variance")
         if rec.regions:
-            n, raw, own = roi_activity(rec, args.data)
+            n, raw, own = roi_activity(mov, args.data / rec.regions)
             print(f"{rec.name}: {raw} of {n} manual ROIs rise above 5 noise SDs in their mean trace, {own} once "
                   "the field's common signal (first principal component) is removed")
     head = (f"{'movie':18} {'algo':5} {'params':9} {'backend':7} {'K':>4} {'acc':>4} {'prec':>5} {'recall':>6} "
