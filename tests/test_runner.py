@@ -16,6 +16,7 @@ from helpers import wait_for
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.algorithms.images import SummaryAccumulator
+from mesmerize_widgets.runner.job import read_record
 from mesmerize_widgets.store import BatchStore
 
 pytestmark = pytest.mark.usefixtures("client")
@@ -23,6 +24,13 @@ pytestmark = pytest.mark.usefixtures("client")
 
 def _leftovers(batch_dir: Path) -> list[str]:
     return [p.name for p in batch_dir.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def _only_the_end_record(batch_dir: Path, uuid: str, status: str) -> None:
+    """A run that did not finish leaves no outputs, only the record of how it ended."""
+    assert [p.name for p in (batch_dir / uuid).iterdir()] == ["run_record.json"]
+    record = read_record(batch_dir / uuid)
+    assert record["status"] == status and record["run_id"] == BatchStore(batch_dir).get(uuid)["run_id"]
 
 
 def test_run_one_item_in_another_process(batch, movie_file):
@@ -44,8 +52,13 @@ def test_run_one_item_in_another_process(batch, movie_file):
     np.testing.assert_allclose(row.caiman.get_corr_image(), acc.correlation_image(), atol=1e-5)
     out_dir = Path(batch.attrs["batch_path"]) / row["uuid"]
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        f"{row['uuid']}{s}" for s in ("_mean_projection.npy", "_std_projection.npy", "_max_projection.npy", "_cn.npy")
+        [f"{row['uuid']}{s}" for s in ("_mean_projection.npy", "_std_projection.npy", "_max_projection.npy", "_cn.npy")]
+        + ["run_record.json"]
     )
+    # the item's folder says how its run ended, as the database does
+    record = read_record(out_dir)
+    assert record["status"] == "done" and record["run_id"] == rec["run_id"]
+    assert record["outputs"] == rec["outputs"]
     # the item process used this interpreter
     log = (Path(batch.attrs["batch_path"]) / "logs" / f"{row['uuid']}.log").read_text()
     assert sys.executable in log
@@ -94,7 +107,7 @@ def test_failed_parent_fails_its_children_with_the_reason(batch, raw_dir):
     assert "crop (0, 4, 0, 20) does not fit" in batch.iloc[0]["error"]
     assert "parent item 'pre'" in batch.iloc[1]["error"] and "does not fit" in batch.iloc[1]["error"]
     assert batch.iloc[0]["outputs"]["success"] is False
-    assert not (Path(batch.attrs["batch_path"]) / pre["uuid"]).exists()
+    _only_the_end_record(Path(batch.attrs["batch_path"]), pre["uuid"], "failed")
     assert _leftovers(Path(batch.attrs["batch_path"])) == []
 
 
@@ -128,7 +141,8 @@ def test_kill_9_leaves_the_item_interrupted_and_rerunnable(batch, slow_movie):
     rec = store.get(row["uuid"])
     assert "SIGKILL" in rec["error"]
     batch_dir = Path(batch.attrs["batch_path"])
-    assert _leftovers(batch_dir) == [] and not (batch_dir / row["uuid"]).exists()
+    assert _leftovers(batch_dir) == []
+    _only_the_end_record(batch_dir, row["uuid"], "interrupted")
     # a fresh load agrees, and the item can simply be run again
     assert mw.load_batch(batch_dir).iloc[0]["status"] == "interrupted"
     store.update(row["uuid"], params={"main": {"chunk_frames": 500}})
@@ -144,7 +158,8 @@ def test_cancel_a_running_item(batch, slow_movie):
     row.caiman.cancel()
     assert handle.wait(timeout=60, progress=False)[row["uuid"]] == "cancelled"
     batch_dir = Path(batch.attrs["batch_path"])
-    assert _leftovers(batch_dir) == [] and not (batch_dir / row["uuid"]).exists()
+    assert _leftovers(batch_dir) == []
+    _only_the_end_record(batch_dir, row["uuid"], "cancelled")
     assert not _process_alive(store.get(row["uuid"])["pid"])
 
 
@@ -253,7 +268,7 @@ def test_killed_dask_worker_leaves_its_item_interrupted(batch, slow_movie, clien
     status = handle.wait(timeout=120, progress=False)[row["uuid"]]
     assert status == "interrupted"
     assert not _process_alive(rec["pid"]) or psutil.Process(rec["pid"]).status() == psutil.STATUS_ZOMBIE
-    assert not (Path(batch.attrs["batch_path"]) / row["uuid"]).exists()
+    _only_the_end_record(Path(batch.attrs["batch_path"]), row["uuid"], "interrupted")
     client.wait_for_workers(2, timeout=120)
     store.update(row["uuid"], params={"main": {"chunk_frames": 1000}})
     assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"

@@ -111,13 +111,15 @@ def test_a_version_1_batch_gets_the_status_index(tmp_path):
     store.close()
     conn = sqlite3.connect(store.db_path)  # as a batch written by the first release
     conn.execute("DROP INDEX items_status")
+    for column in ("runner_pid", "runner_host"):  # added by version 3
+        conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
     conn.execute("UPDATE schema_version SET version = 1")
     conn.commit()
     conn.close()
     df = mw.load_batch(tmp_path / "b")
     assert list(df["item_name"]) == ["x"]
     conn = sqlite3.connect(store.db_path)
-    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == schema.SCHEMA_VERSION
     plan = " ".join(r[-1] for r in conn.execute(
         "EXPLAIN QUERY PLAN SELECT uuid FROM items WHERE status IN ('queued', 'running')"))
     assert "items_status" in plan  # finding live items no longer reads the whole table

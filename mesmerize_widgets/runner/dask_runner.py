@@ -2,7 +2,8 @@
 
 A lab that outgrows one machine passes a client of a dask-jobqueue SLURMCluster or a remote
 scheduler; nothing else changes. Each task is a thin monitor (see ``monitor``) around the
-item's own process, so the store is the single source of truth for status and progress.
+item's own process; it reports to this process, which alone writes the store (``recorder``),
+so the store is the single source of truth for status and progress.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from ..errors import DependencyError
 from ..processes import THREAD_VARS, environment
 from ..store import ACTIVE, FINISHED, BatchStore
 from ..store.paths import get_parent_raw_data_path
+from .inputs import input_movie_path
+from .job import Job
 from .monitor import run_item_task
+from .recorder import follow
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +206,6 @@ class RunHandle:
                          + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else ""))
                 if finished == len(recs):
                     break
-                if any(f.status == "error" for f in self.futures.values()):
-                    _record_task_errors(self.store, self.futures)
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"items still running after {timeout} s")
                 time.sleep(0.2)
@@ -213,18 +215,6 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {len(self.uuids)} items: {self.statuses()}>"
-
-
-def _record_task_errors(store: BatchStore, futures: dict[str, Any]) -> None:
-    """A task that raised (e.g. KilledWorker) leaves its item active: record why it ended."""
-    for u, fut in futures.items():
-        if fut.status != "error":
-            continue
-        rec = store.get(u)
-        if rec["status"] in ACTIVE:
-            exc = fut.exception()
-            store.transition(u, ["queued", "running"], if_run=rec["run_id"], status="failed",
-                             error=f"the Dask task running this item failed: {exc!r}")
 
 
 def thread_budget(n_items: int, env: dict[str, str]) -> dict[str, str]:
@@ -239,6 +229,39 @@ def thread_budget(n_items: int, env: dict[str, str]) -> dict[str, str]:
     return {k: per_item for k in THREAD_VARS if k not in env}
 
 
+def _jobs(store: BatchStore, order: list[str], recs: dict[str, dict[str, Any]], backends: dict[str, str],
+          **common: Any) -> tuple[dict[str, Job], dict[str, str]]:
+    """Each item's job, resolved here so the node needs nothing from the database; and the
+    items that cannot run (their parent is not done and not in this submission), with why."""
+    chosen = set(order)
+    jobs: dict[str, Job] = {}
+    not_run: dict[str, str] = {}
+    for u in order:
+        rec = recs[u]
+        parent_uuid = rec.get("parent_uuid")
+        input_path: str | None = None
+        parent = None
+        if parent_uuid and parent_uuid in chosen:
+            p = recs[parent_uuid]
+            parent = {"uuid": parent_uuid, "item_name": p["item_name"], "algo": p["algo"]}
+        else:
+            if parent_uuid and not store.exists(parent_uuid):
+                not_run[u] = f"not run: its parent item {parent_uuid} was removed from the batch"
+                continue
+            if parent_uuid and store.get(parent_uuid)["status"] in ACTIVE:
+                p = store.get(parent_uuid)
+                raise RuntimeError(f"the parent of item {rec['item_name']!r}, {p['item_name']!r}, is still "
+                                   f"{p['status']} in another run: run this item once it is done")
+            try:
+                input_path = str(input_movie_path(store, rec))
+            except DependencyError as e:
+                not_run[u] = f"not run: {e}"
+                continue
+        jobs[u] = Job(batch_dir=str(store.path), uuid=u, run_id=uuid_mod.uuid4().hex[:12], algo=rec["algo"],
+                      params=rec["params"], backend=backends[u], input_path=input_path, parent=parent, **common)
+    return jobs, not_run
+
+
 def submit(
     store: BatchStore,
     uuids: Iterable[str],
@@ -249,7 +272,11 @@ def submit(
     n_processes: int = 1,
     memory_limit: int | None = None,
 ) -> RunHandle:
-    """Queue items and submit them; checks everything first so a refusal changes nothing."""
+    """Queue items and submit them; checks everything first so a refusal changes nothing.
+
+    This process alone writes the items' records from here on (see ``recorder``); the tasks
+    carry their jobs and report back.
+    """
     uuids = list(dict.fromkeys(str(u) for u in uuids))
     recs = {u: store.get(u) for u in uuids}
     busy = [u for u, r in recs.items() if r["status"] in ACTIVE]
@@ -262,28 +289,35 @@ def submit(
         client = default_client(max_workers)
         env.update(thread_budget(len(client.scheduler_info(n_workers=-1).get("workers", {})), env))
     raw = get_parent_raw_data_path()
-    run_ids: dict[str, str] = {}
+    jobs, not_run = _jobs(store, order, recs, backends, parent_raw_data_path=str(raw) if raw else None,
+                          n_processes=n_processes, memory_limit=memory_limit, python=sys.executable, env=env)
+    # a child whose parent cannot run cannot run either
     for u in order:
-        run_id = uuid_mod.uuid4().hex[:12]
-        ok = store.transition(
-            u, ["pending", "done", "failed", "interrupted", "cancelled"], status="queued", run_id=run_id,
-            progress=0.0, error=None, cancel_requested=0, pid=os.getpid(), host=socket.gethostname(),
-            heartbeat=time.time(),
-        )
+        parent = recs[u].get("parent_uuid")
+        if u in jobs and parent in not_run:
+            jobs.pop(u)
+            not_run[u] = (f"not run: its parent item {recs[parent]['item_name']!r} ({parent}) was not run: "
+                          + not_run[parent].removeprefix("not run: "))
+    mine = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(), "heartbeat": time.time()}
+    for u in order:
+        run_id = jobs[u].run_id if u in jobs else uuid_mod.uuid4().hex[:12]
+        fields = ({"status": "queued", "progress": 0.0, "error": None, "backend": jobs[u].backend} if u in jobs else
+                  {"status": "failed", "error": not_run[u], "outputs": {"success": False, "traceback": not_run[u]}})
+        ok = store.transition(u, ["pending", "done", "failed", "interrupted", "cancelled"], run_id=run_id,
+                              cancel_requested=0, pid=None, host=None, **fields, **mine)
         if not ok:
             raise RuntimeError(f"item {u} was started by another process meanwhile")
-        run_ids[u] = run_id
     # parents first, so a child's task can depend on its parent's future
     futures: dict[str, Any] = {}
     for i, u in enumerate(order):
+        if u not in jobs:
+            continue
         parent = recs[u].get("parent_uuid")
         futures[u] = client.submit(
-            run_item_task, str(store.path), u, run_ids[u], backends[u],
-            python=sys.executable, env=env, parent_raw_data_path=str(raw) if raw else None,
-            n_processes=n_processes, memory_limit=memory_limit,
-            _parent_result=futures.get(parent),
-            key=f"mesmerize-item-{u}-{run_ids[u]}", pure=False, priority=len(order) - i, retries=0,
+            run_item_task, jobs[u], _parent_result=futures.get(parent) if jobs[u].parent else None,
+            key=f"mesmerize-item-{u}-{jobs[u].run_id}", pure=False, priority=len(order) - i, retries=0,
         )
+        follow(store, u, jobs[u].run_id, futures[u])
     return RunHandle(store, uuids, futures)
 
 

@@ -1,40 +1,33 @@
 """The process one item runs in: ``python -m mesmerize_widgets.runner.item_process``.
 
-It is started by the runner's monitor task with the notebook's interpreter and environment, so
-an algorithm crash, a segfault or a kill -9 takes down this process only. Outputs are written to
-a temporary directory that replaces the item's directory only once the run has returned.
+Its monitor (a Dask task, see ``monitor``) starts it with the submitting interpreter and
+environment and writes the :class:`~.job.Job` to its stdin, so an algorithm crash, a segfault
+or a kill -9 takes down this process only. It never opens the batch database: progress goes to
+the monitor through a pipe, and the outcome into the item's folder as the end record. Outputs
+are written to a temporary directory that replaces the item's directory only once the run has
+returned.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import socket
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..algorithms import RunContext, get_algorithm
-from ..store import BatchStore
 from ..store.batch_store import now_iso
 from ..store.paths import set_parent_raw_data_path
-from .inputs import input_movie_path
+from .job import Job, install_output_dir, write_record
 
 PROGRESS_INTERVAL_S = 0.5
-
-
-def tmp_dir_for(store: BatchStore, uuid: str, run_id: str) -> Path:
-    return store.path / f".{uuid}.tmp-{run_id}"
-
-
-def remove_stale_partials(store: BatchStore, uuid: str) -> None:
-    """Remove temporary folders a killed run of this item left behind (never its real output)."""
-    for pattern in (f".{uuid}.tmp-*", f".{uuid}.old-*"):
-        for path in store.path.glob(pattern):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _relative_outputs(outputs: dict[str, Any], out_dir: Path, uuid: str) -> dict[str, Any]:
@@ -52,67 +45,44 @@ def _relative_outputs(outputs: dict[str, Any], out_dir: Path, uuid: str) -> dict
     return rel
 
 
-def install_output_dir(tmp: Path, final: Path) -> None:
-    """Swap the finished temporary directory in; an old output is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def run_item(batch_dir: str, uuid: str, run_id: str, backend: str, n_processes: int = 1) -> str:
-    """Run one claimed item and record its outcome; returns the final status."""
-    store = BatchStore(batch_dir)
-    rec = store.get(uuid)
-    tmp = tmp_dir_for(store, uuid, run_id)
+def run_job(job: Job, report: TextIO | None = None) -> str:
+    """Run the job and leave its end record in the item's folder; returns the final status."""
     start = time.perf_counter()
     last = [0.0]
 
     def progress(fraction: float, message: str = "") -> None:
         now = time.monotonic()
-        if fraction >= 1.0 or now - last[0] >= PROGRESS_INTERVAL_S:
+        if report is not None and (fraction >= 1.0 or now - last[0] >= PROGRESS_INTERVAL_S):
             last[0] = now
-            store.transition(uuid, ["running"], if_run=run_id, progress=float(min(max(fraction, 0.0), 1.0)),
-                             heartbeat=time.time())
+            report.write(json.dumps({"progress": float(min(max(fraction, 0.0), 1.0))}) + "\n")
+            report.flush()
 
+    def record(status: str, **fields: Any) -> dict[str, Any]:
+        return {"run_id": job.run_id, "status": status, "node": socket.gethostname(), "ran_time": now_iso(),
+                "algo_duration": f"{time.perf_counter() - start:.2f} sec", **fields}
+
+    tmp = job.tmp_dir
     try:
-        algo = get_algorithm(rec["algo"])
-        params = algo.schema.validate(rec["params"])
-        tmp.mkdir(parents=True, exist_ok=False)
-        ctx = RunContext(
-            input_path=input_movie_path(store, rec),
-            params=params,
-            output_dir=tmp,
-            prefix=uuid,
-            progress=progress,
-            n_processes=n_processes,
-        )
-        if not ctx.input_path.exists() and not any(c in str(ctx.input_path) for c in "*?["):
+        algo = get_algorithm(job.algo)
+        params = algo.schema.validate(job.params)
+        tmp.mkdir(parents=True, exist_ok=True)  # the monitor made it; a direct call may not have
+        ctx = RunContext(input_path=Path(job.input_path) if job.input_path else None, params=params,
+                         output_dir=tmp, prefix=job.uuid, progress=progress, n_processes=job.n_processes)
+        if ctx.input_path is not None and not ctx.input_path.exists() and not any(c in job.input_path for c in "*?["):
             raise FileNotFoundError(
                 f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "
                 "the raw data folder must be mounted at the same path on every node)"
             )
-        outputs = algo.run_function(backend)(ctx)
-        outputs = _relative_outputs(outputs, tmp, uuid)
+        outputs = algo.run_function(job.backend)(ctx)
+        outputs = _relative_outputs(outputs, tmp, job.uuid)
         outputs.update(success=True, traceback=None)
-        install_output_dir(tmp, store.item_dir(uuid))
-        duration = time.perf_counter() - start
-        store.transition(
-            uuid, ["running"], if_run=run_id, status="done", outputs=outputs, progress=1.0,
-            ran_time=now_iso(), algo_duration=f"{duration:.2f} sec", error=None, heartbeat=time.time(),
-        )
+        write_record(tmp, record("done", outputs=outputs, error=None))
+        install_output_dir(tmp, job.item_dir)  # outputs and their record appear together
         return "done"
     except BaseException as e:  # record everything, KeyboardInterrupt and MemoryError included
         tb = traceback.format_exc()
         shutil.rmtree(tmp, ignore_errors=True)
-        store.transition(
-            uuid, ["running"], if_run=run_id, status="failed", error=tb,
-            outputs={"success": False, "traceback": tb}, ran_time=now_iso(),
-            algo_duration=f"{time.perf_counter() - start:.2f} sec", heartbeat=time.time(),
-        )
+        write_record(job.item_dir, record("failed", error=tb, outputs={"success": False, "traceback": tb}))
         if isinstance(e, KeyboardInterrupt):
             raise
         return "failed"
@@ -120,22 +90,16 @@ def run_item(batch_dir: str, uuid: str, run_id: str, backend: str, n_processes: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("batch_dir")
-    ap.add_argument("uuid")
-    ap.add_argument("run_id")
-    ap.add_argument("backend")
-    ap.add_argument("--parent-raw-data-path")
-    ap.add_argument("--n-processes", type=int, default=1)
-    ap.add_argument("--memory-limit", type=int, default=None, help="bytes of address space")
+    ap.add_argument("--report-fd", type=int, default=None, help="a pipe to the monitor for progress")
     args = ap.parse_args(argv)
-    if args.memory_limit:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
-    if args.parent_raw_data_path:
-        set_parent_raw_data_path(args.parent_raw_data_path)
-    status = run_item(args.batch_dir, args.uuid, args.run_id, args.backend, args.n_processes)
-    print(f"item {args.uuid}: {status}", file=sys.stderr)
+    job = Job.from_json(sys.stdin.read())
+    if job.memory_limit:
+        resource.setrlimit(resource.RLIMIT_AS, (job.memory_limit, job.memory_limit))
+    if job.parent_raw_data_path:
+        set_parent_raw_data_path(job.parent_raw_data_path)
+    report = os.fdopen(args.report_fd, "w") if args.report_fd is not None else None
+    status = run_job(job, report)
+    print(f"item {job.uuid}: {status}", file=sys.stderr)
     return 0
 
 

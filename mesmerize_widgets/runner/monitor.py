@@ -1,31 +1,80 @@
-"""The Dask task that runs one item: claims it, starts its process, watches it to the end.
+"""The Dask task that runs one item on a worker: starts its process, watches it, reports.
 
-The monitor turns every way a run can end into a recorded status: the process reports done or
-failed itself; a cancel request terminates it (``cancelled``); a signal from outside such as
-kill -9 leaves it ``interrupted``; a crash (segfault, an exit without a report) is ``failed``
-with the reason. It never leaves a temporary output directory behind.
+It never opens the batch database. What it learns goes back to the submitting process (see
+``recorder``): "running" and progress as Dask events, the end record as the task's result; the
+end record is also written into the item's folder. Every way a run can end becomes a record: the
+process reports done or failed itself; a cancel request terminates it (``cancelled``); a signal
+from outside such as kill -9 leaves it ``interrupted``; a crash (segfault, an exit without a
+report) is ``failed`` with the reason. It never leaves a temporary output directory behind.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ..processes import signal_on_parent_death
-from ..store import FINISHED, BatchStore
 from ..store.batch_store import now_iso
-from .item_process import remove_stale_partials, tmp_dir_for
+from .job import Job, read_record, remove_stale_partials, write_record
 
 POLL_S = 0.1
-HEARTBEAT_S = 2.0
+CANCEL_POLL_S = 0.5
+PROGRESS_EVERY_S = 0.5
 TERMINATE_GRACE_S = 5.0
+#: the Dask event topic the monitors report on
+TOPIC = "mesmerize-widgets-items"
+
+
+def cancel_event_name(run_id: str) -> str:
+    return f"mesmerize-widgets-cancel-{run_id}"
+
+
+class _Link:
+    """This task's line back to the submitting process, through the Dask scheduler."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        try:
+            from distributed import get_worker
+
+            self.worker = get_worker()
+        except (ImportError, ValueError):  # called outside a Dask worker: nobody to tell
+            self.worker = None
+        self._cancel = None
+        self._checked = 0.0
+        self._cancelled = False
+
+    @property
+    def address(self) -> str | None:
+        return None if self.worker is None else self.worker.address
+
+    def send(self, kind: str, **fields: Any) -> None:
+        if self.worker is not None:
+            self.worker.log_event(TOPIC, {"batch": self.job.batch_dir, "uuid": self.job.uuid,
+                                          "run_id": self.job.run_id, "kind": kind, **fields})
+
+    def cancel_requested(self) -> bool:
+        """Whether the submitter set this run's cancel Event (asked at most every CANCEL_POLL_S)."""
+        if self.worker is None or self._cancelled:
+            return self._cancelled
+        now = time.monotonic()
+        if now - self._checked >= CANCEL_POLL_S:
+            self._checked = now
+            if self._cancel is None:
+                from distributed import Event, get_client
+
+                self._cancel = Event(cancel_event_name(self.job.run_id), client=get_client())
+            self._cancelled = bool(self._cancel.is_set())
+        return self._cancelled
 
 
 def _die_with_parent() -> None:
@@ -40,129 +89,123 @@ def _signal_name(rc: int) -> str:
         return f"signal {-rc}"
 
 
-def _wait_for_parent(store: BatchStore, uuid: str, run_id: str, parent_uuid: str | None) -> str | None:
-    """Block while the parent item runs elsewhere; return a failure reason, or None to go on."""
-    if not parent_uuid:
-        return None
-    while True:
-        rec = store.get(uuid)
-        if rec["status"] != "queued" or rec["run_id"] != run_id:
-            return "superseded"
-        if not store.exists(parent_uuid):
-            return f"its parent item {parent_uuid} was removed from the batch"
-        parent = store.get(parent_uuid)
-        if parent["status"] == "done":
-            return None
-        if parent["status"] in FINISHED or parent["status"] == "pending":
-            last = (parent.get("error") or "").strip().splitlines()
-            why = f": {last[-1]}" if last else ""
-            return f"its parent item {parent['item_name']!r} ({parent_uuid}) is {parent['status']}{why}"
-        time.sleep(0.5)
+def _end(job: Job, status: str, error: str | None, **fields: Any) -> dict[str, Any]:
+    """An end record the monitor decided (the item process could not write it)."""
+    record = {"run_id": job.run_id, "status": status, "error": error, "node": socket.gethostname(),
+              "ran_time": now_iso(), **fields}
+    try:
+        write_record(job.item_dir, record)
+    except OSError:  # the batch folder is not writable from here: the submitter still gets it
+        pass
+    return record
 
 
-def run_item_task(
-    batch_dir: str,
-    uuid: str,
-    run_id: str,
-    backend: str,
-    *,
-    python: str | None = None,
-    env: dict[str, str] | None = None,
-    parent_raw_data_path: str | None = None,
-    n_processes: int = 1,
-    memory_limit: int | None = None,
-    _parent_result: Any = None,
-) -> str:
-    """Run one queued item to a final status and return that status."""
-    store = BatchStore(batch_dir)
-    rec = store.get(uuid)
-    if rec["run_id"] != run_id or rec["status"] not in ("queued", "running"):
-        return rec["status"]  # cancelled while queued, or rerun since
-    if rec["status"] == "running":
-        # Dask retried this task: the worker that ran it died, taking the item process with it.
-        store.transition(uuid, ["running"], if_run=run_id, status="interrupted",
-                         error="the Dask worker running this item died; run it again")
-        remove_stale_partials(store, uuid)
-        return "interrupted"
-    reason = _wait_for_parent(store, uuid, run_id, rec.get("parent_uuid"))
-    if reason == "superseded":
-        return store.get(uuid)["status"]
-    if reason is not None:
-        store.transition(uuid, ["queued"], if_run=run_id, status="failed", error=f"not run: {reason}",
-                         outputs={"success": False, "traceback": f"not run: {reason}"})
-        return "failed"
+def _parent_input(job: Job, parent_result: dict[str, Any] | None) -> str | dict[str, Any]:
+    """The parent's output movie, or the record of this item not being run."""
+    from ..algorithms import get_algorithm
 
-    fields: dict[str, Any] = {}
-    if rec.get("parent_uuid"):  # show the parent's output as the input, as mesmerize-core does
-        from .inputs import input_movie_path
+    parent = job.parent or {}
+    key = get_algorithm(parent["algo"]).output_movie_key
+    rec = parent_result or {}
+    rel = (rec.get("outputs") or {}).get(key) if rec.get("status") == "done" else None
+    if rel:
+        return str(Path(job.batch_dir) / rel)
+    last = (rec.get("error") or "").strip().splitlines()
+    why = f": {last[-1]}" if last else ""
+    reason = (f"not run: its parent item {parent['item_name']!r} ({parent['uuid']}) is "
+              f"{rec.get('status', 'not done')}{why}")
+    return _end(job, "failed", reason, outputs={"success": False, "traceback": reason})
 
-        movie = input_movie_path(store, rec)
-        fields = {"input_root": "batch", "input_movie_path": movie.relative_to(store.path).as_posix()}
-    claimed = store.transition(
-        uuid, ["queued"], if_run=run_id, status="running", progress=0.0, backend=backend,
-        host=socket.gethostname(), heartbeat=time.time(), pid=None, **fields,
-    )
-    if not claimed:
-        return store.get(uuid)["status"]
-    remove_stale_partials(store, uuid)
 
-    python = python if python and Path(python).exists() else sys.executable
-    child_env = dict(env) if env else dict(os.environ)
+def run_item_task(job: Job, _parent_result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one item to its end record and return that record."""
+    link = _Link(job)
+    batch = Path(job.batch_dir)
+    remove_stale_partials(batch, job.uuid, keep_run=job.run_id)
+    if link.cancel_requested():
+        return _end(job, "cancelled", "cancelled by the user before it started")
+    if job.parent and job.input_path is None:
+        found = _parent_input(job, _parent_result)
+        if isinstance(found, dict):
+            return found
+        job.input_path = found
+    try:
+        job.tmp_dir.mkdir()
+    except FileExistsError:  # Dask ran this task before, on a worker that died with the item
+        return _end(job, "interrupted", "the Dask worker running this item died; run it again")
+    except OSError as e:
+        return _end(job, "failed", f"cannot write into the batch folder {batch} on host "
+                                   f"{socket.gethostname()}: {e}")
+
+    python = job.python if job.python and Path(job.python).exists() else sys.executable
+    env = dict(job.env) if job.env else dict(os.environ)
     pkg_root = str(Path(__file__).resolve().parents[2])
-    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, child_env.get("PYTHONPATH")) if p)
-    cmd = [python, "-m", "mesmerize_widgets.runner.item_process", str(store.path), uuid, run_id, backend,
-           "--n-processes", str(n_processes)]
-    if parent_raw_data_path:
-        cmd += ["--parent-raw-data-path", parent_raw_data_path]
-    if memory_limit:
-        cmd += ["--memory-limit", str(int(memory_limit))]
-    log_dir = store.path / "logs"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    read_end, write_end = os.pipe()
+    cmd = [python, "-m", "mesmerize_widgets.runner.item_process", "--report-fd", str(write_end)]
+    log_dir = batch / "logs"
     log_dir.mkdir(exist_ok=True)
-    log_path = log_dir / f"{uuid}.log"
+    log_path = log_dir / f"{job.uuid}.log"
     with open(log_path, "ab") as log:
-        log.write(f"--- {now_iso()} run {run_id} backend {backend}: {' '.join(cmd)}\n".encode())
+        log.write(f"--- {now_iso()} run {job.run_id} backend {job.backend} on {socket.gethostname()}: "
+                  f"{' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-    store.transition(uuid, ["running"], if_run=run_id, pid=proc.pid)
-    return _watch(store, uuid, run_id, proc, log_path)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                pass_fds=(write_end,), preexec_fn=_die_with_parent)
+    os.close(write_end)
+    input_rel = None
+    if job.parent:
+        input_rel = Path(job.input_path).relative_to(batch).as_posix()
+    link.send("running", node=socket.gethostname(), pid=proc.pid, worker=link.address, input_movie_path=input_rel)
+    try:
+        proc.stdin.write(job.to_json().encode())
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at once; its exit code says how
+        pass
+    return _watch(job, link, proc, read_end, log_path)
 
 
-def _watch(store: BatchStore, uuid: str, run_id: str, proc: subprocess.Popen, log_path: Path) -> str:
-    last_beat = time.monotonic()
+def _read_progress(fd: int, latest: list[float]) -> None:
+    with os.fdopen(fd, "r") as pipe:
+        for line in pipe:
+            try:
+                latest[0] = float(json.loads(line)["progress"])
+            except (ValueError, KeyError, TypeError):
+                pass
+
+
+def _watch(job: Job, link: _Link, proc: subprocess.Popen, read_end: int, log_path: Path) -> dict[str, Any]:
+    latest = [0.0]
+    reader = threading.Thread(target=_read_progress, args=(read_end, latest), daemon=True)
+    reader.start()
+    sent, last_send = 0.0, 0.0
     cancelled = False
     while proc.poll() is None:
         time.sleep(POLL_S)
-        if time.monotonic() - last_beat >= HEARTBEAT_S:
-            last_beat = time.monotonic()
-            store.transition(uuid, ["running"], if_run=run_id, heartbeat=time.time())
-        rec = store.get(uuid)
-        if rec["run_id"] != run_id:
-            break
-        if rec["cancel_requested"] and not cancelled:
+        now = time.monotonic()
+        if latest[0] != sent and now - last_send >= PROGRESS_EVERY_S:
+            sent, last_send = latest[0], now
+            link.send("progress", progress=sent)
+        if not cancelled and link.cancel_requested():
             cancelled = True
             _terminate(proc)
     proc.wait()
+    reader.join(timeout=1.0)
     rc = proc.returncode
-    shutil.rmtree(tmp_dir_for(store, uuid, run_id), ignore_errors=True)
+    shutil.rmtree(job.tmp_dir, ignore_errors=True)
     if cancelled:
-        store.transition(uuid, ["running"], if_run=run_id, status="cancelled", error="cancelled by the user",
-                         cancel_requested=0, pid=None)
-    elif rc < 0:
+        return _end(job, "cancelled", "cancelled by the user")
+    if rc < 0:
         name = _signal_name(rc)
         if -rc in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             why = " (kill -9, or the system's out-of-memory killer)" if -rc == signal.SIGKILL else ""
-            store.transition(uuid, ["running"], if_run=run_id, status="interrupted",
-                             error=f"the item process was killed by {name}{why}; run it again", pid=None)
-        else:
-            store.transition(uuid, ["running"], if_run=run_id, status="failed",
-                             error=f"the item process crashed with {name}\n{_tail(log_path)}", pid=None)
-    else:
-        # the process records done/failed itself; anything still 'running' means it could not
-        store.transition(uuid, ["running"], if_run=run_id, status="failed",
-                         error=f"the item process exited with code {rc} without recording a result\n"
-                               f"{_tail(log_path)}", pid=None)
-    return store.get(uuid)["status"]
+            return _end(job, "interrupted", f"the item process was killed by {name}{why}; run it again")
+        return _end(job, "failed", f"the item process crashed with {name}\n{_tail(log_path)}")
+    record = read_record(job.item_dir, job.run_id)
+    if record is None:
+        return _end(job, "failed", f"the item process exited with code {rc} without recording a result\n"
+                                   f"{_tail(log_path)}")
+    return record
 
 
 def _terminate(proc: subprocess.Popen) -> None:

@@ -1,7 +1,7 @@
 """A batch on disk: a directory holding ``batch.sqlite`` and one output directory per item.
 
-SQLite in WAL mode lets several notebooks and worker processes read and write the same batch
-at once; every change is one short transaction touching one row, so adding or updating an item
+SQLite in WAL mode lets several notebooks on one machine read and write the same batch at
+once (item processes on cluster nodes never open it: see ``runner``); every change is one short transaction touching one row, so adding or updating an item
 costs the same at 10 items or 100,000 (the pickle mesmerize-core rewrote grew with the batch).
 """
 
@@ -74,6 +74,8 @@ _FIELDS = [
     "host",
     "heartbeat",
     "cancel_requested",
+    "runner_pid",
+    "runner_host",
 ]
 _JSON_FIELDS = ("params", "outputs")
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM items"
@@ -245,6 +247,8 @@ class BatchStore:
             "host": None,
             "heartbeat": None,
             "cancel_requested": 0,
+            "runner_pid": None,
+            "runner_host": None,
         }
         rec.update(fields)
         encoded = {k: codec.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in rec.items()}

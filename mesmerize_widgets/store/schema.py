@@ -47,6 +47,9 @@ MIGRATIONS: list[list[str]] = [
     # 1 -> 2: every open looks for queued/running items (dead runners); without this index
     # that reads the whole table, params and all
     ["CREATE INDEX items_status ON items(status)"],
+    # 2 -> 3: the process that submitted a run records it (item processes never open the
+    # database); its pid and host tell a later reader whether anyone is still recording
+    ["ALTER TABLE items ADD COLUMN runner_pid INTEGER", "ALTER TABLE items ADD COLUMN runner_host TEXT"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

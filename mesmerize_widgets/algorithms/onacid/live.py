@@ -70,12 +70,12 @@ def try_read_live(path: str | os.PathLike | None) -> dict[str, Any] | None:
 
 def live_snapshot_path(store: Any, rec: dict[str, Any]) -> Path | None:
     """Where the item's live snapshot is now: the run's temp folder while active, else the output folder."""
-    from ...runner.item_process import tmp_dir_for
+    from ...runner.job import run_tmp_dir
 
     uuid = rec["uuid"]
     if rec.get("status") in ACTIVE:
         run_id = rec.get("run_id")
-        return None if not run_id else tmp_dir_for(store, uuid, run_id) / f"{uuid}{LIVE_SUFFIX}"
+        return None if not run_id else run_tmp_dir(store.path, uuid, run_id) / f"{uuid}{LIVE_SUFFIX}"
     rel = (rec.get("outputs") or {}).get("live-path")
     if rel:
         p = Path(rel)
