@@ -6,8 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
-# lavapipe (software Vulkan) for fastplotlib; Debian's Chromium for the browser tests
-APT_PACKAGES := mesa-vulkan-drivers libvulkan1 chromium
+# lavapipe (software Vulkan) for fastplotlib; Debian's Chromium for the browser tests; SLURM and
+# munge for the private single-node cluster of the SLURM tests (tests/slurm_local.py)
+APT_PACKAGES := mesa-vulkan-drivers libvulkan1 chromium slurm-wlm munge
 
 .PHONY: venv app-venv test-venv system-deps demo app docs notebooks test lint clean
 
@@ -35,7 +36,8 @@ app-venv: $(VENV)/.app-installed
 test-venv: $(VENV)/.test-installed
 
 # Software Vulkan (lavapipe) so fastplotlib renders on a CPU-only machine; Chromium for the
-# browser tests (Playwright drives /usr/bin/chromium: never a browser download).
+# browser tests (Playwright drives /usr/bin/chromium: never a browser download); slurm-wlm and
+# munge, whose daemons the SLURM tests start themselves (as root; skipped otherwise).
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,12 +1,17 @@
-"""Shared fixtures: real files, a real batch directory, a real local Dask cluster."""
+"""Shared fixtures: real files, a real batch directory, a real local Dask cluster, a real SLURM."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from slurm_local import LocalSlurm, missing
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.store import paths as store_paths
@@ -73,3 +78,74 @@ def client():
     c = default_client(max_workers=2)
     yield c
     shutdown_default_client()
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A private single-node SLURM (see ``slurm_local``) for the session; skips where it cannot run.
+
+    Yields the ``LocalSlurm``: ``.conf`` (its slurm.conf, also in ``os.environ["SLURM_CONF"]``),
+    ``.node``, ``.partition``, ``.cpus``, ``.memory_mib``, ``.squeue()`` (dicts with id, name,
+    state, reason), ``.job_ids()``, ``.scancel(job_id, signal_name=None)``,
+    ``.wait_for_empty_queue(timeout)`` and ``.log_tails()``.
+    """
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with LocalSlurm() as cluster:
+        yield cluster
+
+
+#: jobs of ``slurm_client``: one core and 2 GB each
+SLURM_JOBS = 2
+
+
+@pytest.fixture(scope="module")
+def slurm_client(slurm, tmp_path_factory):
+    """A Dask client on a dask-jobqueue SLURMCluster of ``SLURM_JOBS`` single-core jobs on ``slurm``.
+
+    One per module: a job's worker takes seconds to start. The workers run this interpreter with
+    this process's environment (sbatch exports it) and this checkout first on PYTHONPATH, as the
+    runner's item processes need. ``client.cluster.worker_start_s`` is how long the jobs took to
+    be queued, started and connected; ``client.cluster.job_folder`` holds the jobs' output.
+    At the end the cluster is closed and the queue is waited on until empty, so the next module
+    gets all cores.
+
+    A test that scancels a worker's job leaves the cluster a worker short: dask-jobqueue does not
+    replace it (it drops the job from ``cluster.workers`` some 15 s later, measured). Such a test
+    should run last in its module, or wait for that and ``cluster.scale(jobs=SLURM_JOBS)`` again.
+    """
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (the 'cluster' extra)")
+    from dask.distributed import Client
+    from dask_jobqueue import SLURMCluster
+
+    if slurm.cpus < SLURM_JOBS or slurm.memory_mib < SLURM_JOBS * 2048:
+        pytest.skip(f"slurm_client needs {SLURM_JOBS} cores and {SLURM_JOBS * 2} GiB for its jobs; "
+                    f"the node has {slurm.cpus} cores and {slurm.memory_mib} MiB")
+    folder = tmp_path_factory.mktemp("slurm-jobs")
+    checkout = str(Path(mw.__file__).resolve().parents[1])
+    pythonpath = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
+    cluster = SLURMCluster(
+        cores=1, processes=1, memory="2GB", walltime="00:10:00", queue=slurm.partition,
+        python=sys.executable, local_directory=str(folder), log_directory=str(folder),
+        job_script_prologue=[f"export PYTHONPATH={shlex.quote(pythonpath)}"],
+        scheduler_options={"dashboard_address": ":0"},  # never 8787: a notebook may hold it
+    )
+    cluster.job_folder = folder
+    client = Client(cluster)
+    try:
+        start = time.monotonic()
+        cluster.scale(jobs=SLURM_JOBS)
+        try:
+            client.wait_for_workers(SLURM_JOBS, timeout=120)
+        except TimeoutError as e:
+            logs = "\n".join(f"{p.name}:\n{p.read_text(errors='replace')[-2000:]}"
+                             for p in sorted(folder.glob("*.err")))
+            raise RuntimeError(f"SLURMCluster workers did not connect: squeue {slurm.squeue()}\n"
+                               f"{logs}\n{slurm.log_tails()}") from e
+        cluster.worker_start_s = time.monotonic() - start
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+        slurm.wait_for_empty_queue(timeout=30)
