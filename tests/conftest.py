@@ -108,6 +108,7 @@ def slurm_client(slurm, tmp_path_factory):
     this process's environment (sbatch exports it) and this checkout first on PYTHONPATH, as the
     runner's item processes need. ``client.cluster.worker_start_s`` is how long the jobs took to
     be queued, started and connected; ``client.cluster.job_folder`` holds the jobs' output.
+    The jobs' processes cannot open a batch database: ``client.audit_log`` lists any that tried.
     At the end the cluster is closed and the queue is waited on until empty, so the next module
     gets all cores.
 
@@ -124,15 +125,21 @@ def slurm_client(slurm, tmp_path_factory):
                     f"the node has {slurm.cpus} cores and {slurm.memory_mib} MiB")
     folder = tmp_path_factory.mktemp("slurm-jobs")
     checkout = str(Path(mw.__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
+    # the jobs' processes (workers, item processes) may not open a batch database: any try is
+    # refused and logged in client.audit_log (see no_batch_db/sitecustomize.py)
+    audit = str(Path(__file__).parent / "no_batch_db")
+    pythonpath = os.pathsep.join(p for p in (checkout, audit, os.environ.get("PYTHONPATH")) if p)
+    audit_log = folder / "audit.log"
     cluster = SLURMCluster(
         cores=1, processes=1, memory="2GB", walltime="00:10:00", queue=slurm.partition,
         python=sys.executable, local_directory=str(folder), log_directory=str(folder),
-        job_script_prologue=[f"export PYTHONPATH={shlex.quote(pythonpath)}"],
+        job_script_prologue=[f"export PYTHONPATH={shlex.quote(pythonpath)}",
+                             f"export BATCH_DB_AUDIT_LOG={shlex.quote(str(audit_log))}"],
         scheduler_options={"dashboard_address": ":0"},  # never 8787: a notebook may hold it
     )
     cluster.job_folder = folder
     client = Client(cluster)
+    client.audit_log = audit_log
     try:
         start = time.monotonic()
         cluster.scale(jobs=SLURM_JOBS)

@@ -129,8 +129,7 @@ def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
     time); a variable the user set is kept."""
     import os
 
-    from mesmerize_widgets.processes import THREAD_VARS
-    from mesmerize_widgets.runner.dask_runner import thread_budget
+    from mesmerize_widgets.processes import THREAD_VARS, thread_budget
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert thread_budget(2, {}) == dict.fromkeys(THREAD_VARS, "1")

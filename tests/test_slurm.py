@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tifffile
 from conftest import SLURM_JOBS
@@ -19,6 +20,8 @@ from dask.distributed import get_task_stream
 from helpers import wait_for
 
 import mesmerize_widgets as mw
+from mesmerize_widgets.runner.job import read_record
+from mesmerize_widgets.store import BatchStore
 
 pytestmark = pytest.mark.slurm
 
@@ -77,3 +80,81 @@ def test_a_batch_runs_on_the_slurm_workers(slurm_client, batch, raw_dir):
     assert child["input_movie_path"].startswith(pre["uuid"] + "/")
     expected = movies["m0.tif"].reshape(30, 8, 2, 10, 2).mean((2, 4)).mean(0)
     np.testing.assert_allclose(child.caiman.get_projection("mean"), expected, rtol=1e-4, atol=1e-4)
+    # and not one process in the SLURM jobs opened the batch database to record any of it
+    assert not slurm_client.audit_log.exists(), slurm_client.audit_log.read_text()
+
+
+def _running(store: BatchStore, uuid: str) -> dict:
+    return wait_for(lambda: (r := store.get(uuid))["status"] == "running" and r["progress"] > 0 and r,
+                    timeout=60, what="the item to run and report progress")
+
+
+def test_progress_is_live_and_cancel_stops_the_item_on_the_node(slurm, slurm_client, batch, slow_movie):
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(client=slurm_client, wait=False)
+    rec = _running(store, row["uuid"])
+    assert 0 < rec["progress"] < 1 and rec["host"] == slurm.node  # as the notebook (and the table) see it
+    later = wait_for(lambda: (p := store.get(row["uuid"])["progress"]) > rec["progress"] and p,
+                     timeout=30, what="progress to move on")
+    assert later < 1
+    row.caiman.cancel()
+    assert handle.wait(timeout=60, progress=False)[row["uuid"]] == "cancelled"
+    assert not psutil.pid_exists(rec["pid"]) or psutil.Process(rec["pid"]).status() == psutil.STATUS_ZOMBIE
+    assert read_record(store.item_dir(row["uuid"]))["status"] == "cancelled"
+    assert not slurm_client.audit_log.exists(), slurm_client.audit_log.read_text()
+
+
+def _job_running(slurm_client, uuid: str) -> str:
+    """The SLURM job whose Dask worker runs the item's task."""
+    jobs = slurm_client.run(os.getenv, "SLURM_JOB_ID")
+    for worker, keys in slurm_client.processing().items():
+        if any(str(k).startswith(f"mesmerize-item-{uuid}") for k in keys):
+            return jobs[worker]
+    raise AssertionError(f"no worker is processing item {uuid}")
+
+
+def _back_to_full_strength(slurm_client) -> None:
+    """dask-jobqueue does not replace a job SLURM ended: ask for the jobs again."""
+    cluster = slurm_client.cluster
+    wait_for(lambda: len(cluster.workers) < SLURM_JOBS, timeout=60, what="the cluster to drop the ended job")
+    cluster.scale(jobs=SLURM_JOBS)
+    slurm_client.wait_for_workers(SLURM_JOBS, timeout=120)
+
+
+def _kill_mid_item_then_rerun(slurm, slurm_client, batch, slow_movie, end_job) -> dict:
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(client=slurm_client, wait=False)
+    _running(store, row["uuid"])
+    end_job(_job_running(slurm_client, row["uuid"]))
+    assert handle.wait(timeout=180, progress=False)[row["uuid"]] == "interrupted"
+    rec = store.get(row["uuid"])
+    batch_dir = Path(batch.attrs["batch_path"])
+    assert [p.name for p in batch_dir.iterdir() if ".tmp-" in p.name] == []  # no partial output left
+    assert read_record(batch_dir / row["uuid"])["status"] == "interrupted"
+    _back_to_full_strength(slurm_client)
+    store.update(row["uuid"], params={"main": {"chunk_frames": 1000}})
+    assert row.caiman.run(client=slurm_client, progress=False).statuses()[row["uuid"]] == "done"
+    assert not slurm_client.audit_log.exists(), slurm_client.audit_log.read_text()
+    return rec
+
+
+def test_scancel_of_a_workers_job_mid_item_leaves_it_interrupted(slurm, slurm_client, batch, slow_movie):
+    rec = _kill_mid_item_then_rerun(slurm, slurm_client, batch, slow_movie, slurm.scancel)
+    assert "gone" in rec["error"] and "run it again" in rec["error"]
+
+
+@pytest.mark.slow
+def test_a_job_over_its_time_limit_leaves_its_item_interrupted(slurm, slurm_client, batch, tmp_path):
+    """The scheduler ends the job at its time limit (cut to one minute while the item runs; SLURM
+    checks limits every 30 s or so, so the item must outlast that)."""
+    longer = tmp_path / "longer.tif"
+    tifffile.imwrite(longer, np.random.default_rng(2).integers(0, 255, (800_000, 8, 8), dtype=np.uint8))  # ~2 min
+
+    def time_limit_of_one_minute(job_id: str) -> None:
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], check=True, timeout=30)
+
+    rec = _kill_mid_item_then_rerun(slurm, slurm_client, batch, longer, time_limit_of_one_minute)
+    assert "gone" in rec["error"]
+    assert "Time limit exhausted" in slurm.log_tails(200)

@@ -192,10 +192,11 @@ class CaimanSeriesAccessor(ItemAccessor):
         handle = runner.submit(store, [self.uuid], backend=_split_backend(backend),
                                client=kwargs.pop("client", None), max_workers=kwargs.pop("max_workers", None),
                                memory_limit=kwargs.pop("memory_limit", None))
+        progress = kwargs.pop("progress", True)
         if kwargs:
             log.info("ignoring mesmerize-core run options %s", sorted(kwargs))
         if wait:
-            handle.wait(progress=kwargs.get("progress", True))
+            handle.wait(progress=progress)
             self._update_row(store)
         return handle
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..algorithms import choose_backend, get_algorithm
 from ..errors import DependencyError
-from ..processes import THREAD_VARS, environment
+from ..processes import environment, thread_budget
 from ..store import ACTIVE, FINISHED, BatchStore
 from ..store.paths import get_parent_raw_data_path
 from .inputs import input_movie_path
@@ -217,18 +217,6 @@ class RunHandle:
         return f"<RunHandle {len(self.uuids)} items: {self.statuses()}>"
 
 
-def thread_budget(n_items: int, env: dict[str, str]) -> dict[str, str]:
-    """Thread-pool sizes for items running ``n_items`` at a time on this machine's cores.
-
-    Each library sizes its pool to every core by default, so two items on two cores run four
-    or more busy threads and, spinning on each other, finish later than one after the other
-    (measured with bench_runner.py: 8 rigid mcorr items, 0.86x with 2 workers; 1.64x with this
-    budget). Variables the user set are kept.
-    """
-    per_item = str(max(1, (os.cpu_count() or 1) // max(1, n_items)))
-    return {k: per_item for k in THREAD_VARS if k not in env}
-
-
 def _jobs(store: BatchStore, order: list[str], recs: dict[str, dict[str, Any]], backends: dict[str, str],
           **common: Any) -> tuple[dict[str, Job], dict[str, str]]:
     """Each item's job, resolved here so the node needs nothing from the database; and the
@@ -284,9 +272,12 @@ def submit(
         raise RuntimeError(f"items already queued or running: {busy}")
     backends = {u: choose_backend(get_algorithm(r["algo"]), backend or r.get("backend")) for u, r in recs.items()}
     order = _topological(store, uuids)
-    env = dict(os.environ)
+    # on our own cluster the item processes get this process's environment, sized to share the
+    # cores; on the user's cluster the node's own (its SLURM job's variables, its TMPDIR)
+    env = None
     if client is None:
         client = default_client(max_workers)
+        env = dict(os.environ)
         env.update(thread_budget(len(client.scheduler_info(n_workers=-1).get("workers", {})), env))
     raw = get_parent_raw_data_path()
     jobs, not_run = _jobs(store, order, recs, backends, parent_raw_data_path=str(raw) if raw else None,

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..processes import signal_on_parent_death
+from ..processes import node_cores, signal_on_parent_death, thread_budget
 from ..store.batch_store import now_iso
 from .job import Job, read_record, remove_stale_partials, write_record
 
@@ -32,6 +32,8 @@ PROGRESS_EVERY_S = 0.5
 TERMINATE_GRACE_S = 5.0
 #: the Dask event topic the monitors report on
 TOPIC = "mesmerize-widgets-items"
+WORKER_GONE = ("the Dask worker {worker} is gone with this item: killed, or its cluster job was cancelled "
+               "or ran out of time; run it again")
 
 
 def cancel_event_name(run_id: str) -> str:
@@ -131,14 +133,20 @@ def run_item_task(job: Job, _parent_result: dict[str, Any] | None = None) -> dic
         job.input_path = found
     try:
         job.tmp_dir.mkdir()
-    except FileExistsError:  # Dask ran this task before, on a worker that died with the item
-        return _end(job, "interrupted", "the Dask worker running this item died; run it again")
+    except FileExistsError:  # Dask ran this task before, on a worker that vanished with the item
+        shutil.rmtree(job.tmp_dir, ignore_errors=True)
+        return _end(job, "interrupted", WORKER_GONE.format(worker="that ran it first"))
     except OSError as e:
         return _end(job, "failed", f"cannot write into the batch folder {batch} on host "
                                    f"{socket.gethostname()}: {e}")
 
     python = job.python if job.python and Path(job.python).exists() else sys.executable
-    env = dict(job.env) if job.env else dict(os.environ)
+    if job.env is not None:
+        env = dict(job.env)
+    else:  # the node's environment; its cores shared among the worker's task slots
+        env = dict(os.environ)
+        slots = link.worker.state.nthreads if link.worker is not None else 1
+        env.update(thread_budget(slots, env, cores=node_cores()))
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     read_end, write_end = os.pipe()

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..store import ACTIVE, BatchStore
-from .job import write_record
-from .monitor import TOPIC, cancel_event_name
+from .job import remove_stale_partials, write_record
+from .monitor import TOPIC, WORKER_GONE, cancel_event_name
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def _decided_here(run: Run, status: str, why: str) -> None:
     item's folder like a node's record, if the run is still active (not cancelled meanwhile)."""
     record = {"run_id": run.run_id, "status": status, "error": why}
     if apply_record(run.store, run.uuid, record):
+        remove_stale_partials(run.store.path, run.uuid)  # what the vanished node was writing
         try:
             write_record(Path(run.store.path) / run.uuid, record)
         except OSError:
@@ -180,7 +181,5 @@ def _check(run: Run, beat: bool, workers: dict[int, set[str]]) -> None:
         elif run.worker_missing_since is None:
             run.worker_missing_since = time.monotonic()
         elif time.monotonic() - run.worker_missing_since >= WORKER_GONE_S:
-            _decided_here(run, "interrupted", f"the Dask worker running this item ({run.worker}) is gone: "
-                                              "killed, or its cluster job was cancelled or ran out of time; "
-                                              "run it again")
+            _decided_here(run, "interrupted", WORKER_GONE.format(worker=run.worker))
             run.future.cancel()
