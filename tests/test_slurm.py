@@ -84,6 +84,22 @@ def test_a_batch_runs_on_the_slurm_workers(slurm_client, batch, raw_dir):
     assert not slurm_client.audit_log.exists(), slurm_client.audit_log.read_text()
 
 
+def test_an_mcorr_to_cnmf_chain_runs_on_the_slurm_workers(slurm_client, batch, raw_dir):
+    from mesmerize_widgets.sim import simulate_2p
+
+    sim = simulate_2p(n_frames=300, dims=(64, 64), n_neurons=12, motion="rigid", max_shift=2.0, seed=3)
+    tifffile.imwrite(raw_dir / "cells.tif", sim.movie)
+    mc = batch.caiman.add_item("mcorr", "mc", "cells.tif", {"main": {"max_shifts": (4, 4), "pw_rigid": False}})
+    batch.caiman.add_item("cnmf", "cnmf", mc, {"main": {"gSig": (4, 4), "K": 20, "p": 1, "fr": 30.0}})
+    handle = batch.caiman.run(client=slurm_client, progress=False)
+    assert list(handle.statuses().values()) == ["done", "done"], batch[["item_name", "status", "error"]]
+    disk = mw.load_batch(batch.attrs["batch_path"])
+    assert disk.iloc[1]["input_movie_path"].startswith(mc["uuid"] + "/")
+    assert disk.iloc[0].mcorr.get_output().shape == sim.movie.shape
+    assert disk.iloc[1].cnmf.get_temporal().shape[1] == sim.movie.shape[0]
+    assert not slurm_client.audit_log.exists(), slurm_client.audit_log.read_text()
+
+
 def _running(store: BatchStore, uuid: str) -> dict:
     return wait_for(lambda: (r := store.get(uuid))["status"] == "running" and r["progress"] > 0 and r,
                     timeout=60, what="the item to run and report progress")
