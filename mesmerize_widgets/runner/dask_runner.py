@@ -220,7 +220,8 @@ class RunHandle:
 def _jobs(store: BatchStore, order: list[str], recs: dict[str, dict[str, Any]], backends: dict[str, str],
           **common: Any) -> tuple[dict[str, Job], dict[str, str]]:
     """Each item's job, resolved here so the node needs nothing from the database; and the
-    items that cannot run (their parent is not done and not in this submission), with why."""
+    items that cannot run (their parent is not done and not in this submission, or cannot run
+    itself), with why. ``order`` is topological, so a parent is decided before its children."""
     chosen = set(order)
     jobs: dict[str, Job] = {}
     not_run: dict[str, str] = {}
@@ -229,6 +230,10 @@ def _jobs(store: BatchStore, order: list[str], recs: dict[str, dict[str, Any]], 
         parent_uuid = rec.get("parent_uuid")
         input_path: str | None = None
         parent = None
+        if parent_uuid in not_run:
+            not_run[u] = (f"not run: its parent item {recs[parent_uuid]['item_name']!r} ({parent_uuid}) was not "
+                          "run: " + not_run[parent_uuid].removeprefix("not run: "))
+            continue
         if parent_uuid and parent_uuid in chosen:
             p = recs[parent_uuid]
             parent = {"uuid": parent_uuid, "item_name": p["item_name"], "algo": p["algo"]}
@@ -236,8 +241,8 @@ def _jobs(store: BatchStore, order: list[str], recs: dict[str, dict[str, Any]], 
             if parent_uuid and not store.exists(parent_uuid):
                 not_run[u] = f"not run: its parent item {parent_uuid} was removed from the batch"
                 continue
-            if parent_uuid and store.get(parent_uuid)["status"] in ACTIVE:
-                p = store.get(parent_uuid)
+            p = store.get(parent_uuid) if parent_uuid else None
+            if p is not None and p["status"] in ACTIVE:
                 raise RuntimeError(f"the parent of item {rec['item_name']!r}, {p['item_name']!r}, is still "
                                    f"{p['status']} in another run: run this item once it is done")
             try:
@@ -282,13 +287,6 @@ def submit(
     raw = get_parent_raw_data_path()
     jobs, not_run = _jobs(store, order, recs, backends, parent_raw_data_path=str(raw) if raw else None,
                           n_processes=n_processes, memory_limit=memory_limit, python=sys.executable, env=env)
-    # a child whose parent cannot run cannot run either
-    for u in order:
-        parent = recs[u].get("parent_uuid")
-        if u in jobs and parent in not_run:
-            jobs.pop(u)
-            not_run[u] = (f"not run: its parent item {recs[parent]['item_name']!r} ({parent}) was not run: "
-                          + not_run[parent].removeprefix("not run: "))
     mine = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(), "heartbeat": time.time()}
     for u in order:
         run_id = jobs[u].run_id if u in jobs else uuid_mod.uuid4().hex[:12]

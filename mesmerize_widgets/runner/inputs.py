@@ -11,8 +11,9 @@ from ..store import BatchStore
 from ..store.paths import resolve
 
 
-def parent_output_movie(store: BatchStore, parent: dict[str, Any]) -> Path:
-    """The movie a finished parent item produced; a clear error when there is none yet."""
+def parent_output_movie(batch_dir: Path, parent: dict[str, Any]) -> Path:
+    """The movie a finished parent item produced (``parent``: its record, or the end record of
+    its run with its uuid, item_name and algo); a clear error when there is none yet."""
     algo = get_algorithm(parent["algo"])
     key = algo.output_movie_key
     if key is None:
@@ -25,11 +26,11 @@ def parent_output_movie(store: BatchStore, parent: dict[str, Any]) -> Path:
             f"parent item {parent['item_name']!r} ({parent['uuid']}) is {parent['status']}, "
             f"so it has no output movie yet{reason}"
         )
-    return store.path / outputs[key]
+    return Path(batch_dir) / outputs[key]
 
 
 def input_movie_path(store: BatchStore, rec: dict[str, Any]) -> Path:
     """The absolute path of an item's input movie on this machine."""
     if rec.get("parent_uuid"):
-        return parent_output_movie(store, store.get(rec["parent_uuid"]))
+        return parent_output_movie(store.path, store.get(rec["parent_uuid"]))
     return resolve(rec["input_root"], rec["input_movie_path"], store.path)

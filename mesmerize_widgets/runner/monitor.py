@@ -61,8 +61,8 @@ class _Link:
 
     def send(self, kind: str, **fields: Any) -> None:
         if self.worker is not None:
-            self.worker.log_event(TOPIC, {"batch": self.job.batch_dir, "uuid": self.job.uuid,
-                                          "run_id": self.job.run_id, "kind": kind, **fields})
+            self.worker.log_event(TOPIC, {"uuid": self.job.uuid, "run_id": self.job.run_id, "kind": kind,
+                                          **fields})
 
     def cancel_requested(self) -> bool:
         """Whether the submitter set this run's cancel Event (asked at most every CANCEL_POLL_S)."""
@@ -102,21 +102,16 @@ def _end(job: Job, status: str, error: str | None, **fields: Any) -> dict[str, A
     return record
 
 
-def _parent_input(job: Job, parent_result: dict[str, Any] | None) -> str | dict[str, Any]:
+def _parent_input(job: Job, parent_result: dict[str, Any]) -> str | dict[str, Any]:
     """The parent's output movie, or the record of this item not being run."""
-    from ..algorithms import get_algorithm
+    from ..errors import DependencyError
+    from .inputs import parent_output_movie
 
-    parent = job.parent or {}
-    key = get_algorithm(parent["algo"]).output_movie_key
-    rec = parent_result or {}
-    rel = (rec.get("outputs") or {}).get(key) if rec.get("status") == "done" else None
-    if rel:
-        return str(Path(job.batch_dir) / rel)
-    last = (rec.get("error") or "").strip().splitlines()
-    why = f": {last[-1]}" if last else ""
-    reason = (f"not run: its parent item {parent['item_name']!r} ({parent['uuid']}) is "
-              f"{rec.get('status', 'not done')}{why}")
-    return _end(job, "failed", reason, outputs={"success": False, "traceback": reason})
+    try:
+        return str(parent_output_movie(Path(job.batch_dir), {**parent_result, **job.parent}))
+    except DependencyError as e:
+        reason = f"not run: {e}"
+        return _end(job, "failed", reason, outputs={"success": False, "traceback": reason})
 
 
 def run_item_task(job: Job, _parent_result: dict[str, Any] | None = None) -> dict[str, Any]:

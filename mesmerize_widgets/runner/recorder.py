@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,6 @@ class Run:
     started: bool = False
     cancel_sent: bool = False
     worker_missing_since: float | None = None
-    finished: threading.Event = field(default_factory=threading.Event)
 
 
 _lock = threading.Lock()
@@ -128,7 +127,6 @@ def _on_done(run: Run, future: Any) -> None:
     finally:
         with _lock:
             _runs.pop((run.uuid, run.run_id), None)
-        run.finished.set()
 
 
 def _start_watcher() -> None:

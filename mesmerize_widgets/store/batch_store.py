@@ -1,8 +1,9 @@
 """A batch on disk: a directory holding ``batch.sqlite`` and one output directory per item.
 
 SQLite in WAL mode lets several notebooks on one machine read and write the same batch at
-once (item processes on cluster nodes never open it: see ``runner``); every change is one short transaction touching one row, so adding or updating an item
-costs the same at 10 items or 100,000 (the pickle mesmerize-core rewrote grew with the batch).
+once (item processes on cluster nodes never open it: see ``runner``); every change is one short
+transaction touching one row, so adding or updating an item costs the same at 10 items or
+100,000 (the pickle mesmerize-core rewrote grew with the batch).
 """
 
 from __future__ import annotations
