@@ -137,3 +137,27 @@ def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
     assert "OMP_NUM_THREADS" not in thread_budget(2, {"OMP_NUM_THREADS": "8"})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert thread_budget(3, {})["OPENBLAS_NUM_THREADS"] == "5"
+
+
+def test_an_item_process_imports_only_what_it_runs(tmp_path):
+    """Every item starts a Python process: importing pandas, Dask and the accessors there cost
+    most of a second per item (bench_runner.py), for nothing an item process uses."""
+    code = ("import sys, mesmerize_widgets.runner.item_process\n"
+            "from mesmerize_widgets.algorithms import get_algorithm\n"
+            "get_algorithm('summary').run_function('builtin')\n"
+            "print([m for m in ('pandas', 'distributed', 'mesmerize_widgets.accessors', 'scipy') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], env=_script_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_star_import_as_mesmerize_core_notebooks_do(tmp_path):
+    """``from mesmerize_widgets import *`` gives every public name, and a batch has its accessors."""
+    proc = _run_script(tmp_path, """
+        from mesmerize_widgets import *
+        set_parent_raw_data_path(".")
+        df = create_batch("b")
+        print(type(df).__name__, hasattr(df, "caiman"), callable(load_batch), get_default_backend())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["DataFrame", "True", "True", "auto"]

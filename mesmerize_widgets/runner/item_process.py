@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..algorithms import RunContext, get_algorithm
-from ..store.batch_store import now_iso
 from ..store.paths import set_parent_raw_data_path
+from ..store.timestamps import now_iso
 from .job import Job, install_output_dir, write_record
 
 PROGRESS_INTERVAL_S = 0.5

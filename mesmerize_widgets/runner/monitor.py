@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..processes import node_cores, signal_on_parent_death, thread_budget
-from ..store.batch_store import now_iso
+from ..store.timestamps import now_iso
 from .job import Job, read_record, remove_stale_partials, write_record
 
 POLL_S = 0.1

@@ -15,7 +15,6 @@ import threading
 import uuid as uuid_mod
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..errors import ItemNotFoundError, NotABatchError
 from . import codec
 from .json_column import JSONColumn
 from .schema import SCHEMA_VERSION, migrate
+from .timestamps import now_iso
 
 DB_NAME = "batch.sqlite"
 
@@ -84,10 +84,6 @@ _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM items"
 
 _store_cache: dict[tuple, BatchStore] = {}
 _cache_lock = threading.Lock()
-
-
-def now_iso() -> str:
-    return datetime.now().isoformat(timespec="seconds")
 
 
 def _decode_row(row: tuple) -> dict[str, Any]:

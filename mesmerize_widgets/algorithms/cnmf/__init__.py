@@ -14,7 +14,7 @@ CaImAn-only; True is refused by the built-in backend).
 
 from __future__ import annotations
 
-from ...formats.cnmf_hdf5 import default_params
+from ...formats.cnmf_params import default_params
 from ..registry import Algorithm, register
 from ..schema import Param, ParamSchema
 

@@ -12,7 +12,7 @@ see :mod:`.builtin` for the extra files (shifts, components over time, live snap
 
 from __future__ import annotations
 
-from ...formats.cnmf_hdf5 import default_params
+from ...formats.cnmf_params import default_params
 from ..registry import Algorithm, register
 from ..schema import Param, ParamSchema
 
