@@ -92,10 +92,13 @@ def _stop(pid: int, timeout: float = 15.0) -> None:
 
 
 def _read_pid(path: Path, timeout: float = 10.0) -> int:
-    """The pid a daemon wrote to ``path`` (daemons write it a moment after they fork)."""
+    """The pid a daemon wrote to ``path`` (daemons write it a moment after they fork).
+
+    The file can exist and still be empty: a daemon creates it, then writes the number.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             pid = int(path.read_text().split()[0])
             if _alive(pid):
                 return pid
