@@ -42,5 +42,9 @@ class BackendUnavailableError(MesmerizeError, RuntimeError):
     """The requested backend cannot run here (CaImAn missing or its environment broken)."""
 
 
+class MemoryBudgetError(MesmerizeError, MemoryError):
+    """A step would hold more of the movie than its memory budget allows: said before it starts."""
+
+
 class UnsafePickleError(MesmerizeError, ValueError):
     """A legacy batch pickle tried to build something a batch never holds."""

@@ -34,6 +34,9 @@ class RunContext:
     prefix: str
     progress: ProgressFn = field(default=_no_progress)
     n_processes: int = 1
+    #: bytes of private memory each process of the run may hold (the runner's memory_limit), or
+    #: None; algorithms that work in pieces size them from it
+    memory_limit: int | None = None
 
     @property
     def main(self) -> dict[str, Any]:

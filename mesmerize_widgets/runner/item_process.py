@@ -67,7 +67,8 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         params = algo.schema.validate(job.params)
         tmp.mkdir(parents=True, exist_ok=True)  # the monitor made it; a direct call may not have
         ctx = RunContext(input_path=Path(job.input_path) if job.input_path else None, params=params,
-                         output_dir=tmp, prefix=job.uuid, progress=progress, n_processes=job.n_processes)
+                         output_dir=tmp, prefix=job.uuid, progress=progress, n_processes=job.n_processes,
+                         memory_limit=job.memory_limit)
         if ctx.input_path is not None and not ctx.input_path.exists() and not any(c in job.input_path for c in "*?["):
             raise FileNotFoundError(
                 f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     job = Job.from_json(sys.stdin.read())
     if job.memory_limit:
-        resource.setrlimit(resource.RLIMIT_AS, (job.memory_limit, job.memory_limit))
+        # RLIMIT_DATA, not RLIMIT_AS: it counts the private memory a process allocates, not the
+        # movies it maps from disk (a memmap larger than the limit is how long movies are read)
+        # nor the address space thread pools reserve; the worker processes inherit it
+        resource.setrlimit(resource.RLIMIT_DATA, (job.memory_limit, job.memory_limit))
     if job.parent_raw_data_path:
         set_parent_raw_data_path(job.parent_raw_data_path)
     report = os.fdopen(args.report_fd, "w") if args.report_fd is not None else None

@@ -75,6 +75,11 @@ _TYPED = (
     # spatial
     Param("maxthr", 0.1, "float", "footprint pixels below this fraction of the maximum are dropped"),
     Param("extract_cc", True, "bool", "keep only the connected piece of a footprint holding its maximum"),
+    Param("memory_budget_mb", 1024.0, "float", "builtin only: MiB of the movie one process may hold while "
+          "seeding (a patch; the field with rf=None; the residual pass). Beyond it a long movie is seeded on "
+          "more frames averaged (at most one decay's worth) and the residual pass goes tile by tile; an "
+          "initialisation that still does not fit refuses at once with the estimate. A run given a "
+          "memory_limit uses a third of it when this is not set", minimum=16.0),
     # quality
     Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this"),
     Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this (builtin: the "

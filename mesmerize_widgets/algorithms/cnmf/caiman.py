@@ -33,6 +33,7 @@ def _main_for_caiman(params: dict[str, Any], cnmfe: bool) -> dict[str, Any]:
 
     main = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.get("main", {}).items()}
     main.pop("var_name_hdf5", None)
+    main.pop("memory_budget_mb", None)  # the builtin's; CaImAn holds whole patches in memory
     if cnmfe:
         for k, v in {**_CNMFE_DEFAULTS, **_CNMFE_CAIMAN}.items():
             main.setdefault(k, list(v) if isinstance(v, tuple) else v)

@@ -40,8 +40,9 @@ import scipy.sparse as sp
 import scipy.special
 from scipy.stats import norm
 
-from ...errors import ParamError
+from ...errors import MemoryBudgetError, ParamError
 from ...processes import spawn_pool
+from . import budget
 from .evaluation import select_components
 from .ring import RingModel
 
@@ -98,6 +99,7 @@ class Options:
     use_cnn: bool = False
     maxthr: float = 0.1
     extract_cc: bool = True
+    memory_budget_mb: float = 1024.0
     cnmfe: bool = False
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -691,6 +693,20 @@ class _BackgroundSubtracted(_Movie):
         return self.cache[idx] if self.cache is not None else self._compute(idx)
 
 
+def _leading_modes(X: np.ndarray, k: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:
+    """The ``k`` leading right singular vectors (k, T) of ``X`` (n, T), by a randomised range
+    finder with power iterations: a full SVD costs n·T·min(n, T), minutes on a long movie,
+    for modes that only start the background's traces."""
+    n, T = X.shape
+    q = min(n, T, k + 10)
+    if k <= 0 or q == 0:
+        return np.zeros((0, T))
+    Q = np.linalg.qr(X @ rng.standard_normal((T, q)))[0]
+    for _ in range(n_iter):
+        Q = np.linalg.qr(X @ np.linalg.qr(X.T @ Q)[0])[0]
+    return np.linalg.svd(Q.T @ X, full_matrices=False)[2][:k]
+
+
 def _init_background(mov: _Movie, A: np.ndarray, C: np.ndarray, nb: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Nonnegative rank-nb background of the residual ``Y - A·C`` (mean image + leading modes)."""
     P, T = mov.P, mov.T
@@ -701,11 +717,13 @@ def _init_background(mov: _Movie, A: np.ndarray, C: np.ndarray, nb: int, rng: np
     f = np.ones((nb, T))
     b[:, 0] = np.maximum(resid_mean, 0)
     if nb > 1:
-        # leading temporal modes of a pixel subsample of the centred residual
-        sub = np.arange(0, P, max(1, P // 4000))
+        # leading temporal modes of a pixel subsample of the centred residual (at most 64 MiB
+        # of float64: a long movie is seen through fewer pixels)
+        n_sub = min(P, 4000, max(64, (1 << 23) // T))
+        sub = np.unique(np.linspace(0, P - 1, n_sub).round().astype(int))
         Rs = mov.rows(sub).astype(np.float64) - A[sub] @ C
         Rs -= Rs.mean(1, keepdims=True)
-        _, _, vt = np.linalg.svd(Rs, full_matrices=False)
+        vt = _leading_modes(Rs, nb - 1, rng)
         for j in range(1, nb):
             m = vt[j - 1] if j - 1 < len(vt) else rng.standard_normal(T)
             m = m * np.sign(m[np.argmax(np.abs(m))])
@@ -1018,19 +1036,10 @@ def patch_grid(dims: tuple[int, int], rf: int, stride: int) -> list[tuple[slice,
             for r in starts(dims[0]) for c in starts(dims[1])]
 
 
-def _read_patch(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
-    """(h, w, T) float32 of a rectangle of a (P, T) Fortran-pixel-order movie."""
-    d1 = dims[0]
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    out = np.empty((h, w, Yr.shape[1]), np.float32)
-    for j, c in enumerate(range(cols.start, cols.stop)):
-        out[:, j] = Yr[c * d1 + rows.start : c * d1 + rows.stop]
-    return out
-
-
-def _decay_frames(opts: Options, T: int, T_seen: int) -> int:
-    """Frames of one transient's decay in the ``T_seen`` frames that ``_tsub`` made of ``T``."""
-    ts = 1 if T_seen == T else opts.tsub
+def _decay_frames(opts: Options, T: int, T_seen: int, ts: int | None = None) -> int:
+    """Frames of one transient's decay in the ``T_seen`` frames made of ``T`` by averaging
+    ``ts`` (default ``tsub``) at a time."""
+    ts = 1 if T_seen == T else (opts.tsub if ts is None else ts)
     return max(1, int(round(opts.n_samples / ts)))
 
 
@@ -1060,16 +1069,52 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
     return A, C
 
 
+def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, opts: Options,
+                 K: int | None, common: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Initialise the components of a rectangle of the field (a patch, or all of it).
+
+    Within ``memory_budget_mb`` it is read whole (:func:`_init_patch`, unchanged). Beyond, a
+    long movie is seeded on more frames averaged (:func:`budget.seeding_tsub`) and the traces
+    projected on the full-rate movie a block at a time; CNMF-E's seeding still needs the
+    region at full rate (it filters each frame), so it refuses with the estimate instead."""
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    T = Yr.shape[1]
+    n_px = h * w
+    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
+        return _init_patch(budget.read_region(Yr, dims, rows, cols), opts, K, common)
+    if opts.method_init == "corr_pnr":
+        raise MemoryBudgetError(
+            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
+            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
+            f"{opts.memory_budget_mb:g}. Use patches (rf, stride) or raise memory_budget_mb"
+        )
+    ts = budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
+    Ys = budget.read_region(Yr, dims, rows, cols, ts)
+    log.info("seeding %s on %d frames (%d averaged at a time) to stay within memory_budget_mb=%g",
+             what, Ys.shape[-1], ts, opts.memory_budget_mb)
+    A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1], ts))
+    if not A.shape[1]:
+        return A, np.zeros((0, T), np.float32)
+    if C.shape[1] != T:
+        A64 = A.astype(np.float64)
+        base = A64.T @ np.median(Ys, -1).reshape(-1, order="F")
+        rhs = budget.project_region(Yr, dims, rows, cols, A) - base[:, None]
+        C = np.maximum(np.linalg.lstsq(A64.T @ A64, rhs, rcond=None)[0], 0).astype(np.float32)
+    return A, C
+
+
 def fit_patch(args: tuple) -> tuple[tuple[slice, slice], sp.csc_matrix, np.ndarray]:
     """Initialise (and, unless only_init, refine) one patch; run in a worker process."""
     mmap_path, dims, rows, cols, opts, common = args
     from ...formats.memmap import load_memmap
 
     Yr, _, _ = load_memmap(mmap_path)
-    Y3 = _read_patch(Yr, dims, rows, cols)
-    pdims = Y3.shape[:2]
-    A, C = _init_patch(Y3, opts, opts.K, common)
+    A, C = _init_region(Yr, dims, rows, cols, opts, opts.K, common, f"the patch at rows {rows.start}-{rows.stop}, "
+                        f"columns {cols.start}-{cols.stop}")
     if A.shape[1] and not opts.only_init:
+        # refining each patch (only_init=False) holds it at full rate, as CaImAn does
+        Y3 = budget.read_region(Yr, dims, rows, cols)
+        pdims = Y3.shape[:2]
         mov = _Movie(Y3.reshape(-1, Y3.shape[-1], order="F"))
         b, f = _init_background(mov, A, C, max(background_rank(opts), 1), np.random.default_rng(opts.seed))
         A, C, b, f = hals(mov, A, C, b, f, pdims, opts, n_outer=2)
@@ -1100,23 +1145,61 @@ def _residual_budget(dims: tuple[int, int], opts: Options) -> int:
     return max(5, int(math.ceil(int(opts.K or 0) * n_patches / 3)))
 
 
+def _residual_rows(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
+                   idx: np.ndarray, ts: int) -> np.ndarray:
+    """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a time."""
+    out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
+    pos = 0
+    for blk in budget.pixel_blocks(idx, mov.T):
+        out[pos : pos + len(blk)] = budget.average_frames(mov.rows(blk) - A[blk] @ C - b[blk] @ f, ts)
+        pos += len(blk)
+    return out
+
+
 def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
                          dims: tuple[int, int], opts: Options) -> tuple[np.ndarray, np.ndarray]:
     """A second greedy pass on the residual ``Y - A·C - b·f``: finds neurons the first pass
-    missed because a brighter neighbour's window had swallowed part of them."""
-    T = mov.T
-    R = np.empty((mov.P, T), np.float32)
-    for blk in mov.blocks:
-        R[blk] = mov.rows(blk) - A[blk] @ C - b[blk] @ f
-    R3 = R.reshape(dims[1], dims[0], T).transpose(1, 0, 2)
+    missed because a brighter neighbour's window had swallowed part of them.
+
+    The residual is seeded on ``tsub``-averaged frames, more when the field would not fit in
+    ``memory_budget_mb``; when even one decay's averaging does not fit, tile by tile (each
+    seed kept by the tile whose core holds its peak)."""
+    T, P = mov.T, mov.P
     k_extra = _residual_budget(dims, opts)
-    Rs = _tsub(R3, opts.tsub)
-    A2, C2 = greedy_init(Rs, opts, k_extra, _decay_frames(opts, T, Rs.shape[-1]))
-    if not A2.shape[1]:
-        return A2, np.zeros((0, T), np.float32)
-    if C2.shape[1] != T:
-        C2 = np.maximum(np.repeat(C2, T // C2.shape[1] + 1, axis=1)[:, :T], 0).astype(np.float32)
-    return A2, C2
+    ts = budget.seeding_tsub(P, T, opts.tsub, opts.n_samples, opts.memory_budget_mb)
+    whole = (slice(0, dims[0]), slice(0, dims[1]))
+    if ts is not None:
+        tiles = [(*whole, *whole)]
+    else:
+        ts = max(1, int(opts.tsub), opts.n_samples)
+        margin = 2 * max(opts.gSig)
+        tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
+        log.info("residual pass in %d tiles to stay within memory_budget_mb=%g", len(tiles), opts.memory_budget_mb)
+    A_parts, C_parts = [], []
+    for rows, cols, core_r, core_c in tiles:
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        idx = budget.region_pixels(dims, rows, cols)
+        R3 = _residual_rows(mov, A, C, b, f, idx, ts).reshape(w, h, -1).transpose(1, 0, 2)
+        core_area = (core_r.stop - core_r.start) * (core_c.stop - core_c.start)
+        k = k_extra if len(tiles) == 1 else max(1, math.ceil(k_extra * core_area / P))
+        A2, C2 = greedy_init(R3, opts, k, _decay_frames(opts, T, R3.shape[-1], ts))
+        del R3
+        if not A2.shape[1]:
+            continue
+        pr, pc = np.unravel_index(np.argmax(A2, axis=0), (h, w), order="F")
+        own = ((pr + rows.start >= core_r.start) & (pr + rows.start < core_r.stop)
+               & (pc + cols.start >= core_c.start) & (pc + cols.start < core_c.stop))
+        full = np.zeros((P, int(own.sum())), np.float32)
+        full[idx] = A2[:, own]
+        A_parts.append(full)
+        C_parts.append(C2[own])
+    if not A_parts:
+        return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
+    A2, C2 = np.hstack(A_parts), np.vstack(C_parts)
+    if C2.shape[1] != T:  # back to the full rate: each averaged value for its ts frames
+        C2 = np.repeat(C2, ts, axis=1)[:, :T]
+        C2 = np.pad(C2, ((0, 0), (0, T - C2.shape[1])), mode="edge")
+    return A2, np.maximum(C2, 0).astype(np.float32)
 
 
 def _trace_metrics(dec: dict[str, Any], opts: Options) -> tuple[np.ndarray, np.ndarray]:
@@ -1201,9 +1284,8 @@ def fit(
             C = C.astype(np.float32)
         progress(0.3, f"seeded with {A.shape[1]} masks")
     elif opts.rf is None:
-        Y3 = np.asarray(Yr, np.float32).reshape(dims[1], dims[0], T).transpose(1, 0, 2)
-        A, C = _init_patch(Y3, opts, opts.K, _common_trace(mov, opts))
-        del Y3
+        A, C = _init_region(Yr, dims, slice(0, dims[0]), slice(0, dims[1]), opts, opts.K,
+                            _common_trace(mov, opts), "the whole field (rf=None)")
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
         patched = True

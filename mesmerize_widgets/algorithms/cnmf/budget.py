@@ -1,0 +1,145 @@
+"""How much of the movie a builtin fit may hold at once, and readers that keep to it.
+
+A patch's pixels x frames grows with the recording (an hour at 30 Hz is 108,000 frames), and
+seeding holds that block several times over. Within the budget (``memory_budget_mb``, per
+process) nothing changes; beyond it, seeding sees the movie averaged over more frames, at most
+one decay's worth (a transient averaged over more is lost), and past that an initialisation
+refuses at once with the estimate, while the residual pass works in tiles of the field. Every
+read goes through pixel blocks of at most :data:`BLOCK_ELEMENTS` values, all frames of a pixel
+being contiguous in the C-order memmap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import MemoryBudgetError
+
+#: copies of the (pixels, frames) data greedy seeding holds at once: the data, its smoothed
+#: trend and that trend's padded envelope, the blurred movie, its squares and their running sum
+SEED_COPIES = 6
+
+#: values (float32) of the movie read at once: 64 MiB
+BLOCK_ELEMENTS = 1 << 24
+
+MiB = 2**20
+
+
+def n_seen(T: int, ts: int) -> int:
+    """Frames seeding sees after averaging ``ts`` at a time (``_tsub`` keeps short movies whole)."""
+    return T if ts <= 1 or T < 2 * ts else T // ts
+
+
+def seeding_bytes(n_pixels: int, T: int, ts: int) -> int:
+    """What seeding ``n_pixels`` over ``T`` frames averaged ``ts`` at a time holds."""
+    return SEED_COPIES * 4 * n_pixels * n_seen(T, ts)
+
+
+def full_rate_bytes(n_pixels: int, T: int, ts: int) -> int:
+    """The full-rate region plus its seeding (how patches were always initialised)."""
+    return 4 * n_pixels * T + seeding_bytes(n_pixels, T, ts)
+
+
+def seeding_tsub(n_pixels: int, T: int, tsub: int, n_decay: int, budget_mb: float) -> int | None:
+    """Frames to average for seeding within the budget: ``tsub`` when it fits, else the least
+    number that fits; None when even one decay's worth (``n_decay`` frames) does not."""
+    budget = budget_mb * MiB
+    ts = max(1, int(tsub))
+    if seeding_bytes(n_pixels, T, ts) <= budget:
+        return ts
+    need = max(ts, math.ceil(SEED_COPIES * 4 * n_pixels * T / max(budget, 1)))
+    while need <= max(ts, n_decay):
+        if seeding_bytes(n_pixels, T, need) <= budget:
+            return need
+        need += 1
+    return None
+
+
+def require_seeding_tsub(n_pixels: int, T: int, tsub: int, n_decay: int, budget_mb: float, what: str) -> int:
+    """:func:`seeding_tsub`, or a :class:`MemoryBudgetError` naming the estimate and the settings."""
+    ts = seeding_tsub(n_pixels, T, tsub, n_decay, budget_mb)
+    if ts is not None:
+        return ts
+    cap = max(1, int(tsub), int(n_decay))
+    raise MemoryBudgetError(
+        f"seeding {what} ({n_pixels} pixels x {T} frames) needs "
+        f"{seeding_bytes(n_pixels, T, cap) / MiB:.0f} MiB even with {cap} frames averaged (one decay: "
+        f"more would average transients away), over memory_budget_mb={budget_mb:g}. Use smaller "
+        "patches (rf, stride) or raise memory_budget_mb (per process: each of n_processes holds one patch)"
+    )
+
+
+def pixel_blocks(idx: np.ndarray, T: int) -> list[np.ndarray]:
+    """``idx`` (sorted pixel indices) in runs of at most :data:`BLOCK_ELEMENTS` values."""
+    step = max(1, BLOCK_ELEMENTS // max(T, 1))
+    return [idx[s : s + step] for s in range(0, len(idx), step)]
+
+
+def region_pixels(dims: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+    """Indices (Fortran pixel order, sorted) of a rectangle of the field."""
+    r = np.arange(rows.start, rows.stop)
+    return (np.arange(cols.start, cols.stop)[:, None] * dims[0] + r[None, :]).ravel()
+
+
+def average_frames(block: np.ndarray, ts: int) -> np.ndarray:
+    """(n, T) -> (n, T // ts): each ``ts`` consecutive frames averaged (the tail dropped), as
+    CaImAn's ``tsub``; unchanged when ``ts`` is 1 or the movie is shorter than two groups."""
+    T = block.shape[-1]
+    if ts <= 1 or T < 2 * ts:
+        return block
+    n = T // ts
+    return block[:, : n * ts].reshape(len(block), n, ts).mean(-1)
+
+
+def read_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, ts: int = 1) -> np.ndarray:
+    """(h, w, T') float32 of a rectangle of a (P, T) Fortran-pixel-order movie, averaged ``ts``
+    frames at a time (:func:`average_frames`), read a bounded block of pixels at a time."""
+    h, w = rows.stop - rows.start, cols.stop - cols.start
+    T = Yr.shape[1]
+    idx = region_pixels(dims, rows, cols)
+    out = np.empty((h * w, n_seen(T, ts)), np.float32)
+    pos = 0
+    for blk in pixel_blocks(idx, T):
+        lo, hi = int(blk[0]), int(blk[-1]) + 1
+        data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
+        out[pos : pos + len(blk)] = average_frames(data, ts)
+        pos += len(blk)
+    return out.reshape(w, h, -1).transpose(1, 0, 2)
+
+
+def project_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, A: np.ndarray) -> np.ndarray:
+    """``A.T @ Y`` (K, T) for footprints ``A`` over a rectangle (its pixels, Fortran order),
+    from the full-rate movie a bounded block at a time."""
+    T = Yr.shape[1]
+    idx = region_pixels(dims, rows, cols)
+    out = np.zeros((A.shape[1], T), np.float64)
+    pos = 0
+    for blk in pixel_blocks(idx, T):
+        lo, hi = int(blk[0]), int(blk[-1]) + 1
+        data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
+        out += A[pos : pos + len(blk)].T.astype(np.float32) @ data
+        pos += len(blk)
+    return out
+
+
+def core_tiles(dims: tuple[int, int], side: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
+    """Tiles covering the field: (rows, cols) of each tile grown by ``margin`` and (rows, cols)
+    of its core. The cores partition the field, so a seed kept only where its peak lies in the
+    core is found once; the margin lets a cell on a core's edge be fitted whole."""
+    out = []
+    for r0 in range(0, dims[0], side):
+        for c0 in range(0, dims[1], side):
+            r1, c1 = min(r0 + side, dims[0]), min(c0 + side, dims[1])
+            out.append((slice(max(r0 - margin, 0), min(r1 + margin, dims[0])),
+                        slice(max(c0 - margin, 0), min(c1 + margin, dims[1])),
+                        slice(r0, r1), slice(c0, c1)))
+    return out
+
+
+def tile_side(T: int, ts: int, margin: int, budget_mb: float) -> int:
+    """Largest core side whose tile (core plus margins) seeds within the budget."""
+    per_pixel = SEED_COPIES * 4 * n_seen(T, ts)
+    px = budget_mb * MiB / per_pixel
+    return max(1, int(math.sqrt(px)) - 2 * margin)
