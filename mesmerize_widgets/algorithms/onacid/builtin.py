@@ -39,9 +39,9 @@ import scipy.sparse as sp
 
 from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, default_params, save_cnmf
-from ..cnmf import core
+from ..cnmf import core, model
 from ..cnmf.builtin import load_masks
-from ..cnmf.evaluation import select_components
+from ..cnmf.evaluation import accept_thresholds, select_components
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..mcorr import registration as R
@@ -209,7 +209,7 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
     opts = core.Options.from_main(
         {k: main[k] for k in ("fr", "decay_time", "gSig", "K", "p", "nb", "min_SNR", "rval_thr")})
     core.check_geometry(dims, opts)
-    mov = core._Movie(Yr)
+    mov = model.Movie(Yr)
     rng = np.random.default_rng(0)
     method = main["init_method"]
     if method == "cnmf":
@@ -225,7 +225,7 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
         C = (C - C.min(1, keepdims=True)).astype(np.float32)
     else:
         A, C = _greedy_seeds(Yr, dims, opts)
-    b, f = core._init_background(mov, A, C, opts.nb, rng)
+    b, f = model.init_background(mov, A, C, opts.nb, rng)
     if method == "seeded":
         # seeds keep their shapes (a neuron silent in the init batch has no data to reshape it):
         # only traces and background are fitted, by HALS sweeps on AᵀY, AᵀA
@@ -258,7 +258,7 @@ def r_values_streamed(read: Callable[[np.ndarray], np.ndarray], A: sp.csc_matrix
     nA = np.sqrt(np.asarray(Ad.multiply(Ad).sum(0)).ravel())
     AA = (Ad.T @ Ad).toarray() / np.maximum(np.outer(nA, nA), 1e-12)
     np.fill_diagonal(AA, 0)
-    loc = core._activity_frames(C, fr)
+    loc = model.activity_frames(C, fr)
     frames: list[np.ndarray | None] = []
     for i in range(K):
         if loc[i] is None:
@@ -417,9 +417,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     ctx.progress(0.93, "r-values")
     rv = r_values_streamed(read_registered, A, dec["C"], on.b, fb, main["fr"], c_order=dims)
-    quality = {"min_SNR": main["min_SNR"], "rval_thr": main["rval_thr"], "SNR_lowest": 0.5,
-               "rval_lowest": -1.0}
-    good, bad = select_components(snr, rv, quality)
+    good, bad = select_components(snr, rv, accept_thresholds(main))
     outputs: dict[str, Any] = save_summary_images(ctx, acc)
     corr = np.load(outputs["corr-img-path"])
     est = Estimates(

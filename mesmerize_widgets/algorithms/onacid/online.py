@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.special
 
-from ..cnmf import core
+from ..cnmf import core, model
 
 _NOISE_E = 0.5  # mean of max(z, 0)**2 for z ~ N(0, 1): the energy of noise alone
 
@@ -94,22 +94,6 @@ def _disk(center: tuple[int, int], radius: int, dims: tuple[int, int]) -> np.nda
 
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
-
-def _clean_patch(a: np.ndarray, hw: tuple[int, int], maxthr: float) -> np.ndarray:
-    """The cnmf core's footprint cleaning on a small patch (Fortran order): values below
-    ``maxthr`` x max zeroed, only the 4-connected piece holding the maximum kept (OpenCV's
-    labelling, several times faster than scipy's on patches this small)."""
-    img = a.reshape(hw[::-1]).T.copy()  # (h, w)
-    top = float(img.max()) if img.size else 0.0
-    if top <= 0:
-        return np.zeros_like(a)
-    img[img < maxthr * top] = 0
-    n, lab = cv2.connectedComponents((img > 0).astype(np.uint8), connectivity=4)
-    if n > 2:
-        pk = np.unravel_index(int(np.argmax(img)), img.shape)
-        img[lab != lab[pk]] = 0
-    return img.T.ravel()
 
 
 def _dilated_support(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -445,10 +429,10 @@ class OnlineCNMF:
         ii, jj = i - r0, j - c0
         seed = pat[:, max(jj - 1, 0) : jj + 2, max(ii - 1, 0) : ii + 2].reshape(self.B, -1).mean(1)
         Y = pat.reshape(self.B, -1).T.astype(np.float64)  # (n, B)
-        a, c = core._rank1(Y, seed, 5)
+        a, c = model.rank1(Y, seed, 5)
         if not (np.any(a > 0) and np.any(c > 0)):
             return False
-        img = _clean_patch(a, (r1 - r0, c1 - c0), o.maxthr)
+        img = model.clean_footprint(a, (r1 - r0, c1 - c0), o.maxthr)
         if (img > 0).sum() < 3:
             return False
         a = img / np.linalg.norm(img)
@@ -674,7 +658,7 @@ class OnlineCNMF:
         r, c, hw = self._box(d)
         img = np.zeros(hw)
         img[r, c] = new
-        flat = _clean_patch(img.reshape(-1, order="F"), hw, self.opts.maxthr)
+        flat = model.clean_footprint(img.reshape(-1, order="F"), hw, self.opts.maxthr)
         return flat.reshape(hw, order="F")[r, c]
 
     # -- results --------------------------------------------------------------------------------
