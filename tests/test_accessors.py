@@ -35,6 +35,26 @@ def test_add_item_changes_df_and_store_in_the_same_call(batch, movie_file):
     assert batch.iloc[0].caiman.get_input_movie().shape == movie.shape
 
 
+def test_pandas_replaces_a_frames_contents_in_place(batch, movie_file):
+    """The private pandas method ``accessors.frame.replace_contents`` relies on (its one use):
+    the same object gets the new rows, keeps its attrs, and goes on working with public pandas."""
+    from mesmerize_widgets.accessors.frame import replace_contents
+
+    assert hasattr(pd.DataFrame, "_update_inplace"), "pandas dropped DataFrame._update_inplace"
+    batch.caiman.add_item("summary", "a", movie_file[0], {"main": {}})
+    df, attrs = batch, dict(batch.attrs)
+    grown = pd.concat([df, df], ignore_index=True)
+    grown.attrs = {}
+    replace_contents(df, grown)
+    assert df is batch and len(df) == 2 and df.attrs == attrs
+    assert list(df["item_name"]) == ["a", "a"] and df["params"].dtype == grown["params"].dtype
+    df.at[1, "item_name"] = "b"
+    assert list(df["item_name"]) == ["a", "b"]
+    # and through the accessors, as mesmerize-core notebooks use them
+    batch.caiman.add_item("summary", "c", movie_file[0], {"main": {}})
+    assert df is batch and list(df["item_name"]) == ["a", "b", "c"] and df.index.equals(pd.RangeIndex(3))
+
+
 def test_parent_raw_data_path_is_required(tmp_path, movie_file):
     df = mw.create_batch(tmp_path / "b2")
     store_paths._parent_raw_data_path = None

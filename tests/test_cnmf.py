@@ -225,6 +225,49 @@ def test_event_exceptionality_snr_is_high_for_transients_and_low_for_noise():
     assert (snr_spikes > 3).all() and (snr_noise < 1.5).all()
 
 
+def test_clean_footprint_keeps_what_scipys_4_connected_labelling_keeps():
+    """model.clean_footprint labels with OpenCV (fast enough for OnACID's per-frame updates);
+    the piece it keeps is scipy.ndimage's, which the offline fit used before."""
+    import scipy.ndimage as ndi
+
+    from mesmerize_widgets.algorithms.cnmf import model
+
+    def by_scipy(a, dims, maxthr):
+        if not np.any(a > 0):
+            return np.zeros_like(a)
+        img = a.reshape(dims, order="F").copy()
+        img[img < maxthr * img.max()] = 0
+        lab, n = ndi.label(img > 0)
+        if n > 1:
+            img[lab != lab[np.unravel_index(int(np.argmax(img)), dims)]] = 0
+        return img.reshape(-1, order="F")
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        dims = (int(rng.integers(1, 25)), int(rng.integers(1, 25)))
+        a = rng.random(dims[0] * dims[1]) * (rng.random(dims[0] * dims[1]) < rng.uniform(0.2, 0.7))
+        a -= rng.uniform(0, 0.3) * (rng.random(a.size) < 0.1)  # a few negative values
+        maxthr = float(rng.choice([0.0, 0.1, 0.4]))
+        np.testing.assert_array_equal(model.clean_footprint(a, dims, maxthr), by_scipy(a, dims, maxthr))
+    a = rng.random(30)
+    np.testing.assert_array_equal(model.clean_footprint(a, (5, 6), 0.0, extract_cc=False), a)
+
+
+def test_cnmf_and_onacid_accept_by_the_same_thresholds():
+    """One builder of the accept rule's thresholds: CaImAn's defaults where params lack them."""
+    from mesmerize_widgets.algorithms.cnmf.evaluation import accept_thresholds
+    from mesmerize_widgets.algorithms.onacid import SCHEMA as ONACID
+
+    caiman = {"min_SNR": 2.5, "rval_thr": 0.8, "SNR_lowest": 0.5, "rval_lowest": -1}
+    assert accept_thresholds({}) == caiman
+    onacid_main = ONACID.validate({"main": {"min_SNR": 3.0}}, fill_defaults=True)["main"]
+    assert accept_thresholds(onacid_main) == {**caiman, "min_SNR": 3.0}
+    opts = core.Options.from_main({"min_SNR": 1.5, "SNR_lowest": 0.2})
+    assert accept_thresholds(vars(opts)) == {**caiman, "min_SNR": 1.5, "SNR_lowest": 0.2}
+    snr, rv = np.array([3.0, 1.6, 0.1, 1.0]), np.array([0.0, 0.0, 0.9, 0.85])  # 0.1: below SNR_lowest
+    assert [g.tolist() for g in core.classify(snr, rv, opts)] == [[0, 1, 3], [2]]
+
+
 # ------------------------------------------------------------------------------------------
 # through the batch
 # ------------------------------------------------------------------------------------------

@@ -430,7 +430,7 @@ def test_cnmf_viewer_live_onacid_grows_then_switches_to_finished(batch, raw_dir,
     """A real onacid item on the real runner: contours grow while it runs, then the finished view."""
     import time
 
-    from mesmerize_widgets.algorithms.onacid import live as onacid_live
+    from mesmerize_widgets.accessors import live as onacid_live
 
     cnmf_acc.clear_cache()
     sim = simulate_2p(n_frames=1500, dims=(64, 64), n_neurons=14, late_fraction=0.5, motion=None, seed=4)
@@ -477,7 +477,7 @@ def test_cnmf_viewer_live_onacid_grows_then_switches_to_finished(batch, raw_dir,
 
 def test_live_snapshot_helpers_without_a_snapshot(batch, raw_dir):
     """No snapshot yet (queued, or running before the first write): a label, no error."""
-    from mesmerize_widgets.algorithms.onacid import live as onacid_live
+    from mesmerize_widgets.accessors import live as onacid_live
 
     tifffile.imwrite(raw_dir / "q.tif", blob_movie())
     batch.caiman.add_item("onacid", "q", "q.tif", {"main": LIVE_MAIN})

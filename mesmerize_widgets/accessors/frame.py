@@ -40,8 +40,8 @@ def append_record(df: pd.DataFrame, rec: dict[str, Any]) -> None:
         df.loc[n] = [rec[c] for c in COLUMNS]
         return
     data: dict[str, Any] = {}
-    for i, c in enumerate(COLUMNS):
-        old = df._get_column_array(i)  # the stored array itself: df[c] would build a Series
+    for c in COLUMNS:
+        old = df[c].array  # the stored array (a view under copy-on-write), read only
         if isinstance(old, JSONColumn):
             data[c] = JSONColumn._concat_same_type([old, JSONColumn._from_sequence([rec[c]])])
         else:
@@ -50,7 +50,20 @@ def append_record(df: pd.DataFrame, rec: dict[str, Any]) -> None:
             grown[:n] = values
             grown[n] = rec[c]
             data[c] = grown
-    df._update_inplace(frame_from_columns(data, Path(df.attrs["batch_path"]), consolidate=False))
+    replace_contents(df, frame_from_columns(data, Path(df.attrs["batch_path"]), consolidate=False))
+
+
+def replace_contents(df: pd.DataFrame, new: pd.DataFrame) -> None:
+    """Make ``df`` itself hold ``new``'s rows and columns (its ``attrs`` stay); ``new`` shares
+    them from then on, so it is a temporary.
+
+    The one use of a private pandas method: pandas has no public way to give a frame new rows
+    in place but ``df.loc[n] = row``, ~10 ms at 10,000 rows. ``DataFrame._update_inplace`` is
+    what pandas' own ``inplace=True`` methods (``drop``, ``reset_index``, ...) end with;
+    ``tests/test_accessors.py::test_pandas_replaces_a_frames_contents_in_place`` fails if a
+    pandas release changes it.
+    """
+    df._update_inplace(new)
 
 
 def drop_row(df: pd.DataFrame, position: int) -> None:

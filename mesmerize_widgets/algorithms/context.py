@@ -22,10 +22,12 @@ def _no_progress(fraction: float, message: str = "") -> None:
 class RunContext:
     """One run of one item.
 
-    ``output_dir`` is a fresh directory the runner renames into place only if the run returns;
-    files are named ``{prefix}{suffix}`` like mesmerize-core names them (prefix = the uuid).
-    The run function returns the outputs dict: :class:`~pathlib.Path` values must lie inside
-    ``output_dir`` and are stored relative to the batch.
+    ``output_dir`` is a fresh directory the runner renames to ``final_dir`` only if the run
+    returns; files are named ``{prefix}{suffix}`` like mesmerize-core names them (prefix = the
+    uuid). The run function returns the outputs dict: :class:`~pathlib.Path` values must lie
+    inside ``output_dir`` and are stored relative to the batch. A path written *inside* a file
+    (CaImAn's ``mmap_file``) must be where the file will be read later: under
+    :attr:`final_output_dir`.
     """
 
     input_path: Path | None
@@ -37,6 +39,14 @@ class RunContext:
     #: bytes of private memory each process of the run may hold (the runner's memory_limit), or
     #: None; algorithms that work in pieces size them from it
     memory_limit: int | None = None
+    #: where the runner moves ``output_dir`` once the run returns (``<batch>/<uuid>``); None when
+    #: the caller (a script, a test) keeps ``output_dir`` where it is
+    final_dir: Path | None = None
+
+    @property
+    def final_output_dir(self) -> Path:
+        """The output folder as it will be when the run has succeeded."""
+        return self.output_dir if self.final_dir is None else self.final_dir
 
     @property
     def main(self) -> dict[str, Any]:

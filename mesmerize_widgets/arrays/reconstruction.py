@@ -27,6 +27,7 @@ __all__ = [
     "LazyArrayRCM",
     "LazyArrayResiduals",
     "LazyArrayRingBackground",
+    "reduce_window",
     "ring_ssub",
     "window_bounds",
 ]
@@ -66,20 +67,24 @@ def _fortran_to_c_perm(dims: tuple[int, int]) -> np.ndarray:
     return np.arange(d1 * d2, dtype=np.int64).reshape(d2, d1).T.ravel()
 
 
-def _reduce(frames: np.ndarray, func: WindowFunc) -> np.ndarray:
+def reduce_window(frames: np.ndarray, func: WindowFunc) -> np.ndarray:
+    """(n, y, x) frames reduced along time to one float32 image; mean and std are summed in
+    float64. The one definition of the window functions, for lazy arrays and viewers alike."""
     if callable(func):
-        return np.asarray(func(frames, axis=0))
-    if func == "mean":
-        return frames.mean(axis=0, dtype=np.float64)
-    if func == "max":
-        return frames.max(axis=0)
-    if func == "min":
-        return frames.min(axis=0)
-    if func == "std":
-        return frames.std(axis=0, dtype=np.float64)
-    if func == "median":
-        return np.median(frames, axis=0)
-    raise ValueError(f"window func must be 'mean', 'max', 'min', 'std', 'median' or a callable, got {func!r}")
+        out = func(frames, axis=0)
+    elif func == "mean":
+        out = frames.mean(axis=0, dtype=np.float64)
+    elif func == "max":
+        out = frames.max(axis=0)
+    elif func == "min":
+        out = frames.min(axis=0)
+    elif func == "std":
+        out = frames.std(axis=0, dtype=np.float64)
+    elif func == "median":
+        out = np.median(frames, axis=0)
+    else:
+        raise ValueError(f"window func must be 'mean', 'max', 'min', 'std', 'median' or a callable, got {func!r}")
+    return np.asarray(out, dtype=_F32)
 
 
 class _Projections:
@@ -259,7 +264,7 @@ class _Factorized(_Projections, LazyArray):
         if func == "mean":
             cols = self._temporal_cols(slice(start, stop))
             return self._image_from(cols.mean(axis=1, dtype=np.float64))
-        return np.asarray(_reduce(self._read_range(start, stop), func), dtype=_F32)
+        return reduce_window(self._read_range(start, stop), func)
 
 
 class LazyArrayRCM(_Factorized):
@@ -416,7 +421,7 @@ class LazyArrayRingBackground(_Projections, LazyArray):
         if func == "mean":
             mean_ac = self._rcm.window(t, size, "mean", edge=edge)
             return self._background(_movie_mean(self._movie, start, stop)[None], mean_ac[None])[0]
-        return np.asarray(_reduce(self._read_range(start, stop), func), dtype=_F32)
+        return reduce_window(self._read_range(start, stop), func)
 
 
 def _movie_mean(movie: Any, start: int, stop: int) -> np.ndarray:
@@ -522,4 +527,4 @@ class LazyArrayResiduals(_Projections, LazyArray):
             elif self._rcb is not None:
                 out -= self._rcb.window(t, size, "mean", edge=edge)
             return out
-        return np.asarray(_reduce(self._read_range(start, stop), func), dtype=_F32)
+        return reduce_window(self._read_range(start, stop), func)

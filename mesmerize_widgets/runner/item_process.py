@@ -68,7 +68,7 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         tmp.mkdir(parents=True, exist_ok=True)  # the monitor made it; a direct call may not have
         ctx = RunContext(input_path=Path(job.input_path) if job.input_path else None, params=params,
                          output_dir=tmp, prefix=job.uuid, progress=progress, n_processes=job.n_processes,
-                         memory_limit=job.memory_limit)
+                         memory_limit=job.memory_limit, final_dir=job.item_dir)
         if ctx.input_path is not None and not ctx.input_path.exists() and not any(c in job.input_path for c in "*?["):
             raise FileNotFoundError(
                 f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "

@@ -34,8 +34,8 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from ..accessors import live as onacid_live
 from ..accessors.cnmf import select_components
-from ..algorithms.onacid import live as onacid_live
 from . import _fpl
 from .frames import FrameCache, ProcessedMovie, ResidualMovie
 from .messages import describe_error

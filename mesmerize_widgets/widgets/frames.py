@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..accessors.cache import BoundedCache
-from ..arrays.reconstruction import window_bounds
+from ..arrays.reconstruction import reduce_window, window_bounds
 
 __all__ = ["FRAME_APPLY", "WINDOW_FUNCS", "FrameCache", "ProcessedMovie", "ResidualMovie",
            "gaussian_blur", "spatial_highpass"]
@@ -43,18 +43,6 @@ FRAME_APPLY: dict[str, Callable[[np.ndarray, float], np.ndarray] | None] = {
     "spatial high-pass": spatial_highpass,
     "gaussian blur": gaussian_blur,
 }
-
-
-def reduce_window(frames: np.ndarray, func: str | Callable) -> np.ndarray:
-    """Reduce (n, y, x) frames along time."""
-    if callable(func):
-        return np.asarray(func(frames, axis=0), dtype=np.float32)
-    ops = {"mean": np.mean, "max": np.max, "min": np.min, "std": np.std, "median": np.median}
-    if func not in ops:
-        raise ValueError(f"window function must be one of {WINDOW_FUNCS} or a callable, got {func!r}")
-    if func in ("mean", "std"):
-        return ops[func](frames, axis=0, dtype=np.float64).astype(np.float32)
-    return np.asarray(ops[func](frames, axis=0), dtype=np.float32)
 
 
 class FrameCache(BoundedCache):

@@ -71,7 +71,7 @@ def require_seeding_tsub(n_pixels: int, T: int, tsub: int, n_decay: int, budget_
     )
 
 
-def pixel_blocks(idx: np.ndarray, T: int) -> list[np.ndarray]:
+def index_blocks(idx: np.ndarray, T: int) -> list[np.ndarray]:
     """``idx`` (sorted pixel indices) in runs of at most :data:`BLOCK_ELEMENTS` values."""
     step = max(1, BLOCK_ELEMENTS // max(T, 1))
     return [idx[s : s + step] for s in range(0, len(idx), step)]
@@ -101,7 +101,7 @@ def read_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice,
     idx = region_pixels(dims, rows, cols)
     out = np.empty((h * w, n_seen(T, ts)), np.float32)
     pos = 0
-    for blk in pixel_blocks(idx, T):
+    for blk in index_blocks(idx, T):
         lo, hi = int(blk[0]), int(blk[-1]) + 1
         data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
         out[pos : pos + len(blk)] = average_frames(data, ts)
@@ -116,7 +116,7 @@ def project_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: sli
     idx = region_pixels(dims, rows, cols)
     out = np.zeros((A.shape[1], T), np.float64)
     pos = 0
-    for blk in pixel_blocks(idx, T):
+    for blk in index_blocks(idx, T):
         lo, hi = int(blk[0]), int(blk[-1]) + 1
         data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
         out += A[pos : pos + len(blk)].T.astype(np.float32) @ data

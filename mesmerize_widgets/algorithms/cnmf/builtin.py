@@ -30,15 +30,6 @@ from ..summary.builtin import save_summary_images
 from . import CNMF_GROUPS, core
 
 
-def final_output_dir(ctx: RunContext) -> Path:
-    """Where the runner will move ``ctx.output_dir`` (``<batch>/<uuid>``), for absolute paths
-    stored inside files; the output dir itself when it is not a runner's temporary folder."""
-    out = ctx.output_dir
-    if out.name.startswith(f".{ctx.prefix}.tmp-"):
-        return out.parent / ctx.prefix
-    return out
-
-
 def write_c_memmap(ctx: RunContext, chunk: int = 200) -> tuple[Path, SummaryAccumulator, tuple[int, int], int]:
     """Stream the input movie into a C-order memmap, checking every frame for NaN/inf."""
     movie = open_movie(ctx.input_path, var_name_hdf5=ctx.main.get("var_name_hdf5", "mov"))
@@ -141,7 +132,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     mmap, acc, dims, n = write_c_memmap(ctx)
-    final_mmap = final_output_dir(ctx) / mmap.name
+    final_mmap = ctx.final_output_dir / mmap.name
     Ain = None
     if params.get("Ain_path"):
         Ain = load_masks(params["Ain_path"], dims, ctx.input_path)

@@ -18,7 +18,7 @@ from ...processes import main_module_hidden
 from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
-from .builtin import final_output_dir, load_masks, write_c_memmap
+from .builtin import load_masks, write_c_memmap
 
 # CaImAn's CNMF-E settings (its demo_pipeline_cnmfE) that are not init-group defaults of ours
 _CNMFE_CAIMAN = {"nb_patch": 0, "low_rank_background": None, "ssub_B": 2, "del_duplicates": True}
@@ -83,7 +83,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
             np.save(pnr_path, np.asarray(pnr, np.float32))
             outputs["pnr-image-path"] = pnr_path
         cnm.estimates.Cn = np.load(outputs["corr-img-path"])
-        cnm.mmap_file = str(final_output_dir(ctx) / mmap.name)
+        cnm.mmap_file = str(ctx.final_output_dir / mmap.name)
         hdf5 = ctx.output(".hdf5")
         cnm.save(str(hdf5))
         outputs["cnmf-hdf5-path"] = Path(hdf5)

@@ -43,7 +43,13 @@ from scipy.stats import norm
 from ...errors import MemoryBudgetError, ParamError
 from ...processes import spawn_pool
 from . import budget
-from .evaluation import select_components
+from .evaluation import accept_thresholds, select_components
+from .model import Movie as _Movie
+from .model import activity_frames as _activity_frames
+from .model import clean_footprint as _clean_footprint
+from .model import init_background as _init_background
+from .model import pixel_blocks as _blocks
+from .model import rank1 as _rank1
 from .ring import RingModel
 
 log = logging.getLogger(__name__)
@@ -148,11 +154,6 @@ def uses_ring(opts: Options) -> bool:
 # ------------------------------------------------------------------------------------------
 # small utilities
 # ------------------------------------------------------------------------------------------
-def _blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
-    step = max(1, budget // max(T, 1))
-    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
-
-
 def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
     """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2)."""
     Y = np.asarray(Y)
@@ -257,54 +258,11 @@ def noise_snr_floor(T: int, N: int, quantile: float = 0.99) -> float:
     return float(np.quantile(snr_from_traces(rng.standard_normal((400, n)), N), quantile))
 
 
-def _peaks(y: np.ndarray, thres: float = 0.3) -> np.ndarray:
-    """Local maxima above ``min + thres * (max - min)`` (peakutils.indexes semantics)."""
-    lo, hi = float(y.min()), float(y.max())
-    if hi <= lo:
-        return np.zeros(0, int)
-    dy = np.diff(y)
-    idx = np.flatnonzero((np.hstack([dy, 0.0]) < 0) & (np.hstack([0.0, dy]) > 0))
-    return idx[y[idx] > lo + thres * (hi - lo)]
-
-
-def _activity_frames(C: np.ndarray, fr: float, npeaks: int = 10) -> list[np.ndarray | None]:
-    T = C.shape[1]
-    tB = int(min(-2, math.floor(-5.0 / 30 * fr)))
-    tA = int(max(5, math.ceil(25.0 / 30 * fr)))
-    out: list[np.ndarray | None] = []
-    for c in C:
-        if not np.any(np.diff(c)):
-            out.append(None)
-            continue
-        pk = _peaks(c)
-        pk = pk[np.argsort(c[pk])[::-1]][:npeaks]
-        if not len(pk):
-            out.append(None)
-            continue
-        iv = (pk[:, None] + np.arange(tB, tA)[None, :]).ravel()
-        out.append(np.unique(np.clip(iv, 0, T - 1)))
-    return out
-
-
 # ------------------------------------------------------------------------------------------
 # footprint helpers
 # ------------------------------------------------------------------------------------------
 def _img(a: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
     return a.reshape(dims, order="F")
-
-
-def _clean_footprint(a: np.ndarray, dims: tuple[int, int], maxthr: float, extract_cc: bool) -> np.ndarray:
-    """Zero values below ``maxthr`` x max and keep the connected piece holding the maximum."""
-    if not np.any(a > 0):
-        return np.zeros_like(a)
-    img = _img(a, dims).copy()
-    img[img < maxthr * img.max()] = 0
-    if extract_cc:
-        lab, n = ndi.label(img > 0)
-        if n > 1:
-            peak = np.unravel_index(int(np.argmax(img)), dims)
-            img[lab != lab[peak]] = 0
-    return img.reshape(-1, order="F")
 
 
 _CROSS = ndi.generate_binary_structure(2, 1)
@@ -353,22 +311,6 @@ def _blur(Y3: np.ndarray, gSig: tuple[int, int], gSiz: tuple[int, int]) -> np.nd
         res = cv2.GaussianBlur(chunk, ks, gSig[1], sigmaY=gSig[0], borderType=cv2.BORDER_REFLECT)
         out[..., t0 : t0 + 128] = res.reshape(chunk.shape)
     return out
-
-
-def _rank1(data: np.ndarray, trace: np.ndarray, n_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-1 nonnegative factorisation ``data (n, T) ≈ a ⊗ c`` started from ``trace``."""
-    c = np.maximum(trace, 0).astype(np.float64)
-    a = np.zeros(data.shape[0])
-    for _ in range(max(1, n_iter)):
-        cc = c @ c
-        if cc <= 0:
-            break
-        a = np.maximum(data @ c / cc, 0)
-        aa = a @ a
-        if aa <= 0:
-            break
-        c = np.maximum(a @ data / aa, 0)
-    return a, c
 
 
 #: a pixel that keeps less than this share of its energy after a neighbour's subtraction was
@@ -646,35 +588,6 @@ def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarr
 # ------------------------------------------------------------------------------------------
 # HALS refinement with a low-rank background
 # ------------------------------------------------------------------------------------------
-class _Movie:
-    """Pixel-block products with a (P, T) movie held in memory or in a C-order memmap."""
-
-    def __init__(self, Yr: np.ndarray):
-        self.Yr = Yr
-        self.P, self.T = Yr.shape
-        self.blocks = _blocks(self.P, self.T)
-
-    def rows(self, idx: slice | np.ndarray) -> np.ndarray:
-        """(n, T) float32 of the pixels ``idx`` (a slice or sorted index array)."""
-        return np.asarray(self.Yr[idx], np.float32)
-
-    def AtY(self, A: np.ndarray) -> np.ndarray:
-        out = np.zeros((A.shape[1], self.T), np.float64)
-        for blk in self.blocks:
-            out += A[blk].T.astype(np.float32) @ self.rows(blk)
-        return out
-
-    def YCt(self, C: np.ndarray) -> np.ndarray:
-        Ct = np.ascontiguousarray(C.T, np.float32)
-        out = np.empty((self.P, C.shape[0]), np.float64)
-        for blk in self.blocks:
-            out[blk] = self.rows(blk) @ Ct
-        return out
-
-    def mean(self) -> np.ndarray:
-        return np.concatenate([self.rows(blk).mean(1) for blk in self.blocks])
-
-
 class _BackgroundSubtracted(_Movie):
     """``Y - B`` for a ring-model background B held fixed (CaImAn refits A, C on ``Y - B``);
     computed block by block from the raw movie and the (P_ds, T) ring fluctuation."""
@@ -691,46 +604,6 @@ class _BackgroundSubtracted(_Movie):
 
     def rows(self, idx: slice | np.ndarray) -> np.ndarray:
         return self.cache[idx] if self.cache is not None else self._compute(idx)
-
-
-def _leading_modes(X: np.ndarray, k: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:
-    """The ``k`` leading right singular vectors (k, T) of ``X`` (n, T), by a randomised range
-    finder with power iterations: a full SVD costs n·T·min(n, T), minutes on a long movie,
-    for modes that only start the background's traces."""
-    n, T = X.shape
-    q = min(n, T, k + 10)
-    if k <= 0 or q == 0:
-        return np.zeros((0, T))
-    Q = np.linalg.qr(X @ rng.standard_normal((T, q)))[0]
-    for _ in range(n_iter):
-        Q = np.linalg.qr(X @ np.linalg.qr(X.T @ Q)[0])[0]
-    return np.linalg.svd(Q.T @ X, full_matrices=False)[2][:k]
-
-
-def _init_background(mov: _Movie, A: np.ndarray, C: np.ndarray, nb: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Nonnegative rank-nb background of the residual ``Y - A·C`` (mean image + leading modes)."""
-    P, T = mov.P, mov.T
-    if nb <= 0:
-        return np.zeros((P, 0)), np.zeros((0, T))
-    resid_mean = mov.mean() - A @ C.mean(1)
-    b = np.zeros((P, nb))
-    f = np.ones((nb, T))
-    b[:, 0] = np.maximum(resid_mean, 0)
-    if nb > 1:
-        # leading temporal modes of a pixel subsample of the centred residual (at most 64 MiB
-        # of float64: a long movie is seen through fewer pixels)
-        n_sub = min(P, 4000, max(64, (1 << 23) // T))
-        sub = np.unique(np.linspace(0, P - 1, n_sub).round().astype(int))
-        Rs = mov.rows(sub).astype(np.float64) - A[sub] @ C
-        Rs -= Rs.mean(1, keepdims=True)
-        vt = _leading_modes(Rs, nb - 1, rng)
-        for j in range(1, nb):
-            m = vt[j - 1] if j - 1 < len(vt) else rng.standard_normal(T)
-            m = m * np.sign(m[np.argmax(np.abs(m))])
-            f[j] = np.maximum(m - m.min(), 0) + 1e-3
-            f[j] /= f[j].mean()
-        b[:, 1:] = 1e-3
-    return b, f
 
 
 def hals(
@@ -1006,9 +879,7 @@ def _surround(opts: Options) -> int:
 def classify(snr: np.ndarray, rv: np.ndarray, opts: Options,
              fast: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Accept/reject with CaImAn's rule (shared with run_eval and the viewer)."""
-    quality = {"min_SNR": opts.min_SNR, "rval_thr": opts.rval_thr, "SNR_lowest": opts.SNR_lowest,
-               "rval_lowest": opts.rval_lowest}
-    good, bad = select_components(snr, rv, quality, fast_fraction=fast)
+    good, bad = select_components(snr, rv, accept_thresholds(vars(opts)), fast_fraction=fast)
     return good.astype(int), bad.astype(int)
 
 
@@ -1150,7 +1021,7 @@ def _residual_rows(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: 
     """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a time."""
     out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
-    for blk in budget.pixel_blocks(idx, mov.T):
+    for blk in budget.index_blocks(idx, mov.T):
         out[pos : pos + len(blk)] = budget.average_frames(mov.rows(blk) - A[blk] @ C - b[blk] @ f, ts)
         pos += len(blk)
     return out

@@ -13,9 +13,12 @@ metric (CaImAn's) follow CaImAn's rule exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from ...formats.cnmf_params import default_params
 
 #: the keys of CaImAn's ``quality`` params group: the only ones run_eval accepts
 QUALITY_KEYS = (
@@ -26,6 +29,17 @@ QUALITY_KEYS = (
 #: least share of variance at the transient time scale for an r-value-only acceptance; the
 #: simulator's somata keep 0.1-0.5 (0.3 for the weak ones), neuropil and vessels 0.04-0.11
 RV_ONLY_FAST_MIN = 0.15
+
+#: the thresholds a builtin fit applies when it ends (the CNN ones are CaImAn-only)
+THRESHOLD_KEYS = ("min_SNR", "rval_thr", "SNR_lowest", "rval_lowest")
+
+
+def accept_thresholds(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`select_components` applies at the end of a builtin fit (cnmf, onacid): the
+    thresholds the flat ``params`` name, CaImAn's defaults for the others. One builder, so
+    that both fits accept by the same rule."""
+    defaults = default_params()["quality"]
+    return {k: params.get(k, defaults[k]) for k in THRESHOLD_KEYS}
 
 
 def select_components(

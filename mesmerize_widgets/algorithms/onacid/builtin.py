@@ -39,9 +39,9 @@ import scipy.sparse as sp
 
 from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, default_params, save_cnmf
-from ..cnmf import core
+from ..cnmf import core, model
 from ..cnmf.builtin import load_masks
-from ..cnmf.evaluation import select_components
+from ..cnmf.evaluation import accept_thresholds, select_components
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..mcorr import registration as R
@@ -209,7 +209,7 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
     opts = core.Options.from_main(
         {k: main[k] for k in ("fr", "decay_time", "gSig", "K", "p", "nb", "min_SNR", "rval_thr")})
     core.check_geometry(dims, opts)
-    mov = core._Movie(Yr)
+    mov = model.Movie(Yr)
     rng = np.random.default_rng(0)
     method = main["init_method"]
     if method == "cnmf":
@@ -225,7 +225,7 @@ def _initialise(Yr: np.ndarray, dims: tuple[int, int], main: dict[str, Any], par
         C = (C - C.min(1, keepdims=True)).astype(np.float32)
     else:
         A, C = _greedy_seeds(Yr, dims, opts)
-    b, f = core._init_background(mov, A, C, opts.nb, rng)
+    b, f = model.init_background(mov, A, C, opts.nb, rng)
     if method == "seeded":
         # seeds keep their shapes (a neuron silent in the init batch has no data to reshape it):
         # only traces and background are fitted, by HALS sweeps on AᵀY, AᵀA
@@ -258,7 +258,7 @@ def r_values_streamed(read: Callable[[np.ndarray], np.ndarray], A: sp.csc_matrix
     nA = np.sqrt(np.asarray(Ad.multiply(Ad).sum(0)).ravel())
     AA = (Ad.T @ Ad).toarray() / np.maximum(np.outer(nA, nA), 1e-12)
     np.fill_diagonal(AA, 0)
-    loc = core._activity_frames(C, fr)
+    loc = model.activity_frames(C, fr)
     frames: list[np.ndarray | None] = []
     for i in range(K):
         if loc[i] is None:
@@ -306,10 +306,45 @@ def grouped_params(main: dict[str, Any], dims: tuple[int, int], fname: str) -> d
     return out
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
-    """OnACID, builtin (see the module docstring)."""
-    params = SCHEMA.validate(ctx.params, fill_defaults=True)
-    main = params["main"]
+@dataclasses.dataclass
+class _Input:
+    """The item's movie as OnACID reads it: float32 frames downsampled by ``ds``."""
+
+    movie: Any
+    path: Path | None
+    ds: int
+
+    def __len__(self) -> int:
+        return len(self.movie)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop), checked for NaN/inf (the passes read every frame once this way)."""
+        fr = np.asarray(self.movie[start:stop], np.float32)
+        _check_finite(fr, start, self.path)
+        return _downsample(fr, self.ds)
+
+    def read_at(self, idx: np.ndarray) -> np.ndarray:
+        """Frames ``idx`` again (already checked by the first pass)."""
+        return _downsample(np.asarray(self.movie[idx], np.float32), self.ds)
+
+
+@dataclasses.dataclass
+class _Online:
+    """What the passes over the movie carry from the initialisation to the results."""
+
+    on: OnlineCNMF
+    opts: OnlineOptions
+    reg: Registration | None
+    shifts: np.ndarray  # (T, 2) [dy, dx] applied to each frame
+    acc: SummaryAccumulator
+    sn: np.ndarray
+    dims: tuple[int, int]
+    live: Path
+    n_comp: list[int]
+
+
+def _open_input(ctx: RunContext, main: dict[str, Any]) -> _Input:
+    """The item's movie, or a ValueError naming why OnACID cannot run on it."""
     if main["use_cnn"] or main["sniper_mode"]:
         raise ValueError("the CNN classifiers (use_cnn, sniper_mode) are CaImAn-only: set them to "
                          "False or run the item with backend='caiman'")
@@ -324,21 +359,27 @@ def run(ctx: RunContext) -> dict[str, Any]:
         raise ValueError(f"init_batch={T0} is longer than the movie ({T} frames): set init_batch <= {T}")
     if T0 < MIN_FRAMES:
         raise ValueError(f"init_batch={T0} is too short: OnACID initialises on at least {MIN_FRAMES} frames")
-    ds = int(main["ds_factor"])
+    return _Input(movie, ctx.input_path, int(main["ds_factor"]))
+
+
+def _online_options(main: dict[str, Any], gSig: tuple[int, ...]) -> OnlineOptions:
+    return OnlineOptions(
+        gSig=gSig, fr=main["fr"], decay_time=main["decay_time"], min_SNR=main["min_SNR"],
+        rval_thr=main["rval_thr"], thresh_fitness_raw=main["thresh_fitness_raw"],
+        thresh_overlap=main["thresh_overlap"], N_samples_exceptionality=main["N_samples_exceptionality"],
+        max_num_added=main["max_num_added"], min_num_trial=main["min_num_trial"],
+        update_freq=int(main["update_freq"]), minibatch_shape=main["minibatch_shape"],
+        update_num_comps=main["update_num_comps"], expected_comps=main["expected_comps"],
+    )
+
+
+def _start(ctx: RunContext, src: _Input, main: dict[str, Any], params: dict[str, Any]) -> _Online:
+    """Read, register and initialise the first ``init_batch`` frames; write the first snapshot."""
+    T, T0, ds = len(src), int(main["init_batch"]), src.ds
     gSig = tuple(max(1, int(round(g / ds))) for g in main["gSig"])
     mshift = int(main["max_shifts_online"]) // ds
-    epochs = int(main["epochs"])
-    update_freq = int(main["update_freq"])
-    live_every = min(update_freq, 200)
-
-    def read(start: int, stop: int) -> np.ndarray:
-        fr = np.asarray(movie[start:stop], np.float32)
-        _check_finite(fr, start, ctx.input_path)
-        return _downsample(fr, ds)
-
-    # -- initialisation ------------------------------------------------------------------------
     ctx.progress(0.0, f"initialising on {T0} frames")
-    init = read(0, T0)
+    init = src.read(0, T0)
     dims = (int(init.shape[1]), int(init.shape[2]))
     shifts = np.zeros((T, 2), np.float32)
     reg = None
@@ -356,25 +397,23 @@ def run(ctx: RunContext) -> dict[str, Any]:
     Yr = _to_Yr(init)
     del init
     sn = core.noise_psd(Yr)
-    main_g = {**main, "gSig": gSig}
-    A, C, b, f = _initialise(Yr, dims, main_g, params, ctx.input_path)
-    oopts = OnlineOptions(
-        gSig=gSig, fr=main["fr"], decay_time=main["decay_time"], min_SNR=main["min_SNR"],
-        rval_thr=main["rval_thr"], thresh_fitness_raw=main["thresh_fitness_raw"],
-        thresh_overlap=main["thresh_overlap"], N_samples_exceptionality=main["N_samples_exceptionality"],
-        max_num_added=main["max_num_added"], min_num_trial=main["min_num_trial"],
-        update_freq=update_freq, minibatch_shape=main["minibatch_shape"],
-        update_num_comps=main["update_num_comps"], expected_comps=main["expected_comps"],
-    )
+    A, C, b, f = _initialise(Yr, dims, {**main, "gSig": gSig}, params, ctx.input_path)
+    oopts = _online_options(main, gSig)
     on = OnlineCNMF(dims, oopts, A if sp.issparse(A) else np.asarray(A), np.asarray(C), np.asarray(b),
                     np.asarray(f), Yr, sn, fixed=main["init_method"] == "seeded",
                     refine=2 if main["init_method"] == "bare" else 0)
     del Yr, A, C
     live = ctx.output(LIVE_SUFFIX)
     write_live(live, on.footprints(), dims, T0, 0, T)
-    n_comp = [on.K] * T0
+    return _Online(on, oopts, reg, shifts, acc, sn, dims, live, [on.K] * T0)
 
-    # -- online passes -------------------------------------------------------------------------
+
+def _passes(ctx: RunContext, src: _Input, st: _Online, main: dict[str, Any]) -> None:
+    """``epochs`` passes, frame by frame, over the frames after the init batch (every frame
+    after the first pass); a live snapshot every ``live_every`` frames and at the end."""
+    T, T0, epochs = len(src), int(main["init_batch"]), int(main["epochs"])
+    live_every = min(int(main["update_freq"]), 200)
+    on, reg, shifts = st.on, st.reg, st.shifts
     total = epochs * T - T0
     done = 0
     for ep in range(epochs):
@@ -383,47 +422,47 @@ def run(ctx: RunContext) -> dict[str, Any]:
             on.start_epoch(0)
         for s in range(start, T, CHUNK):
             e = min(s + CHUNK, T)
-            frames = read(s, e)
+            frames = src.read(s, e)
             if reg is not None:
                 if ep == 0:
                     shifts[s:e] = reg.shifts(frames)
                 frames = Registration.apply(frames, shifts[s:e])
             if ep == 0:
-                acc.add(frames)
+                st.acc.add(frames)
             for y in frames:
                 on.fit_next(cv2.transpose(y).ravel())  # Fortran pixel order
-                n_comp.append(on.K)
+                st.n_comp.append(on.K)
                 done += 1
                 if done % live_every == 0:
-                    write_live(live, on.footprints(), dims, s, ep, T)
+                    write_live(st.live, on.footprints(), st.dims, s, ep, T)
             ctx.progress(0.9 * done / max(total, 1),
                          f"epoch {ep + 1}/{epochs}: {e}/{T} frames, {on.K} components")
-    write_live(live, on.footprints(), dims, T, epochs - 1, T)
+    write_live(st.live, on.footprints(), st.dims, T, epochs - 1, T)
 
-    # -- results -------------------------------------------------------------------------------
+
+def _results(ctx: RunContext, src: _Input, st: _Online, main: dict[str, Any]) -> dict[str, Any]:
+    """Deconvolve the last pass's traces, evaluate and accept the components, write the files."""
     ctx.progress(0.9, "deconvolving")
+    on, dims, shifts = st.on, st.dims, st.shifts
     A = on.footprints()
     noisy, fb = on.traces()
     dec = core.deconvolve_traces(noisy, int(main["p"]), False, (0.25, 0.5))
     YrA = (noisy - dec["C"]).astype(np.float32)
-    N = oopts.n_samples
-    snr = core.snr_from_traces(dec["C"] + YrA, N)
+    snr = core.snr_from_traces(dec["C"] + YrA, st.opts.n_samples)
 
     def read_registered(idx: np.ndarray) -> np.ndarray:
-        fr = _downsample(np.asarray(movie[idx], np.float32), ds)
-        if reg is not None:
+        fr = src.read_at(idx)
+        if st.reg is not None:
             fr = Registration.apply(fr, shifts[idx])
         return fr.reshape(len(fr), -1)  # C pixel order: r_values_streamed(c_order=dims)
 
     ctx.progress(0.93, "r-values")
     rv = r_values_streamed(read_registered, A, dec["C"], on.b, fb, main["fr"], c_order=dims)
-    quality = {"min_SNR": main["min_SNR"], "rval_thr": main["rval_thr"], "SNR_lowest": 0.5,
-               "rval_lowest": -1.0}
-    good, bad = select_components(snr, rv, quality)
-    outputs: dict[str, Any] = save_summary_images(ctx, acc)
+    good, bad = select_components(snr, rv, accept_thresholds(main))
+    outputs: dict[str, Any] = save_summary_images(ctx, st.acc)
     corr = np.load(outputs["corr-img-path"])
     est = Estimates(
-        A=A, C=dec["C"], S=dec["S"], YrA=YrA, b=on.b.copy(), f=fb, g=dec["g"], sn=sn.astype(np.float32),
+        A=A, C=dec["C"], S=dec["S"], YrA=YrA, b=on.b.copy(), f=fb, g=dec["g"], sn=st.sn.astype(np.float32),
         bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
         idx_components=good, idx_components_bad=bad, SNR_comp=np.asarray(snr, float),
         r_values=rv, cnn_preds=np.zeros(0), dims=dims, Cn=corr, noisyC=noisy,
@@ -432,11 +471,21 @@ def run(ctx: RunContext) -> dict[str, Any]:
     fname = str(ctx.input_path)
     hdf5 = save_cnmf(ctx.output(".hdf5"), est, grouped_params(main, dims, fname), dims=dims, mmap_file=fname)
     np.save(ctx.output("_shifts.npy"), shifts)
-    np.save(ctx.output("_n_components.npy"), np.asarray(n_comp, np.int32))
+    np.save(ctx.output("_n_components.npy"), np.asarray(st.n_comp, np.int32))
     outputs.update({
         "cnmf-hdf5-path": hdf5, "shifts": ctx.output("_shifts.npy"),
-        "n-components-path": ctx.output("_n_components.npy"), "live-path": live,
+        "n-components-path": ctx.output("_n_components.npy"), "live-path": st.live,
         "n_components": int(A.shape[1]), "n_accepted": int(len(good)),
     })
     ctx.progress(1.0, f"{len(good)} of {A.shape[1]} components accepted")
     return outputs
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    """OnACID, builtin (see the module docstring)."""
+    params = SCHEMA.validate(ctx.params, fill_defaults=True)
+    main = params["main"]
+    src = _open_input(ctx, main)
+    st = _start(ctx, src, main, params)
+    _passes(ctx, src, st, main)
+    return _results(ctx, src, st, main)

@@ -1,19 +1,15 @@
-"""A running onacid item's live snapshot: its format, writing and reading (model side: no
-widgets, no fastplotlib).
+"""A running onacid item's live snapshot: its format, writing and reading.
 
-While an item runs, its outputs are in the runner's temporary folder
-``{batch}/.{uuid}.tmp-{run_id}`` (renamed to ``{batch}/{uuid}`` on success), and the builtin
-backend replaces ``{uuid}_live.npz`` there with :func:`write_live` every ``live_every`` frames
-(see :mod:`.builtin`). The CNMF viewer polls :func:`live_state` to draw the contours found so far;
-a snapshot that does not exist yet, or vanishes because the item just finished, is ``None``,
-never an error.
+The builtin backend replaces ``{uuid}_live.npz`` in its output directory with
+:func:`write_live` every ``live_every`` frames (see :mod:`.builtin`); the CNMF viewer polls it
+through :mod:`mesmerize_widgets.accessors.live`, which knows where a running item's output
+directory is (the runner's temporary folder). Nothing here knows about the store or the runner.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +18,8 @@ import scipy.sparse as sp
 
 from ..cnmf.contours import footprint_contours
 
-__all__ = ["ACTIVE", "LiveState", "contours_of", "live_label", "live_snapshot_path", "live_state", "read_live",
-           "try_read_live", "write_live"]
+__all__ = ["LIVE_SUFFIX", "contours_of", "read_live", "try_read_live", "write_live"]
 
-#: statuses of an item whose live snapshot may still change
-ACTIVE = ("queued", "running")
 LIVE_SUFFIX = "_live.npz"
 
 
@@ -66,63 +59,6 @@ def try_read_live(path: str | os.PathLike | None) -> dict[str, Any] | None:
         return read_live(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def live_snapshot_path(store: Any, rec: dict[str, Any]) -> Path | None:
-    """Where the item's live snapshot is now: the run's temp folder while active, else the output folder."""
-    from ...runner.job import run_tmp_dir
-
-    uuid = rec["uuid"]
-    if rec.get("status") in ACTIVE:
-        run_id = rec.get("run_id")
-        return None if not run_id else run_tmp_dir(store.path, uuid, run_id) / f"{uuid}{LIVE_SUFFIX}"
-    rel = (rec.get("outputs") or {}).get("live-path")
-    if rel:
-        p = Path(rel)
-        return p if p.is_absolute() else Path(store.path) / p
-    return Path(store.item_dir(uuid)) / f"{uuid}{LIVE_SUFFIX}"
-
-
-@dataclass
-class LiveState:
-    """One poll of an item: its record's status and progress, and the snapshot (None: none yet)."""
-
-    status: str
-    progress: float | None
-    snapshot: dict[str, Any] | None = None
-    path: Path | None = None
-    error: str | None = field(default=None, repr=False)
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
-
-    def key(self) -> tuple[int, int, int] | None:
-        """Changes whenever the snapshot does (frame, epoch, number of components)."""
-        s = self.snapshot
-        return None if s is None else (s["epoch"], s["frame"], s["n_components"])
-
-
-def live_state(store: Any, uuid: str) -> LiveState:
-    """Read the item's record and, while it is active, its live snapshot."""
-    rec = store.get(uuid)
-    status = rec["status"]
-    state = LiveState(status=status, progress=rec.get("progress"), error=rec.get("error"))
-    if status in ACTIVE:
-        state.path = live_snapshot_path(store, rec)
-        state.snapshot = try_read_live(state.path)
-    return state
-
-
-def live_label(state: LiveState) -> str:
-    """One line for the user: ``running: frame 640/2000, 37 components`` (or that it is waiting)."""
-    s = state.snapshot
-    if state.status == "queued":
-        return "queued: waiting for a worker"
-    if s is None:
-        return f"{state.status}: waiting for first components"
-    epoch = f" (epoch {s['epoch'] + 1})" if s["epoch"] > 0 else ""
-    return f"{state.status}: frame {s['frame']}/{s['n_frames']}{epoch}, {s['n_components']} components"
 
 
 def contours_of(A: sp.spmatrix, dims: tuple[int, int], thr: float = 0.9,

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.special
 
-from ..cnmf import core
+from ..cnmf import core, model
 
 _NOISE_E = 0.5  # mean of max(z, 0)**2 for z ~ N(0, 1): the energy of noise alone
 
@@ -96,20 +96,35 @@ def _disk(center: tuple[int, int], radius: int, dims: tuple[int, int]) -> np.nda
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def _clean_patch(a: np.ndarray, hw: tuple[int, int], maxthr: float) -> np.ndarray:
-    """The cnmf core's footprint cleaning on a small patch (Fortran order): values below
-    ``maxthr`` x max zeroed, only the 4-connected piece holding the maximum kept (OpenCV's
-    labelling, several times faster than scipy's on patches this small)."""
-    img = a.reshape(hw[::-1]).T.copy()  # (h, w)
-    top = float(img.max()) if img.size else 0.0
-    if top <= 0:
-        return np.zeros_like(a)
-    img[img < maxthr * top] = 0
-    n, lab = cv2.connectedComponents((img > 0).astype(np.uint8), connectivity=4)
-    if n > 2:
-        pk = np.unravel_index(int(np.argmax(img)), img.shape)
-        img[lab != lab[pk]] = 0
-    return img.T.ravel()
+def _disk_footprints(A: np.ndarray | sp.spmatrix, dims: tuple[int, int], radius: int
+                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[int, float]], list[tuple[int, int]]]:
+    """Each nonzero footprint of A (P x K) confined to a disk of ``radius`` around its brightest
+    pixel, unit norm: the disks' pixels, the values, (column, norm) of each footprint kept, and
+    the disks' centres."""
+    px: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    keep: list[tuple[int, float]] = []
+    centres: list[tuple[int, int]] = []
+    As = sp.csc_matrix(A)  # dense or sparse (P, K) in; columns read through indptr
+    a = np.zeros(dims[0] * dims[1], np.float32)
+    for k in range(As.shape[1]):
+        sl = slice(As.indptr[k], As.indptr[k + 1])
+        idx, val = As.indices[sl], As.data[sl]
+        if not np.any(val > 0):
+            continue
+        a[idx] = val
+        i, j = np.unravel_index(int(idx[np.argmax(val)]), dims, order="F")
+        d = _disk((int(i), int(j)), radius, dims)
+        v = np.maximum(a[d], 0).astype(np.float32)
+        a[idx] = 0
+        n = float(np.linalg.norm(v))
+        if n <= 0:
+            continue
+        px.append(d)
+        vals.append(v / n)
+        keep.append((k, n))
+        centres.append((int(i), int(j)))
+    return px, vals, keep, centres
 
 
 def _dilated_support(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -156,30 +171,7 @@ class OnlineCNMF:
         T0 = Yr.shape[1]
         self.nb = b.shape[1]
         self.sn = np.maximum(sn.astype(np.float32), max(float(np.percentile(sn, 10)), 1e-6))
-        # footprints: unit norm, confined to a disk around their brightest pixel
-        self.px: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        keep = []
-        centres: list[tuple[int, int]] = []
-        As = sp.csc_matrix(A)  # dense or sparse (P, K) in; columns read through indptr
-        a = np.zeros(self.P, np.float32)
-        for k in range(As.shape[1]):
-            sl = slice(As.indptr[k], As.indptr[k + 1])
-            idx, val = As.indices[sl], As.data[sl]
-            if not np.any(val > 0):
-                continue
-            a[idx] = val
-            i, j = np.unravel_index(int(idx[np.argmax(val)]), dims, order="F")
-            d = _disk((int(i), int(j)), opts.radius, dims)
-            v = np.maximum(a[d], 0).astype(np.float32)
-            a[idx] = 0
-            n = float(np.linalg.norm(v))
-            if n <= 0:
-                continue
-            self.px.append(d)
-            vals.append(v / n)
-            keep.append((k, n))
-            centres.append((int(i), int(j)))
+        self.px, vals, keep, centres = _disk_footprints(A, dims, opts.radius)
         C = np.array([C[k] * n for k, n in keep], np.float64).reshape(len(keep), T0)
         self._centres = np.array(centres, np.int64).reshape(-1, 2)  # each disk's centre (i, j)
         self.b = np.ascontiguousarray(b, np.float32)
@@ -200,7 +192,16 @@ class OnlineCNMF:
         self.allowed = [self._allowed(self.A.data[ip[k] : ip[k + 1]], d) for k, d in enumerate(self.px)]
         self.CC = np.zeros((self.cap + self.nb,) * 2)
         self.sn2 = self.sn.astype(np.float64) ** 2
-        Cf = np.vstack([C, np.asarray(f, np.float64)])
+        Cf = self._fit_batch(Yr, np.vstack([C, np.asarray(f, np.float64)]), refine)
+        self.c = Cf[:, -1].copy()
+        self._start_search(Yr, Cf)
+        self.t = T0
+        self.init_traces = Cf.astype(np.float32)
+        self.n_added = 0
+        self.start_epoch(T0)
+
+    def _fit_batch(self, Yr: np.ndarray, Cf: np.ndarray, refine: int) -> np.ndarray:
+        """Traces (and first ``refine`` rounds of shapes) on the init batch, then its statistics."""
         for _ in range(refine):
             Cf = self._batch_traces(Yr, Cf)
             self._batch_stats(Yr, Cf)
@@ -209,8 +210,13 @@ class OnlineCNMF:
             Cf = self._batch_traces(Yr, Cf)
         # sufficient statistics on the initial batch (sums, not means: no rescaling per frame)
         self._batch_stats(Yr, Cf)
-        self.c = Cf[:, -1].copy()
-        # residual buffer (ring) and the traces of its frames
+        return Cf
+
+    def _start_search(self, Yr: np.ndarray, Cf: np.ndarray) -> None:
+        """The residual ring buffer, holding the init batch's last frames, and the candidate
+        energy accumulated over them."""
+        opts, dims = self.opts, self.dims
+        T0 = Yr.shape[1]
         B = min(opts.minibatch_shape, T0)
         self.B = opts.minibatch_shape
         self.Rbuf = np.zeros((self.B, self.P), np.float32)
@@ -237,10 +243,6 @@ class OnlineCNMF:
         self.blocked = np.zeros((dims[1], dims[0]), np.int64)  # frame until which not retested
         self.n_tries = 0  # candidate locations tested so far (a diagnostic of the search cost)
         self._box_kernel = np.ones(self._ks[::-1], np.uint8)  # local-maximum window
-        self.t = T0
-        self.init_traces = Cf.astype(np.float32)
-        self.n_added = 0
-        self.start_epoch(T0)
 
     def _batch_traces(self, Yr: np.ndarray, Cf: np.ndarray, iters: int = 3) -> np.ndarray:
         """Traces of the (P, T) frames ``Yr`` by block-coordinate descent, all frames at once."""
@@ -445,10 +447,10 @@ class OnlineCNMF:
         ii, jj = i - r0, j - c0
         seed = pat[:, max(jj - 1, 0) : jj + 2, max(ii - 1, 0) : ii + 2].reshape(self.B, -1).mean(1)
         Y = pat.reshape(self.B, -1).T.astype(np.float64)  # (n, B)
-        a, c = core._rank1(Y, seed, 5)
+        a, c = model.rank1(Y, seed, 5)
         if not (np.any(a > 0) and np.any(c > 0)):
             return False
-        img = _clean_patch(a, (r1 - r0, c1 - c0), o.maxthr)
+        img = model.clean_footprint(a, (r1 - r0, c1 - c0), o.maxthr)
         if (img > 0).sum() < 3:
             return False
         a = img / np.linalg.norm(img)
@@ -509,44 +511,14 @@ class OnlineCNMF:
         colour none of its overlapping neighbours has; nothing is rebuilt."""
         K, nb, B = self.K, self.nb, self.B
         M = K + nb
-        i, j = np.unravel_index(int(np.argmax(full)), self.dims, order="F")
-        d = _disk((int(i), int(j)), self.opts.radius, self.dims)
+        i, j = (int(x) for x in np.unravel_index(int(np.argmax(full)), self.dims, order="F"))
+        d = _disk((i, j), self.opts.radius, self.dims)
         v = full[d]
         v /= np.linalg.norm(v)
-        # the disk's bounding box in the ring buffer, as a view: (B, cols, rows)
-        d1, d2 = self.dims
-        R_ = self.opts.radius
-        r0, c0 = max(int(i) - R_, 0), max(int(j) - R_, 0)
-        r1, c1 = min(int(i) + R_ + 1, d1), min(int(j) + R_ + 1, d2)
-        Rbox = self.Rbuf.reshape(B, d2, d1)[:, c0:c1, r0:r1]
-        inbox = (d // d1 - c0) * (r1 - r0) + (d % d1 - r0)  # disk pixels' places in the box
+        Rbox, inbox = self._ring_box(i, j, d)
         cring = np.empty(B)
         cring[order] = cbuf  # the new trace in ring order
-        # statistics as if the neuron had been silent before the buffer
-        Cb = self.Cbuf[order][:, :M].astype(np.float64)  # (B, M) oldest first
-        model_d = Cb[:, K:] @ self.b[d].T.astype(np.float64)
-        near = np.flatnonzero(((self._centres - (int(i), int(j))) ** 2).sum(1) <= (2 * R_ + 1) ** 2)
-        if len(near):  # the known footprints on this disk, from the disks that can reach it
-            ip = self.A.indptr
-            Ad = np.zeros((len(d), len(near)))
-            for col, k in enumerate(near):
-                _, ia, ib = np.intersect1d(d, self.px[k], assume_unique=True, return_indices=True)
-                Ad[ia, col] = self.A.data[ip[k] + ib]
-            model_d += Cb[:, near] @ Ad.T
-        cy = (cring @ Rbox.reshape(B, -1))[inbox] + cbuf @ model_d
-        cc = Cb.T @ cbuf
-        # the new component takes row/col K; background rows move from K.. to K+1..
-        CC = self.CC
-        CC[K + 1 : M + 1, :] = CC[K:M, :].copy()
-        CC[:, K + 1 : M + 1] = CC[:, K:M].copy()
-        CC[K, :] = 0
-        CC[:, K] = 0
-        CC[K, :K] = cc[:K]
-        CC[:K, K] = cc[:K]
-        CC[K, K + 1 : M + 1] = cc[K:]
-        CC[K + 1 : M + 1, K] = cc[K:]
-        CC[K, K] = cbuf @ cbuf
-        self.CYv = np.concatenate([self.CYv, cy])
+        self._insert_stats(*self._new_stats(i, j, d, Rbox, inbox, cring, cbuf, order), cbuf)
         # remove it from the residual buffer and its energy
         vbox = np.zeros(Rbox.shape[1] * Rbox.shape[2], np.float32)
         vbox[inbox] = v
@@ -562,7 +534,57 @@ class OnlineCNMF:
         # traces of this epoch: the buffer frames (older ones stay 0)
         n = min(B, self.t_idx)
         self.noisy[K, self.t_idx - n : self.t_idx] = raw[B - n :]
-        # structure: overlaps with the known footprints, then the new column
+        self._append_column(d, v, (i, j))
+
+    def _ring_box(self, i: int, j: int, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bounding box of the disk ``d`` around (i, j) in the ring buffer, as a view
+        (B, cols, rows), and the places of the disk's pixels in the box."""
+        d1, d2 = self.dims
+        R_ = self.opts.radius
+        r0, c0 = max(i - R_, 0), max(j - R_, 0)
+        r1, c1 = min(i + R_ + 1, d1), min(j + R_ + 1, d2)
+        Rbox = self.Rbuf.reshape(self.B, d2, d1)[:, c0:c1, r0:r1]
+        inbox = (d // d1 - c0) * (r1 - r0) + (d % d1 - r0)
+        return Rbox, inbox
+
+    def _new_stats(self, i: int, j: int, d: np.ndarray, Rbox: np.ndarray, inbox: np.ndarray, cring: np.ndarray,
+                   cbuf: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The new component's CY (on its disk) and CC row, as if it had been silent before
+        the buffer: the buffer's residual plus the model of the known components there."""
+        K, M = self.K, self.K + self.nb
+        R_ = self.opts.radius
+        Cb = self.Cbuf[order][:, :M].astype(np.float64)  # (B, M) oldest first
+        model_d = Cb[:, K:] @ self.b[d].T.astype(np.float64)
+        near = np.flatnonzero(((self._centres - (i, j)) ** 2).sum(1) <= (2 * R_ + 1) ** 2)
+        if len(near):  # the known footprints on this disk, from the disks that can reach it
+            ip = self.A.indptr
+            Ad = np.zeros((len(d), len(near)))
+            for col, k in enumerate(near):
+                _, ia, ib = np.intersect1d(d, self.px[k], assume_unique=True, return_indices=True)
+                Ad[ia, col] = self.A.data[ip[k] + ib]
+            model_d += Cb[:, near] @ Ad.T
+        cy = (cring @ Rbox.reshape(self.B, -1))[inbox] + cbuf @ model_d
+        return cy, Cb.T @ cbuf
+
+    def _insert_stats(self, cy: np.ndarray, cc: np.ndarray, cbuf: np.ndarray) -> None:
+        """The new component takes row/col K of CC; background rows move from K.. to K+1.."""
+        K, M = self.K, self.K + self.nb
+        CC = self.CC
+        CC[K + 1 : M + 1, :] = CC[K:M, :].copy()
+        CC[:, K + 1 : M + 1] = CC[:, K:M].copy()
+        CC[K, :] = 0
+        CC[:, K] = 0
+        CC[K, :K] = cc[:K]
+        CC[:K, K] = cc[:K]
+        CC[K, K + 1 : M + 1] = cc[K:]
+        CC[K + 1 : M + 1, K] = cc[K:]
+        CC[K, K] = cbuf @ cbuf
+        self.CYv = np.concatenate([self.CYv, cy])
+
+    def _append_column(self, d: np.ndarray, v: np.ndarray, centre: tuple[int, int]) -> None:
+        """The structure gains the new footprint ``v`` on disk ``d``: its overlaps (AᵀA row and
+        column, background included), its colour, its column of A."""
+        K, M = self.K, self.K + self.nb
         fv = np.zeros(self.P, np.float32)
         fv[d] = v
         at = np.asarray(self.At @ fv, np.float64).ravel() if K else np.zeros(0)
@@ -587,7 +609,7 @@ class OnlineCNMF:
         self._set_A(np.concatenate([A.data, v.astype(np.float32)]), np.concatenate([A.indices, d]),
                     np.append(A.indptr, A.indptr[-1] + len(d)))
         self.px.append(d)
-        self._centres = np.vstack([self._centres, [int(i), int(j)]])
+        self._centres = np.vstack([self._centres, list(centre)])
         self.K += 1
         self.n_added += 1
         self.born.append(self.t_total)
@@ -674,7 +696,7 @@ class OnlineCNMF:
         r, c, hw = self._box(d)
         img = np.zeros(hw)
         img[r, c] = new
-        flat = _clean_patch(img.reshape(-1, order="F"), hw, self.opts.maxthr)
+        flat = model.clean_footprint(img.reshape(-1, order="F"), hw, self.opts.maxthr)
         return flat.reshape(hw, order="F")[r, c]
 
     # -- results --------------------------------------------------------------------------------

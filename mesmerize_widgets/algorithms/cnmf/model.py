@@ -1,0 +1,159 @@
+"""CNMF model pieces that the offline fit (:mod:`.core`) and OnACID (:mod:`..onacid`) share.
+
+Products with the movie in pixel blocks, the background's starting point, a footprint's
+cleaning, the rank-1 NMF that seeds a component, and the frames around a trace's transients
+that the r-value compares. Public here so that OnACID does not reach into the core's private
+names, and one definition serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+__all__ = ["Movie", "activity_frames", "clean_footprint", "init_background", "pixel_blocks", "rank1"]
+
+
+def pixel_blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
+    """Slices of ``n`` rows of ``T`` values, each at most about ``budget`` values."""
+    step = max(1, budget // max(T, 1))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+class Movie:
+    """Pixel-block products with a (P, T) movie held in memory or in a C-order memmap."""
+
+    def __init__(self, Yr: np.ndarray):
+        self.Yr = Yr
+        self.P, self.T = Yr.shape
+        self.blocks = pixel_blocks(self.P, self.T)
+
+    def rows(self, idx: slice | np.ndarray) -> np.ndarray:
+        """(n, T) float32 of the pixels ``idx`` (a slice or sorted index array)."""
+        return np.asarray(self.Yr[idx], np.float32)
+
+    def AtY(self, A: np.ndarray) -> np.ndarray:
+        out = np.zeros((A.shape[1], self.T), np.float64)
+        for blk in self.blocks:
+            out += A[blk].T.astype(np.float32) @ self.rows(blk)
+        return out
+
+    def YCt(self, C: np.ndarray) -> np.ndarray:
+        Ct = np.ascontiguousarray(C.T, np.float32)
+        out = np.empty((self.P, C.shape[0]), np.float64)
+        for blk in self.blocks:
+            out[blk] = self.rows(blk) @ Ct
+        return out
+
+    def mean(self) -> np.ndarray:
+        return np.concatenate([self.rows(blk).mean(1) for blk in self.blocks])
+
+
+def leading_modes(X: np.ndarray, k: int, rng: np.random.Generator, n_iter: int = 4) -> np.ndarray:
+    """The ``k`` leading right singular vectors (k, T) of ``X`` (n, T), by a randomised range
+    finder with power iterations: a full SVD costs n·T·min(n, T), minutes on a long movie,
+    for modes that only start the background's traces."""
+    n, T = X.shape
+    q = min(n, T, k + 10)
+    if k <= 0 or q == 0:
+        return np.zeros((0, T))
+    Q = np.linalg.qr(X @ rng.standard_normal((T, q)))[0]
+    for _ in range(n_iter):
+        Q = np.linalg.qr(X @ np.linalg.qr(X.T @ Q)[0])[0]
+    return np.linalg.svd(Q.T @ X, full_matrices=False)[2][:k]
+
+
+def init_background(mov: Movie, A: np.ndarray, C: np.ndarray, nb: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Nonnegative rank-nb background of the residual ``Y - A·C`` (mean image + leading modes)."""
+    P, T = mov.P, mov.T
+    if nb <= 0:
+        return np.zeros((P, 0)), np.zeros((0, T))
+    resid_mean = mov.mean() - A @ C.mean(1)
+    b = np.zeros((P, nb))
+    f = np.ones((nb, T))
+    b[:, 0] = np.maximum(resid_mean, 0)
+    if nb > 1:
+        # leading temporal modes of a pixel subsample of the centred residual (at most 64 MiB
+        # of float64: a long movie is seen through fewer pixels)
+        n_sub = min(P, 4000, max(64, (1 << 23) // T))
+        sub = np.unique(np.linspace(0, P - 1, n_sub).round().astype(int))
+        Rs = mov.rows(sub).astype(np.float64) - A[sub] @ C
+        Rs -= Rs.mean(1, keepdims=True)
+        vt = leading_modes(Rs, nb - 1, rng)
+        for j in range(1, nb):
+            m = vt[j - 1] if j - 1 < len(vt) else rng.standard_normal(T)
+            m = m * np.sign(m[np.argmax(np.abs(m))])
+            f[j] = np.maximum(m - m.min(), 0) + 1e-3
+            f[j] /= f[j].mean()
+        b[:, 1:] = 1e-3
+    return b, f
+
+
+def _peaks(y: np.ndarray, thres: float = 0.3) -> np.ndarray:
+    """Local maxima above ``min + thres * (max - min)`` (peakutils.indexes semantics)."""
+    lo, hi = float(y.min()), float(y.max())
+    if hi <= lo:
+        return np.zeros(0, int)
+    dy = np.diff(y)
+    idx = np.flatnonzero((np.hstack([dy, 0.0]) < 0) & (np.hstack([0.0, dy]) > 0))
+    return idx[y[idx] > lo + thres * (hi - lo)]
+
+
+def activity_frames(C: np.ndarray, fr: float, npeaks: int = 10) -> list[np.ndarray | None]:
+    """Per trace, the frames around its ``npeaks`` highest peaks (CaImAn's r-value windows:
+    from ~5 frames at 30 Hz before a peak to ~25 after); None for a trace without peaks."""
+    T = C.shape[1]
+    tB = int(min(-2, math.floor(-5.0 / 30 * fr)))
+    tA = int(max(5, math.ceil(25.0 / 30 * fr)))
+    out: list[np.ndarray | None] = []
+    for c in C:
+        if not np.any(np.diff(c)):
+            out.append(None)
+            continue
+        pk = _peaks(c)
+        pk = pk[np.argsort(c[pk])[::-1]][:npeaks]
+        if not len(pk):
+            out.append(None)
+            continue
+        iv = (pk[:, None] + np.arange(tB, tA)[None, :]).ravel()
+        out.append(np.unique(np.clip(iv, 0, T - 1)))
+    return out
+
+
+def clean_footprint(a: np.ndarray, dims: tuple[int, int], maxthr: float, extract_cc: bool = True) -> np.ndarray:
+    """Zero values below ``maxthr`` x max and keep the connected piece holding the maximum.
+
+    ``a`` is a footprint over a (d1, d2) field in Fortran pixel order. Pieces are 4-connected;
+    OpenCV labels them several times faster than scipy.ndimage, which matters to OnACID's
+    per-frame shape updates (tests/test_cnmf.py checks both give the same piece).
+    """
+    img = a.reshape(dims[::-1]).T.copy()  # (d1, d2)
+    top = float(img.max()) if img.size else 0.0
+    if top <= 0:
+        return np.zeros_like(a)
+    img[img < maxthr * top] = 0
+    if extract_cc:
+        n, lab = cv2.connectedComponents((img > 0).astype(np.uint8), connectivity=4)
+        if n > 2:  # label 0 is the background
+            peak = np.unravel_index(int(np.argmax(img)), img.shape)
+            img[lab != lab[peak]] = 0
+    return img.T.ravel()
+
+
+def rank1(data: np.ndarray, trace: np.ndarray, n_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-1 nonnegative factorisation ``data (n, T) ≈ a ⊗ c`` started from ``trace``."""
+    c = np.maximum(trace, 0).astype(np.float64)
+    a = np.zeros(data.shape[0])
+    for _ in range(max(1, n_iter)):
+        cc = c @ c
+        if cc <= 0:
+            break
+        a = np.maximum(data @ c / cc, 0)
+        aa = a @ a
+        if aa <= 0:
+            break
+        c = np.maximum(a @ data / aa, 0)
+    return a, c
