@@ -7,6 +7,8 @@ sort, selection by uuid, live refresh) is ours so it works, and is tested, witho
 
 Live status: while any item is queued or running, a daemon thread reads the store every
 ``poll_interval`` seconds and updates the changed cells and one progress bar per submission.
+Removing and duplicating are model operations (``df.caiman.remove_items``,
+``df.caiman.duplicate_item``) that a script calls the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 import traitlets
 
 from ..accessors.frame import append_record, drop_row, set_row, store_of
-from ..accessors.operations import params_diffs
+from ..accessors.operations import params_diffs, removal_plan
 from ..algorithms import algorithms, get_algorithm
 from ..errors import MesmerizeError, ParamError, UnknownAlgorithmError
 from ..store import ACTIVE, FINISHED, STATUSES
@@ -310,6 +312,20 @@ class BatchTable(widgets.VBox):
 
     # -- controls ----------------------------------------------------------------------------------
     def _build_controls(self) -> None:
+        self._build_filter_box()
+        self._build_actions_box()
+        self._build_confirm_box()
+        self._build_duplicate_box()
+        self.progress_box = widgets.VBox()
+        self.message = widgets.HTML()
+
+    def _button(self, desc: str, icon: str, tip: str, action: Callable[[], Any], style: str = "") -> widgets.Button:
+        b = widgets.Button(description=desc, icon=icon, tooltip=tip, button_style=style,
+                           layout=widgets.Layout(width="auto"))
+        b.on_click(lambda _: self._guard(action))
+        return b
+
+    def _build_filter_box(self) -> None:
         self.name_filter = widgets.Text(placeholder="filter by name", description="name",
                                         continuous_update=True, tooltip="show items whose name contains this")
         self.algo_filter = widgets.Dropdown(options=[ALL], value=ALL, description="algo")
@@ -325,12 +341,8 @@ class BatchTable(widgets.VBox):
                                         self.sort_dropdown, self.sort_ascending],
                                        layout=widgets.Layout(flex_flow="row wrap"))
 
-        def button(desc: str, icon: str, tip: str, action: Callable[[], Any], style: str = "") -> widgets.Button:
-            b = widgets.Button(description=desc, icon=icon, tooltip=tip, button_style=style,
-                               layout=widgets.Layout(width="auto"))
-            b.on_click(lambda _: self._guard(action))
-            return b
-
+    def _build_actions_box(self) -> None:
+        button = self._button
         self.run_button = button("run", "play", "run the selected items on Dask", self.run_selected, "success")
         self.cancel_button = button("cancel", "stop", "cancel the selected queued/running items",
                                     self.cancel_selected, "warning")
@@ -348,31 +360,30 @@ class BatchTable(widgets.VBox):
                                          self.comment_text, self.comment_button],
                                         layout=widgets.Layout(flex_flow="row wrap"))
 
+    def _build_confirm_box(self) -> None:
         self.confirm_html = widgets.HTML()
         self.remove_dependents = widgets.Checkbox(
             value=False, description="also remove dependents", indent=False,
             tooltip="also remove the items that take a selected item as their input")
         self.remove_dependents.observe(lambda _: self._refresh_confirm(), names="value")
-        self.confirm_button = button("confirm remove", "check", "remove now",
-                                     lambda: self.remove_selected(confirm=True), "danger")
-        self.confirm_cancel = button("keep", "times", "do not remove", self._hide_confirm)
+        self.confirm_button = self._button("confirm remove", "check", "remove now",
+                                           lambda: self.remove_selected(confirm=True), "danger")
+        self.confirm_cancel = self._button("keep", "times", "do not remove", self._hide_confirm)
         self.confirm_box = widgets.HBox([self.confirm_html, self.remove_dependents, self.confirm_button,
                                          self.confirm_cancel], layout=widgets.Layout(display="none"))
 
+    def _build_duplicate_box(self) -> None:
         self.duplicate_name = widgets.Text(description="name", tooltip="item name of the copy")
         self.duplicate_params = widgets.Textarea(
             description="params", layout=widgets.Layout(width="60%", height="120px"),
             tooltip="params['main'] as a Python dict; keys left out keep the original's value")
-        self.duplicate_add = button("add copy", "plus", "validate and add the copy", self._duplicate_from_editor,
-                                    "success")
-        self.duplicate_close = button("close", "times", "close the editor",
-                                      lambda: setattr(self.duplicate_box.layout, "display", "none"))
+        self.duplicate_add = self._button("add copy", "plus", "validate and add the copy",
+                                          self._duplicate_from_editor, "success")
+        self.duplicate_close = self._button("close", "times", "close the editor",
+                                            lambda: setattr(self.duplicate_box.layout, "display", "none"))
         self.duplicate_box = widgets.VBox([
             widgets.HBox([self.duplicate_name, self.duplicate_add, self.duplicate_close]),
             self.duplicate_params], layout=widgets.Layout(display="none"))
-
-        self.progress_box = widgets.VBox()
-        self.message = widgets.HTML()
 
     def _guard(self, action: Callable[[], Any]) -> None:
         """Run a button's action; any error becomes a message, never a traceback."""
@@ -711,67 +722,41 @@ class BatchTable(widgets.VBox):
         super().close()
 
     # -- remove ----------------------------------------------------------------------------------------
-    def _removal_plan(self, uuids: list[str], with_dependents: bool) -> list[str]:
-        """Items to remove, children before parents; raises saying why when it must refuse."""
-        store = store_of(self._df)
-        records = {r["uuid"]: r for r in store.items()}
-        kids: dict[str, list[str]] = {}
-        for r in records.values():
-            if r["parent_uuid"]:
-                kids.setdefault(r["parent_uuid"], []).append(r["uuid"])
-        order: list[str] = []
-
-        def visit(u: str) -> None:
-            for c in kids.get(u, []):
-                visit(c)
-            if u not in order:
-                order.append(u)
-
-        chosen = set(uuids)
-        for u in uuids:
-            if u not in records:
-                raise MesmerizeError(f"item {u} is no longer in the batch; refresh the table")
-            outside = [c for c in kids.get(u, []) if c not in chosen]
-            if outside and not with_dependents:
-                names = ", ".join(repr(records[c]["item_name"]) for c in outside)
-                raise MesmerizeError(
-                    f"{records[u]['item_name']!r} is the input of {names}: tick 'also remove dependents' "
-                    "to remove them too, or remove them first")
-            visit(u)
-        busy = [records[u]["item_name"] for u in order if records[u]["status"] in ACTIVE]
-        if busy:
-            raise MesmerizeError(f"cancel these items before removing them: {busy}")
-        return order
-
     def remove_selected(self, confirm: bool = False, remove_dependents: bool | None = None) -> list[str]:
         """Remove the selected items; without ``confirm`` only ask (the confirm button appears).
 
         Items others depend on are refused unless ``remove_dependents`` (the checkbox), which
-        removes the dependents too. Nothing is removed when anything is refused.
+        removes the dependents too. Nothing is removed when anything is refused
+        (``df.caiman.remove_items`` decides).
         """
         uuids = self._require_selection()
         if uuids is None:
             return []
         if remove_dependents is not None:
             self.remove_dependents.value = bool(remove_dependents)
-        try:
-            plan = self._removal_plan(uuids, self.remove_dependents.value)
-        except MesmerizeError as e:
-            self._say(f"nothing removed: {e}", error=True)
-            if not confirm:
-                self._show_confirm(None)
-            return []
         if not confirm:
-            self._show_confirm(plan)
+            self._show_confirm(self._plan_or_say(uuids))
             return []
-        names = []
         with self._lock:
-            for u in plan:
-                names.append(self._df.caiman.uloc(u)["item_name"])
-                self._df.caiman.remove_item(u, remove_data=True, safe_removal=True)
+            names = dict(zip(self._df["uuid"], self._df["item_name"], strict=True))
+            try:
+                plan = self._df.caiman.remove_items(uuids, remove_dependents=self.remove_dependents.value)
+            except MesmerizeError as e:
+                self._say(f"nothing removed: {e}", error=True)
+                return []
             self._redraw()
         self._hide_confirm()
-        self._say(f"removed {len(plan)} item(s): {', '.join(map(str, names))}")
+        self._say(f"removed {len(plan)} item(s): {', '.join(str(names[u]) for u in plan)}")
+        return plan
+
+    def _plan_or_say(self, uuids: list[str]) -> list[str] | None:
+        """What removing ``uuids`` would remove, or None (and the reason said)."""
+        try:
+            plan = removal_plan(store_of(self._df), uuids, remove_dependents=self.remove_dependents.value)
+        except MesmerizeError as e:
+            self._say(f"nothing removed: {e}", error=True)
+            return None
+        self._say("")
         return plan
 
     def _show_confirm(self, plan: list[str] | None) -> None:
@@ -782,12 +767,7 @@ class BatchTable(widgets.VBox):
         if self.confirm_box.layout.display == "none":
             return
         if plan is _UNSET:
-            try:
-                plan = self._removal_plan(list(self.selected_uuids), self.remove_dependents.value)
-                self._say("")
-            except MesmerizeError as e:
-                self._say(f"nothing removed: {e}", error=True)
-                plan = None
+            plan = self._plan_or_say(list(self.selected_uuids))
         self.confirm_button.disabled = plan is None
         extra = len(plan or []) - len(self.selected_uuids)
         self.confirm_html.value = (
@@ -822,19 +802,10 @@ class BatchTable(widgets.VBox):
         uuids = self._require_selection()
         if uuids is None:
             return None
-        row = self._df.caiman.uloc(uuids[0])
         try:
-            new_params = _edited_params(row["params"], params)
-            get_algorithm(row["algo"]).schema.validate(new_params)
-        except (ParamError, ValueError, SyntaxError, TypeError) as e:
-            self._say(f"not added: {e}", error=True)
-            return None
-        parent = row["parent_uuid"]
-        source = parent if isinstance(parent, str) and parent else row.caiman.get_input_movie_path()
-        try:
+            edit = _parse_params(params)
             with self._lock:
-                new = self._df.caiman.add_item(row["algo"], item_name or str(row["item_name"]), source,
-                                               new_params)
+                new = self._df.caiman.duplicate_item(uuids[0], edit, item_name)
                 self._redraw()
         except Exception as e:
             self._say(f"not added: {e}", error=True)
@@ -865,10 +836,10 @@ def _pretty(main: dict[str, Any]) -> str:
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in main.items()) + "}"
 
 
-def _edited_params(original: dict[str, Any], edit: dict | str | None) -> dict[str, Any]:
-    """The params of a copy: ``edit`` (dict or Python-literal text) over the original's."""
+def _parse_params(edit: dict | str | None) -> dict[str, Any]:
+    """The editor's text (a Python literal, never eval'd) or a dict, as a dict."""
     if edit is None or (isinstance(edit, str) and not edit.strip()):
-        edit = {}
+        return {}
     if isinstance(edit, str):
         try:
             edit = ast.literal_eval(edit)
@@ -876,7 +847,4 @@ def _edited_params(original: dict[str, Any], edit: dict | str | None) -> dict[st
             raise ParamError(f"cannot read the params text ({e}); write a dict like {{'K': 4}}") from None
     if not isinstance(edit, dict):
         raise ParamError(f"params must be a dict, got {type(edit).__name__}")
-    if "main" in edit:
-        return dict(edit)
-    base = dict(original or {})
-    return {**base, "main": {**base.get("main", {}), **edit}}
+    return edit
