@@ -5,9 +5,10 @@ step. The table is an ipydatagrid ``DataGrid`` when ipydatagrid is installed, el
 ipywidgets list; both sit behind the same small view interface, and the table logic (filter,
 sort, selection by uuid, live refresh) is ours so it works, and is tested, without a browser.
 
-Live status: while any item is queued or running, a daemon thread reads the store every
-``poll_interval`` seconds and updates the changed cells and one progress bar per submission.
-Removing and duplicating are model operations (``df.caiman.remove_items``,
+Live status: while any item is queued or running, the table subscribes to the batch's watcher
+(:func:`mesmerize_widgets.accessors.watch.watch_batch`, one thread per batch shared with the
+viewers) every ``poll_interval`` seconds and updates the changed cells and one progress bar per
+submission. Removing and duplicating are model operations (``df.caiman.remove_items``,
 ``df.caiman.duplicate_item``) that a script calls the same way.
 """
 
@@ -27,6 +28,7 @@ import traitlets
 
 from ..accessors.frame import append_record, drop_row, set_row, store_of
 from ..accessors.operations import params_diffs, removal_plan
+from ..accessors.watch import BatchChange, Subscription, watch_batch
 from ..algorithms import algorithms, get_algorithm
 from ..errors import MesmerizeError, ParamError, UnknownAlgorithmError
 from ..store import ACTIVE, FINISHED, STATUSES
@@ -295,7 +297,7 @@ class BatchTable(widgets.VBox):
         self._submissions: list[dict[str, Any]] = []
         self._selection_callbacks: list[Callable[[list[pd.Series]], None]] = []
         self._open_callbacks: list[Callable[[pd.Series], None]] = []
-        self._poll_thread: threading.Thread | None = None
+        self._watch: Subscription | None = None
         self._poll_kick = False
         self._closed = False
         self._syncing_widgets = False
@@ -407,8 +409,7 @@ class BatchTable(widgets.VBox):
 
         store = store_of(self._df)
         reap_stale(store)
-        any_active = self._sync(store.items())
-        if any_active:
+        if self._apply_records(store.items()):
             self._ensure_polling()
 
     def _sync(self, records: list[dict[str, Any]]) -> bool:
@@ -663,31 +664,32 @@ class BatchTable(widgets.VBox):
 
     # -- live refresh ------------------------------------------------------------------------------
     def _polling_active(self) -> bool:
-        return self._poll_thread is not None and self._poll_thread.is_alive()
+        return self._watch is not None
 
     def _ensure_polling(self) -> None:
+        """Follow the batch (shared watcher) until nothing is active, with one more update at least."""
         with self._lock:
-            self._poll_kick = True
-            if self._poll_thread is None and not self._closed:
-                self._poll_thread = threading.Thread(target=self._poll_loop, name="BatchTable-poll", daemon=True)
-                self._poll_thread.start()
+            if self._closed:
+                return
+            self._poll_kick = True  # a call under way may have read the records before our change
+            if self._watch is None:
+                self._watch = watch_batch(self._df).subscribe(self._batch_changed, interval=self.poll_interval)
+            else:
+                self._watch.refresh()
 
-    def _poll_loop(self) -> None:
-        try:
-            while not self._closed:
-                time.sleep(self.poll_interval)
-                try:
-                    active = self.poll_once()
-                except Exception as e:  # a transient read error must not kill the live view
-                    self._say(f"refresh failed: {e}", error=True)
-                    active = True
-                with self._lock:
-                    if not active and not self._poll_kick:
-                        return
-                    self._poll_kick = False
-        finally:
-            with self._lock:
-                self._poll_thread = None
+    def _batch_changed(self, change: BatchChange) -> None:
+        """The watcher's call (its thread): update rows and bars; unsubscribe when all is finished."""
+        if change.records is None:  # a transient read error must not end the live view
+            self._say(f"refresh failed: {change.error}", error=True)
+            return
+        active = self._apply_records(change.records)
+        with self._lock:
+            if self._poll_kick and self._watch is not None:
+                self._watch.refresh()  # one more call, with records read after our change
+            elif not active and self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+            self._poll_kick = False
 
     def poll_once(self) -> bool:
         """One live-refresh step: read the store, update rows and progress bars; True while active."""
@@ -695,30 +697,36 @@ class BatchTable(widgets.VBox):
 
         store = store_of(self._df)
         reap_stale(store)
-        records = store.items()
+        return self._apply_records(store.items())
+
+    def _apply_records(self, records: list[dict[str, Any]]) -> bool:
+        """Rows, progress bars and durations from the store's records; True while any is active."""
         with self._lock:
             active = self._sync(records)
             by_uuid = {r["uuid"]: r for r in records}
             for sub in self._submissions:
-                recs = [by_uuid[u] for u in sub["uuids"] if u in by_uuid]
-                finished = [r for r in recs if r["status"] in FINISHED]
-                done = sum(r["status"] == "done" for r in finished)
-                sub["bar"].value = len(finished) + sum(float(r["progress"] or 0) for r in recs
-                                                       if r["status"] == "running")
-                sub["label"].value = (f"{len(finished)}/{len(sub['uuids'])} finished, {done} done"
-                                      + (f", {len(finished) - done} not done" if len(finished) > done else ""))
-                if len(finished) == len(recs):
-                    sub["bar"].bar_style = "success" if done == len(recs) else "warning"
+                self._update_progress(sub, [by_uuid[u] for u in sub["uuids"] if u in by_uuid])
             for u in [u for u in self._started if by_uuid.get(u, {}).get("status") not in ACTIVE]:
                 del self._started[u]
         return active
 
+    @staticmethod
+    def _update_progress(sub: dict[str, Any], recs: list[dict[str, Any]]) -> None:
+        finished = [r for r in recs if r["status"] in FINISHED]
+        done = sum(r["status"] == "done" for r in finished)
+        sub["bar"].value = len(finished) + sum(float(r["progress"] or 0) for r in recs if r["status"] == "running")
+        sub["label"].value = (f"{len(finished)}/{len(sub['uuids'])} finished, {done} done"
+                              + (f", {len(finished) - done} not done" if len(finished) > done else ""))
+        if len(finished) == len(recs):
+            sub["bar"].bar_style = "success" if done == len(recs) else "warning"
+
     def close(self) -> None:
-        """Stop the live refresh and close the widgets."""
+        """Stop following the batch and close the widgets."""
         self._closed = True
-        thread = self._poll_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel(wait=True)  # no update lands on closed widgets
         super().close()
 
     # -- remove ----------------------------------------------------------------------------------------
