@@ -334,7 +334,7 @@ class CNMFViewer(ViewerBase):
             self.cache = cache
             pm = ProcessedMovie(movie, self.settings, cache, name="input")
             self._set_movies([movie], ["input"], [pm], figure_shape=(1, 1))
-            sps = _fpl.subplots(self.iw)
+            sps = list(self.iw.figure)
             if self.contours is not None:
                 self.contours.remove()
                 self.contours = None
@@ -426,7 +426,7 @@ class CNMFViewer(ViewerBase):
         coords, centers = contours
         if self.contours is not None:
             self.contours.remove()
-        self.contours = _fpl.ContourSet(_fpl.subplots(self.iw)[0], coords)
+        self.contours = _fpl.ContourSet(self.iw.figure[0, 0], coords)
         self.contours.set_colors(np.tile(LIVE, (len(coords), 1)))
         self.contours.set_visible(self.show_contours.value)
         self.coords, self.centers = coords, centers
@@ -468,7 +468,7 @@ class CNMFViewer(ViewerBase):
 
     # -- contours ----------------------------------------------------------------------------------------
     def _draw_contours(self) -> None:
-        sps = _fpl.subplots(self.iw)
+        sps = list(self.iw.figure)
         if self.contours is not None:
             self.contours.remove()
         for sp, g in zip(sps, self.outlines, strict=False):
@@ -638,7 +638,7 @@ class CNMFViewer(ViewerBase):
         if self.selected == k and self.outlines:
             return
         self.selected = k
-        sps = _fpl.subplots(self.iw)
+        sps = list(self.iw.figure)
         for sp, g in zip(sps, self.outlines, strict=False):
             _fpl.delete_graphic(sp, g)
         self.outlines = [_fpl.add_outline(sps[i], self.coords[k]) for i in (0, 1)]
@@ -669,17 +669,18 @@ class CNMFViewer(ViewerBase):
     def _draw_trace_figure(self) -> None:
         if self.trace_fig is None:
             self.trace_fig = _fpl.figure((2, 1), names=["trace", "heatmap"], size=(self.size[0], 300))
-            _fpl.hide_axes(_fpl.subplots(self.trace_fig)[1])  # rows are components: ticks say little
+            # heatmap rows are components: ticks say little, and their text costs ms per CPU draw
+            self.trace_fig[1, 0].axes.visible = False
             _fpl.on_click(self.trace_fig, self._trace_fig_clicked)
             canvas = _fpl.as_widget(self.trace_fig)
             self.trace_box.children = [] if canvas is None else [canvas]
-        sp = _fpl.subplots(self.trace_fig)[0]
+        sp = self.trace_fig[0, 0]
         _fpl.delete_graphic(sp, self.marker)
         _fpl.delete_graphic(sp, self.trace_line)
         y = self.trace(self.selected or 0) if self.n_components else np.zeros(self.n_frames, np.float32)
-        self.trace_line = _fpl.add_line(sp, self._trace_xy(y), colors="w")
+        self.trace_line = sp.add_line(self._trace_xy(y), colors="w", thickness=1.5)
         self.marker = _fpl.add_time_marker(self.trace_line, self.time, self.set_time)
-        _fpl.auto_scale(sp)
+        sp.auto_scale(maintain_aspect=False)
         self._draw_heatmap()
 
     def _trace_fig_clicked(self, subplot: int, x: float, y: float, button: int) -> None:
@@ -692,11 +693,11 @@ class CNMFViewer(ViewerBase):
         if self.trace_line is None or self.selected is None:
             return
         xy = self._trace_xy(self.trace(self.selected))
-        if not _fpl.set_line_xy(self.trace_line, xy):
+        if not _fpl.set_line_data(self.trace_line, xy):
             self._draw_trace_figure()
-            _fpl.set_line_xy(self.trace_line, xy)
+            _fpl.set_line_data(self.trace_line, xy)
         self._trace_version += 1
-        _fpl.auto_scale(_fpl.subplots(self.trace_fig)[0])
+        self.trace_fig[0, 0].auto_scale(maintain_aspect=False)
 
     def _trace_xy(self, y: np.ndarray) -> np.ndarray:
         return trace_envelope(y, self.trace_max_points or 2 * int(self.size[0]))
@@ -719,28 +720,30 @@ class CNMFViewer(ViewerBase):
         order = self.heatmap_rows()
         rows, b = self._heat_rows
         img = rows[order]
-        sp = _fpl.subplots(self.trace_fig)[1]
+        sp = self.trace_fig[1, 0]
         self.heatmap_order = order
         if not (self.heatmap is not None and self._heat_bin == b and _fpl.set_image_data(self.heatmap, img)):
             _fpl.delete_graphic(sp, self.heatmap)
             self.heatmap = _fpl.add_image(sp, img, cmap="viridis", scale_x=b)  # x in frames, like the trace
-            _fpl.auto_scale(sp)
+            sp.auto_scale(maintain_aspect=False)
             self._heat_bin = b
         _fpl.set_clim(self.heatmap, 0.0, 1.0)
         self._trace_version += 1
 
     def _move_marker(self, t: int) -> None:
         if self.marker is not None:
-            _fpl.set_marker(self.marker, t)
+            self.marker.selection = float(t)
 
     @property
     def marker_time(self) -> float | None:
-        return None if self.marker is None else _fpl.marker_value(self.marker)
+        return None if self.marker is None else float(self.marker.selection)
 
     def _trace_fig_state(self) -> tuple:
         """What the trace figure shows: the same value means the same pixels (no need to draw)."""
-        sps = _fpl.subplots(self.trace_fig)
-        mx = None if self.marker is None else round(2 * _fpl.screen_x(sps[0], _fpl.marker_value(self.marker)))
+        sps = list(self.trace_fig)
+        mx = None
+        if self.marker is not None:  # the marker's canvas x, to half a pixel
+            mx = round(2 * float(sps[0].map_world_to_screen((float(self.marker.selection), 0.0, 0.0))[0]))
         return (self._trace_version, id(self.trace_line), id(self.heatmap), mx, tuple(self.trace_fig.canvas.get_logical_size()),
                 *(_fpl.view_state(sp) for sp in sps))
 
