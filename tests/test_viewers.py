@@ -346,6 +346,25 @@ def test_cnmf_click_select_trace_and_save(cnmf_df):
     assert not list(row.cnmf.get_output_path().parent.glob("*.tmp"))
 
 
+def test_cnmf_viewer_draws_its_evaluation_session_changed_from_code(cnmf_df):
+    """viewer.evaluation is row.cnmf.evaluation()'s session: a change from code is drawn too."""
+    df, sim, est = cnmf_df
+    v = CNMFViewer(df.iloc[0])
+    ev = v.evaluation
+    ev.set_thresholds(min_SNR=1.0)
+    good1 = select_components(SNR, RVAL, {**Q, "min_SNR": 1.0})[0]
+    assert v.eval_sliders["min_SNR"].value == 1.0 and np.flatnonzero(v.accepted).tolist() == good1.tolist()
+    np.testing.assert_allclose(v.contours.component_colors()[good1], np.tile(ACCEPTED, (len(good1), 1)))
+    ev.reject(int(good1[-1]))
+    assert tuple(v.contours.component_colors()[good1[-1]]) == tuple(REJECTED)
+    assert "1 set by hand" in v.counts.value
+    assert good1[-1] in v.heatmap_order[len(good1) - 1 :]  # "good first": now among the rejected rows
+    v.set_row(df.iloc[0])  # a new session: the old one no longer drives the viewer
+    assert v.evaluation is not ev and v.overrides == {}
+    ev.accept(0)
+    assert v.overrides == {} and "set by hand" not in v.counts.value
+
+
 def test_cnmf_bad_items_give_messages(batch, raw_dir):
     cnmf_acc.clear_cache()
     df, sim, est = add_cnmf_item(batch, raw_dir, name="bad", status="failed")
