@@ -366,9 +366,8 @@ def _ru_maxrss_mb() -> float:
 
 
 def _fpl_graphics(v, panel: int) -> list:
-    from mesmerize_widgets.widgets import _fpl
 
-    return list(_fpl.subplots(v.iw)[panel].graphics)
+    return list(list(v.iw.figure)[panel].graphics)
 
 
 def step_fps(step, n: int) -> float:

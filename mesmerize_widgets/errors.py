@@ -38,6 +38,10 @@ class DependencyError(MesmerizeError, ValueError):
     """An operation would break an item that depends on another (e.g. removing a parent)."""
 
 
+class ItemBusyError(MesmerizeError, RuntimeError):
+    """The item is queued or running: cancel it before changing or removing it."""
+
+
 class BackendUnavailableError(MesmerizeError, RuntimeError):
     """The requested backend cannot run here (CaImAn missing or its environment broken)."""
 

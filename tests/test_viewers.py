@@ -121,9 +121,21 @@ def luminance(img: np.ndarray, x: float, y: float, r: int = 1) -> float:
     return float(img[yi - r : yi + r + 1, xi - r : xi + r + 1, :3].mean())
 
 
+def subplot_rect(fig, index: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of a subplot's viewport in canvas pixels (fig: a Figure or ImageWidget)."""
+    x, y, w, h = list(getattr(fig, "figure", fig))[index].viewport.rect
+    return int(x), int(y), int(w), int(h)
+
+
+def world_to_screen(fig, index: int, x: float, y: float) -> tuple[float, float]:
+    """Canvas position of a data point in a subplot."""
+    sx, sy = list(getattr(fig, "figure", fig))[index].map_world_to_screen((x, y, 0))
+    return float(sx), float(sy)
+
+
 def panel_pixels(viewer, panel: int) -> np.ndarray:
     img = viewer.snapshot(0)
-    x, y, w, h = _fpl.subplot_rect(viewer.iw, panel)
+    x, y, w, h = subplot_rect(viewer.iw, panel)
     return img[y : y + h, x : x + w]
 
 
@@ -136,7 +148,7 @@ def test_mcorr_viewer_time_pixels_and_marker(mcorr_df):
 
     # blob of the raw movie at t=0 is rows 10..14, cols 10..19; at t=8 rows 18..22
     def blob_brightness(img, t):
-        sx, sy = _fpl.world_to_screen(v.iw, 0, 14.5, 12 + t % 20)
+        sx, sy = world_to_screen(v.iw, 0, 14.5, 12 + t % 20)
         return luminance(img, sx, sy)
 
     img0 = v.snapshot(0)
@@ -228,7 +240,7 @@ def contour_pixel(v: CNMFViewer, k: int) -> tuple[float, float]:
     """Screen position of a vertex on component k's outline (input panel)."""
     pts = v.coords[k]
     r, c = pts[~np.isnan(pts[:, 0])][0]
-    return _fpl.world_to_screen(v.iw, 0, c, r)
+    return world_to_screen(v.iw, 0, c, r)
 
 
 def test_cnmf_viewer_time_window_and_panels(cnmf_df):
@@ -334,6 +346,25 @@ def test_cnmf_click_select_trace_and_save(cnmf_df):
     assert not list(row.cnmf.get_output_path().parent.glob("*.tmp"))
 
 
+def test_cnmf_viewer_draws_its_evaluation_session_changed_from_code(cnmf_df):
+    """viewer.evaluation is row.cnmf.evaluation()'s session: a change from code is drawn too."""
+    df, sim, est = cnmf_df
+    v = CNMFViewer(df.iloc[0])
+    ev = v.evaluation
+    ev.set_thresholds(min_SNR=1.0)
+    good1 = select_components(SNR, RVAL, {**Q, "min_SNR": 1.0})[0]
+    assert v.eval_sliders["min_SNR"].value == 1.0 and np.flatnonzero(v.accepted).tolist() == good1.tolist()
+    np.testing.assert_allclose(v.contours.component_colors()[good1], np.tile(ACCEPTED, (len(good1), 1)))
+    ev.reject(int(good1[-1]))
+    assert tuple(v.contours.component_colors()[good1[-1]]) == tuple(REJECTED)
+    assert "1 set by hand" in v.counts.value
+    assert good1[-1] in v.heatmap_order[len(good1) - 1 :]  # "good first": now among the rejected rows
+    v.set_row(df.iloc[0])  # a new session: the old one no longer drives the viewer
+    assert v.evaluation is not ev and v.overrides == {}
+    ev.accept(0)
+    assert v.overrides == {} and "set by hand" not in v.counts.value
+
+
 def test_cnmf_bad_items_give_messages(batch, raw_dir):
     cnmf_acc.clear_cache()
     df, sim, est = add_cnmf_item(batch, raw_dir, name="bad", status="failed")
@@ -369,7 +400,7 @@ def test_contours_are_one_graphic_at_2000_components():
         ring = np.column_stack([r0 + 5 * np.sin(theta), c0 + 5 * np.cos(theta)])
         coords.append(np.vstack([[np.nan, np.nan], ring, [np.nan, np.nan]]))
     fig = _fpl.figure((1, 1), size=(400, 400))
-    sp = _fpl.subplots(fig)[0]
+    sp = fig[0, 0]
     _fpl.add_image(sp, np.zeros((512, 512), np.float32))
     n_before = len(sp.graphics)
     t0 = time.perf_counter()
@@ -440,7 +471,7 @@ def test_cnmf_viewer_live_onacid_grows_then_switches_to_finished(batch, raw_dir,
     batch.caiman.run(client=client, wait=False, progress=False)
     row = batch.iloc[0]
     assert v.set_row(row) and v.live, v.last_message  # queued or running: the live view
-    assert len(_fpl.image_graphics(v.iw)) == 1 and v.live_label.layout.display is None
+    assert len(v.iw.managed_graphics) == 1 and v.live_label.layout.display is None
     assert v.finished_box.layout.display == "none"
     seen: list[tuple[str, int, int]] = []  # (label, contours in the graphic, vertices)
     shots = []
@@ -467,7 +498,7 @@ def test_cnmf_viewer_live_onacid_grows_then_switches_to_finished(batch, raw_dir,
     assert len(shots) >= 2 and (shots[0][1] != shots[-1][1]).any()
     # finished: the normal four-panel view with the item's components, trace figure back
     assert v.last_message == "" and v.row is not None and v.row["status"] == "done"
-    assert len(_fpl.image_graphics(v.iw)) == 4 and v.n_components == v.contours.n > 0
+    assert len(v.iw.managed_graphics) == 4 and v.n_components == v.contours.n > 0
     assert v.finished_box.layout.display is None and v.live_label.layout.display == "none"
     assert len(v.figures()) == 2 and v.snapshot(1).shape[-1] == 4
     final = onacid_live.read_live(onacid_live.live_snapshot_path(row.caiman.store, row.caiman.record()))

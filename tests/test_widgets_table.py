@@ -259,3 +259,15 @@ def test_open_request_and_messages_instead_of_tracebacks(items):
         table.sort_by("nope")
     with pytest.raises(ValueError):
         table.set_filter(status="finished")
+
+
+@pytest.mark.usefixtures("client")
+def test_a_run_refused_at_once_ends_the_live_refresh(items):
+    """A child whose parent has no output fails in the submission itself: nothing is ever active,
+    and the table still shows it and stops following the batch."""
+    table = BatchTable(items, poll_interval=0.05)
+    table.select([3])  # 'child' of the pending 'pre'
+    assert table.run_selected() is not None
+    table.wait(timeout=10)
+    assert table.visible_rows().iloc[3]["status"] == "failed" and not table._polling_active()
+    table.close()

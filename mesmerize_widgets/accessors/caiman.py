@@ -64,6 +64,12 @@ class CaimanDataFrameAccessor:
     def path(self) -> Path:
         return self.store.path
 
+    def _positions(self, items: Any) -> list[int]:
+        """One item (int position, uuid) or several -> their positions in the DataFrame."""
+        if isinstance(items, (int, str)) or not hasattr(items, "__iter__"):
+            items = [items]
+        return [position_of(self._df, i) for i in items]
+
     # -- items -------------------------------------------------------------------------------
     def add_item(
         self,
@@ -88,6 +94,34 @@ class CaimanDataFrameAccessor:
             self.store, self._df.iloc[pos]["uuid"], remove_data=remove_data, safe_removal=safe_removal
         )
         drop_row(self._df, pos)
+
+    def remove_items(self, items: Any, *, remove_dependents: bool = False, remove_data: bool = True) -> list[str]:
+        """Remove several items at once, children first; their dependents too with ``remove_dependents``.
+
+        Checked before anything is removed: an item others take as input (without
+        ``remove_dependents``) or one queued or running refuses the whole removal. Returns the
+        uuids removed.
+        """
+        uuids = [self._df.iloc[pos]["uuid"] for pos in self._positions(items)]
+        removed = operations.remove_items(self.store, uuids, remove_dependents=remove_dependents,
+                                          remove_data=remove_data)
+        gone = set(removed)
+        for pos in reversed(range(len(self._df))):
+            if self._df.iloc[pos]["uuid"] in gone:
+                drop_row(self._df, pos)
+        return removed
+
+    def duplicate_item(self, index: Any, params: dict[str, Any] | None = None,
+                       item_name: str | None = None) -> pd.Series:
+        """Add a copy of an item with the same input and edited params; returns its row.
+
+        ``params``: ``{"main": {...}}`` replaces the params, any other dict updates
+        ``params["main"]`` (keys left out keep their value).
+        """
+        uuid = self._df.iloc[position_of(self._df, index)]["uuid"]
+        rec = operations.duplicate_item(self.store, uuid, params, item_name)
+        append_record(self._df, rec)
+        return self._df.iloc[-1]
 
     def update_item(self, index: Any, updates: dict[str, Any]) -> None:
         """Set editable fields (item_name, comments, params) of one item, in df and store."""
@@ -148,9 +182,7 @@ class CaimanDataFrameAccessor:
             live = {r["uuid"]: r["status"] for r in store.items()}
             uuids = [u for u in self._df["uuid"] if live.get(u) not in ("done", *ACTIVE)]
         else:
-            if isinstance(items, (int, str)) or not hasattr(items, "__iter__"):
-                items = [items]
-            uuids = [self._df.iloc[position_of(self._df, i)]["uuid"] for i in items]
+            uuids = [self._df.iloc[pos]["uuid"] for pos in self._positions(items)]
         handle = runner.submit(store, uuids, backend=_split_backend(backend), client=client,
                                max_workers=max_workers, memory_limit=memory_limit)
         refresh_all(self._df, store)
@@ -165,9 +197,7 @@ class CaimanDataFrameAccessor:
         if items is None:
             uuids = list(self._df["uuid"])
         else:
-            if isinstance(items, (int, str)) or not hasattr(items, "__iter__"):
-                items = [items]
-            uuids = [self._df.iloc[position_of(self._df, i)]["uuid"] for i in items]
+            uuids = [self._df.iloc[pos]["uuid"] for pos in self._positions(items)]
         out = runner.cancel(store, uuids)
         refresh_all(self._df, store)
         return out

@@ -9,7 +9,7 @@ file atomically, which changes the key, so stale results are never served.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..arrays.reconstruction import (
 )
 from ..formats.cnmf_hdf5 import CNMFResult, load_cnmf, save_cnmf
 from .cache import _derived, _outputs, clear_cache, copy_result, file_key
+from .evaluation import EvaluationSession, classify, eval_quality, has_metrics, manual_record
 from .frame import ItemAccessor
 
 __all__ = ["CNMFSeriesAccessor", "QUALITY_KEYS", "clear_cache", "detrend_df_f", "select_components"]
@@ -336,40 +337,43 @@ class CNMFSeriesAccessor(ItemAccessor):
         return copy_result(self._cached("dfof", (self._spec_key(component_indices),), compute))
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def run_eval(self, params: dict[str, Any]) -> None:
+    def evaluation(self) -> EvaluationSession:
+        """Thresholds and manual accept/reject in memory, saved with ``.save()`` (see ``accessors.evaluation``)."""
+        return EvaluationSession(self._row, self._result())
+
+    def run_eval(self, params: dict[str, Any], *, manual: Mapping[int, bool] | None = None) -> None:
         """Re-classify components with new quality thresholds (CaImAn's ``quality`` keys only).
 
-        Uses the stored SNR_comp / r_values (and cnn_preds); writes a new HDF5 version moved
-        into place atomically and records ``params["eval"]`` on the item.
+        Uses the stored SNR_comp / r_values (and cnn_preds); ``manual`` ({component: accept})
+        then accepts or rejects components by hand. Writes a new HDF5 version moved into place
+        atomically and records ``params["eval"]`` on the item (``manual`` under
+        ``params["eval"]["manual"]``). A result without quality metrics takes ``manual`` only,
+        over its stored classification.
         """
-        bad = [k for k in params if k not in QUALITY_KEYS]
-        if bad:
-            raise KeyError(
-                f"{bad[0]!r} is not a component evaluation parameter; valid keys (CaImAn's quality "
-                f"group): {list(QUALITY_KEYS)}"
-            )
+        quality = eval_quality({}, params)  # unknown keys raise here, before anything is read
         rec = self._record()
         res = self._result()
         e = res.estimates
-        if e.SNR_comp is None or e.r_values is None:
+        all_params = res.params.to_dict()
+        if has_metrics(e):
+            quality = eval_quality(all_params.get("quality", {}), params)
+            all_params["quality"] = quality
+        elif params or not manual:
             raise ValueError(
                 f"item {rec['item_name']!r}: the result has no quality metrics (SNR_comp, r_values) to re-evaluate"
             )
-        all_params = res.params.to_dict()
-        quality = {**all_params.get("quality", {}), **params}
-        from ..formats.cnmf_hdf5 import default_params
-
-        quality = {**default_params()["quality"], **quality}
-        cnn = e.cnn_preds if e.cnn_preds is not None and np.size(e.cnn_preds) else None
-        good, badc = select_components(e.SNR_comp, e.r_values, quality, cnn, e.ecc, e.extra.get("fast_fraction"))
+        accepted = classify(e, quality, manual)
         new = copy.copy(e)
-        new.idx_components, new.idx_components_bad = good, badc
-        all_params["quality"] = quality
+        new.idx_components = np.flatnonzero(accepted).astype(np.int64)
+        new.idx_components_bad = np.flatnonzero(~accepted).astype(np.int64)
         self._rewrite(res, new, all_params)
+        record = copy.deepcopy(dict(params))
+        if manual:
+            record["manual"] = manual_record(manual)
         item_params = copy.deepcopy(rec.get("params") or {})
-        item_params["eval"] = copy.deepcopy(dict(params))
+        item_params["eval"] = record
         self.store.update(self.uuid, params=item_params)
         if "params" in self._row.index:
             cur = self._row["params"]
             if isinstance(cur, dict):
-                cur["eval"] = copy.deepcopy(dict(params))
+                cur["eval"] = copy.deepcopy(record)

@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid as uuid_mod
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from ..algorithms import get_algorithm
 from ..arrays import open_movie
-from ..errors import DependencyError, ItemNotFoundError
+from ..errors import DependencyError, ItemBusyError, ItemNotFoundError
 from ..store import ACTIVE, BatchStore
 from ..store.json_column import JSONColumn
 from ..store.paths import require_parent_raw_data_path, to_stored
@@ -124,7 +125,7 @@ def warn_params(path: Path, algo: str, params: dict) -> None:
 def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_removal: bool = True) -> None:
     rec = store.get(uuid)
     if rec["status"] in ACTIVE:
-        raise RuntimeError(f"item {rec['item_name']!r} ({uuid}) is {rec['status']}: cancel it before removing it")
+        raise ItemBusyError(f"item {rec['item_name']!r} ({uuid}) is {rec['status']}: cancel it before removing it")
     children = store.children(uuid)
     if children and safe_removal:
         raise DependencyError(
@@ -135,6 +136,81 @@ def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_
     if remove_data:
         shutil.rmtree(store.item_dir(uuid), ignore_errors=True)
         (store.path / "logs" / f"{uuid}.log").unlink(missing_ok=True)
+
+
+def removal_plan(store: BatchStore, uuids: Sequence[str], *, remove_dependents: bool = False) -> list[str]:
+    """The items removing ``uuids`` removes, children before parents; raises saying why it must refuse.
+
+    An item that is the input of an item outside ``uuids`` is refused unless
+    ``remove_dependents`` (then its dependents, and theirs, are in the plan); so is any item
+    queued or running.
+    """
+    records = {r["uuid"]: r for r in store.items()}
+    kids: dict[str, list[str]] = {}
+    for r in records.values():
+        if r["parent_uuid"]:
+            kids.setdefault(r["parent_uuid"], []).append(r["uuid"])
+    order: list[str] = []
+
+    def visit(u: str) -> None:
+        for c in kids.get(u, []):
+            visit(c)
+        if u not in order:
+            order.append(u)
+
+    chosen = set(uuids)
+    for u in uuids:
+        if u not in records:
+            raise ItemNotFoundError(f"item {u} is no longer in the batch")
+        outside = [c for c in kids.get(u, []) if c not in chosen]
+        if outside and not remove_dependents:
+            names = ", ".join(repr(records[c]["item_name"]) for c in outside)
+            raise DependencyError(
+                f"{records[u]['item_name']!r} is the input of {names}: remove it together with its "
+                "dependents, or remove them first")
+        visit(u)
+    busy = [records[u]["item_name"] for u in order if records[u]["status"] in ACTIVE]
+    if busy:
+        raise ItemBusyError(f"cancel these items before removing them: {busy}")
+    return order
+
+
+def remove_items(
+    store: BatchStore, uuids: Sequence[str], *, remove_dependents: bool = False, remove_data: bool = True
+) -> list[str]:
+    """Remove items (and their dependents with ``remove_dependents``); a refusal removes nothing.
+
+    Returns the uuids removed, in the order removed (children first).
+    """
+    plan = removal_plan(store, uuids, remove_dependents=remove_dependents)
+    for u in plan:
+        remove_item(store, u, remove_data=remove_data, safe_removal=True)
+    return plan
+
+
+def edited_params(original: Mapping[str, Any] | None, edit: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The params of a copy: ``{"main": {...}}`` replaces them; any other dict updates params['main']."""
+    edit = dict(edit or {})
+    if "main" in edit:
+        return edit
+    base = dict(original or {})
+    return {**base, "main": {**base.get("main", {}), **edit}}
+
+
+def duplicate_item(
+    store: BatchStore, uuid: str, params: Mapping[str, Any] | None = None, item_name: str | None = None
+) -> dict[str, Any]:
+    """Add a copy of an item with edited params (see :func:`edited_params`) and the same input.
+
+    A chained item keeps its parent item as input. The same item name (the default) makes the
+    copy a sibling, whose differing params the table highlights. Returns the stored record.
+    """
+    from ..runner import input_movie_path
+
+    rec = store.get(uuid)
+    new_params = edited_params(rec["params"], params)
+    source = rec["parent_uuid"] or input_movie_path(store, rec)
+    return add_item(store, rec["algo"], item_name or str(rec["item_name"]), source, new_params)
 
 
 def params_diffs(df: pd.DataFrame, algo: str, item_name: str) -> pd.DataFrame:

@@ -191,6 +191,14 @@ class BatchStore:
             raise
         conn.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (SQLite's ``PRAGMA data_version``).
+
+        Other connections include this process's other threads (one connection per thread),
+        so a watcher thread sees every write but its own; reading it costs no table scan.
+        """
+        return int(self._conn().execute("PRAGMA data_version").fetchone()[0])
+
     # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -1,17 +1,18 @@
-"""The one module that calls fastplotlib (0.7.0): figures, image widgets, lines, markers, clicks.
-
-Everything else in ``widgets/`` goes through these functions, so the next fastplotlib release
-touches this file only. Facts behind the choices (see ``shared/notes/fastplotlib-0.7.md``):
+"""What fastplotlib 0.7 lacks, or does in a way that does not suit the viewers; the rest is
+called directly.
 
 * 0.7 already renders with ``pixel_scale=1`` and no ppaa (fast on lavapipe); we keep that.
-* ``ImageWidget`` window sizes are inexact, so we never give it ``window_funcs`` or
-  ``frame_apply``: the arrays we hand it (``widgets.frames``) return exactly processed frames.
+* ``ImageWidget`` window sizes are inexact (a mean over 5 averages 4 or 6 frames), so we never
+  give it ``window_funcs`` or ``frame_apply``: the arrays we hand it (``widgets.frames``) return
+  exactly processed frames.
 * Its histogram samples the *whole* array (1,500 full frames of a 30,000-frame movie with a
   ``frame_apply``), so it is off; contrast is set from the frames shown.
 * Setting ``current_index`` only schedules an async fetch on the rendercanvas loop, which runs
   inside a Jupyter kernel but not in a script. Offscreen (tests, benchmarks) we take
   fastplotlib's own synchronous path (the one its docs gallery uses), so a draw right after
   shows the new frame, never a stale one.
+* Thousands of outlines as separate graphics cost seconds to build and recolour:
+  :class:`ContourSet` draws them as one line.
 """
 
 from __future__ import annotations
@@ -23,34 +24,40 @@ from typing import Any
 
 import fastplotlib as fpl
 import numpy as np
+from fastplotlib.layouts import Subplot
+from fastplotlib.utils import ArrayProtocol
 from fastplotlib.widgets.nd_widget._async import run_sync
+from pygfx import PointerEvent
 
 __all__ = [
-    "ContourSet", "add_image", "add_line", "add_time_marker", "as_widget", "close", "delete_graphic",
-    "figure", "image_widget", "is_offscreen", "on_click", "render_now", "request_draw", "set_clim",
-    "set_image_arrays", "set_index", "set_line_data", "set_marker", "snapshot", "subplots", "sync",
+    "ContourSet", "FigureLike", "add_image", "add_outline", "add_time_marker", "as_widget", "close",
+    "delete_graphic", "figure", "image_widget", "is_offscreen", "on_click", "render_now", "request_draw",
+    "set_clim", "set_image_arrays", "set_image_data", "set_index", "set_line_data", "snapshot", "sync",
+    "view_state",
 ]  # fmt: skip
 
+#: what the viewers draw into: a Figure, or an ImageWidget (whose ``figure`` is one)
+FigureLike = fpl.Figure | fpl.ImageWidget
 Click = Callable[[int, float, float, int], None]
 
 
 # -- figures -----------------------------------------------------------------------------------------
-def is_offscreen(fig: Any) -> bool:
+def is_offscreen(fig: fpl.Figure) -> bool:
     """True when the figure renders to memory (tests, benchmarks, no display)."""
     return type(fig.canvas).__name__ == "OffscreenRenderCanvas"
 
 
 def figure(shape: tuple[int, int] = (1, 1), names: Sequence[str] | None = None,
-           size: tuple[int, int] = (700, 250)) -> Any:
-    """A plain (non-imgui) Figure for traces, heatmaps and static images."""
+           size: tuple[int, int] = (700, 250)) -> fpl.Figure:
+    """A plain (non-imgui) Figure for traces, heatmaps and static images, without toolbars."""
     fig = fpl.Figure(shape=shape, names=None if names is None else list(names), size=size)
     for sp in fig:
         sp.toolbar = False
     return fig
 
 
-def image_widget(arrays: Sequence[Any], names: Sequence[str], size: tuple[int, int] = (900, 600),
-                 figure_shape: tuple[int, int] | None = None, cmap: str = "gnuplot2") -> Any:
+def image_widget(arrays: Sequence[ArrayProtocol], names: Sequence[str], size: tuple[int, int] = (900, 600),
+                 figure_shape: tuple[int, int] | None = None, cmap: str = "gnuplot2") -> fpl.ImageWidget:
     """One ImageWidget for several (t, y, x) arrays sharing a time slider; no fpl windowing."""
     return fpl.ImageWidget(
         list(arrays), names=list(names), figure_shape=figure_shape, histogram_widget=False,
@@ -58,17 +65,11 @@ def image_widget(arrays: Sequence[Any], names: Sequence[str], size: tuple[int, i
     )
 
 
-def subplots(fig_or_iw: Any) -> list[Any]:
-    """The subplots of a Figure or ImageWidget, in order."""
-    fig = getattr(fig_or_iw, "figure", fig_or_iw)
-    return list(fig)
-
-
-def _fig(obj: Any) -> Any:
+def _fig(obj: FigureLike) -> fpl.Figure:
     return obj.figure if isinstance(obj, fpl.ImageWidget) else obj
 
 
-def as_widget(obj: Any) -> Any:
+def as_widget(obj: FigureLike) -> Any:
     """Start rendering; the canvas as an ipywidget in Jupyter, None offscreen (nothing to display)."""
     fig = _fig(obj)
     out = obj.show()
@@ -77,7 +78,7 @@ def as_widget(obj: Any) -> Any:
     return out if out is not None else fig.canvas
 
 
-def close(obj: Any) -> None:
+def close(obj: FigureLike) -> None:
     """Close a Figure or ImageWidget for good (its canvas stops rendering)."""
     fig = _fig(obj)
     with contextlib.suppress(Exception):
@@ -86,7 +87,7 @@ def close(obj: Any) -> None:
         fig.canvas.close()
 
 
-def request_draw(*objs: Any) -> None:
+def request_draw(*objs: FigureLike) -> None:
     """Ask a live canvas for a new frame (graphics changed); nothing offscreen, where draws are explicit."""
     for obj in objs:
         fig = _fig(obj)
@@ -94,7 +95,7 @@ def request_draw(*objs: Any) -> None:
             fig.canvas.request_draw()
 
 
-def render_now(*objs: Any) -> None:
+def render_now(*objs: FigureLike) -> None:
     """Draw now offscreen (deterministic); in a notebook ask the canvas for a new frame."""
     for obj in objs:
         fig = _fig(obj)
@@ -104,23 +105,11 @@ def render_now(*objs: Any) -> None:
             fig.canvas.request_draw()
 
 
-def snapshot(obj: Any) -> np.ndarray:
+def snapshot(obj: FigureLike) -> np.ndarray:
     """RGBA pixels (h, w, 4) of the plot layer, drawn now."""
     fig = _fig(obj)
     render_now(fig)
     return np.asarray(fig.renderer.snapshot())
-
-
-def subplot_rect(obj: Any, index: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of a subplot's viewport in canvas pixels (for pixel tests)."""
-    x, y, w, h = subplots(obj)[index].viewport.rect
-    return int(x), int(y), int(w), int(h)
-
-
-def world_to_screen(obj: Any, index: int, x: float, y: float) -> tuple[float, float]:
-    """Canvas position of a data point in a subplot."""
-    sx, sy = subplots(obj)[index].map_world_to_screen((x, y, 0))
-    return float(sx), float(sy)
 
 
 # -- the image widget's time axis ------------------------------------------------------------------
@@ -137,7 +126,7 @@ def _sync_fetch() -> Iterator[None]:
             os.environ["DOCS_BUILD"] = old
 
 
-def set_index(iw: Any, t: int) -> None:
+def set_index(iw: fpl.ImageWidget, t: int) -> None:
     """Move the time slider; offscreen the new frames are fetched before this returns."""
     t = int(t)
     if is_offscreen(iw.figure):
@@ -147,11 +136,7 @@ def set_index(iw: Any, t: int) -> None:
         iw.current_index = {"t": t}
 
 
-def get_index(iw: Any) -> int:
-    return int(iw.current_index["t"])
-
-
-def sync(iw: Any) -> None:
+def sync(iw: fpl.ImageWidget) -> None:
     """Re-fetch the frames at the current index (after the arrays' processing changed)."""
     if is_offscreen(iw.figure):
         for ndg in iw._ndw.ndgraphics:
@@ -160,12 +145,7 @@ def sync(iw: Any) -> None:
         iw.current_index = dict(iw.current_index)
 
 
-def on_index(iw: Any, handler: Callable[[int], None]) -> None:
-    """Call ``handler(t)`` whenever the time index changes (imgui slider, play, code)."""
-    iw.add_event_handler(lambda idx: handler(int(idx["t"])), "current_index")
-
-
-def set_image_arrays(iw: Any, arrays: Sequence[Any]) -> None:
+def set_image_arrays(iw: fpl.ImageWidget, arrays: Sequence[ArrayProtocol]) -> None:
     """Swap the arrays shown (same number of panels); the slider range follows the new length."""
     offscreen = is_offscreen(iw.figure)
     ctx = _sync_fetch() if offscreen else contextlib.nullcontext()
@@ -173,14 +153,11 @@ def set_image_arrays(iw: Any, arrays: Sequence[Any]) -> None:
         iw.set_data(list(arrays), reset_vmin_vmax=False, reset_indices=False)
         n = max(int(a.shape[0]) for a in arrays)
         iw._ndw.ranges["t"].stop = n  # set_data only ever grows the range
-        iw.current_index = {"t": min(get_index(iw), n - 1)}
+        iw.current_index = {"t": min(int(iw.current_index["t"]), n - 1)}
 
 
-def image_graphics(iw: Any) -> list[Any]:
-    return list(iw.managed_graphics)
-
-
-def set_clim(graphic: Any, vmin: float, vmax: float) -> None:
+def set_clim(graphic: fpl.ImageGraphic, vmin: float, vmax: float) -> None:
+    """Colour limits; non-finite ones are ignored and equal ones widened (fastplotlib refuses both)."""
     if not np.isfinite(vmin) or not np.isfinite(vmax):
         return
     if vmax <= vmin:
@@ -188,29 +165,19 @@ def set_clim(graphic: Any, vmin: float, vmax: float) -> None:
     graphic.vmin, graphic.vmax = float(vmin), float(vmax)
 
 
-def set_image_data(graphic: Any, data: np.ndarray) -> bool:
+def set_image_data(graphic: fpl.ImageGraphic, data: np.ndarray) -> bool:
     """Replace an image's pixels in place; False when the shape differs (make a new image)."""
     data = np.asarray(data, dtype=np.float32)
-    if image_data(graphic).shape != data.shape:
+    if graphic.data.value.shape != data.shape:
         return False
     graphic.data = data
     return True
 
 
-def image_data(graphic: Any) -> np.ndarray:
-    """What an ImageGraphic holds now (the frame on screen)."""
-    return np.asarray(graphic.data.value)
-
-
-def _named(name: str | None) -> dict[str, str]:
-    return {} if name is None else {"name": name}
-
-
 # -- graphics -------------------------------------------------------------------------------------------
-def add_image(subplot: Any, data: np.ndarray, *, cmap: str = "gray", name: str | None = None,
-              scale_x: float = 1.0) -> Any:
+def add_image(subplot: Subplot, data: np.ndarray, *, cmap: str = "gray", scale_x: float = 1.0) -> fpl.ImageGraphic:
     """An image (rows down); ``scale_x`` stretches columns (a time-binned heatmap in frames)."""
-    g = subplot.add_image(np.asarray(data, dtype=np.float32), cmap=cmap, **_named(name))
+    g = subplot.add_image(np.asarray(data, dtype=np.float32), cmap=cmap)
     if scale_x != 1.0:
         g.world_object.local.scale_x = float(scale_x)
     subplot.camera.local.scale_y = -1  # rows down, as the movie panels
@@ -218,77 +185,44 @@ def add_image(subplot: Any, data: np.ndarray, *, cmap: str = "gray", name: str |
     return g
 
 
-def add_line(subplot: Any, y_or_xy: np.ndarray, *, colors: Any = "w", thickness: float = 1.5,
-             name: str | None = None) -> Any:
-    return subplot.add_line(np.asarray(y_or_xy, dtype=np.float32), colors=colors, thickness=thickness,
-                            **_named(name))
-
-
-def set_line_data(line: Any, y: np.ndarray) -> bool:
-    """Replace a line's y values in place; False when the length differs (make a new line)."""
-    y = np.asarray(y, dtype=np.float32)
-    if line.data.value.shape[0] != y.shape[0]:
+def set_line_data(line: fpl.LineGraphic, data: np.ndarray) -> bool:
+    """Replace a line's y values (1-D) or (x, y) points in place; False when the length differs
+    (make a new line: fastplotlib cannot resize a line's buffer)."""
+    data = np.asarray(data, dtype=np.float32)
+    if line.data.value.shape[0] != data.shape[0]:
         return False
-    line.data[:, 1] = y
+    if data.ndim == 1:
+        line.data[:, 1] = data
+    else:
+        line.data[:, :2] = data
     return True
 
 
-def set_line_xy(line: Any, xy: np.ndarray) -> bool:
-    """Replace a line's (x, y) points in place; False when the length differs (make a new line)."""
-    xy = np.asarray(xy, dtype=np.float32)
-    if line.data.value.shape[0] != xy.shape[0]:
-        return False
-    line.data[:, :2] = xy
-    return True
-
-
-def screen_x(subplot: Any, x: float) -> float:
-    """Canvas x (pixels) of world x in a subplot: tells whether a marker moved on screen."""
-    pos = subplot.map_world_to_screen((float(x), 0.0, 0.0))
-    return float(pos[0])
-
-
-def view_state(subplot: Any) -> tuple:
+def view_state(subplot: Subplot) -> tuple:
     """The camera's pose (pan / zoom) as a hashable value: did the view change since the last draw?"""
     cam = subplot.camera
     return (tuple(np.round(np.asarray(cam.local.matrix).ravel(), 6)), float(cam.width), float(cam.height))
 
 
-def delete_graphic(subplot: Any, graphic: Any) -> None:
+def delete_graphic(subplot: Subplot, graphic: fpl.Graphic | None) -> None:
+    """Remove a graphic if it is there (fastplotlib raises for one already gone, or None)."""
     if graphic is not None and graphic in subplot.graphics + subplot.selectors:
         subplot.delete_graphic(graphic)
 
 
-def hide_axes(subplot: Any) -> None:
-    """No axes (their tick text costs a few ms per draw on the CPU renderer)."""
-    subplot.axes.visible = False
-
-
-def auto_scale(subplot: Any, maintain_aspect: bool = False) -> None:
-    subplot.auto_scale(maintain_aspect=maintain_aspect)
-
-
-def add_time_marker(line: Any, t: float, on_change: Callable[[float], None]) -> Any:
+def add_time_marker(line: fpl.LineGraphic, t: float, on_change: Callable[[float], None]) -> fpl.LinearSelector:
     """A draggable vertical LinearSelector on a line; ``on_change(x)`` when it moves."""
     sel = line.add_linear_selector(selection=float(t), edge_color="yellow", thickness=2)
     sel.add_event_handler(lambda ev: on_change(float(ev.info["value"])), "selection")
     return sel
 
 
-def set_marker(selector: Any, t: float) -> None:
-    selector.selection = float(t)
-
-
-def marker_value(selector: Any) -> float:
-    return float(selector.selection)
-
-
-def on_click(obj: Any, callback: Click) -> None:
+def on_click(obj: FigureLike, callback: Click) -> None:
     """``callback(subplot_index, x, y, button)`` in data coordinates for clicks on the canvas."""
     fig = _fig(obj)
     sps = list(fig)
 
-    def handler(ev: Any) -> None:
+    def handler(ev: PointerEvent) -> None:
         for i, sp in enumerate(sps):
             pos = sp.map_screen_to_world(ev)
             if pos is not None:
@@ -306,7 +240,7 @@ class ContourSet:
     per-component colours are expanded to per-vertex colours in numpy.
     """
 
-    def __init__(self, subplot: Any, coords: Sequence[np.ndarray], *, thickness: float = 1.5,
+    def __init__(self, subplot: Subplot, coords: Sequence[np.ndarray], *, thickness: float = 1.5,
                  thin: bool = True) -> None:
         """``coords``: per component, (n, 2) (row, col) points, closed pieces separated by NaN rows."""
         pieces, counts = [], []
@@ -347,7 +281,7 @@ class ContourSet:
         delete_graphic(self._subplot, self.graphic)
 
 
-def add_outline(subplot: Any, coords: np.ndarray, *, color: str = "w", thickness: float = 3.5) -> Any:
+def add_outline(subplot: Subplot, coords: np.ndarray, *, color: str = "w", thickness: float = 3.5) -> fpl.LineGraphic:
     """One highlighted outline ((row, col) points with NaN separators) above the contours."""
     c = np.asarray(coords, dtype=np.float32).reshape(-1, 2)
     if len(c) < 2:

@@ -5,8 +5,11 @@ step. The table is an ipydatagrid ``DataGrid`` when ipydatagrid is installed, el
 ipywidgets list; both sit behind the same small view interface, and the table logic (filter,
 sort, selection by uuid, live refresh) is ours so it works, and is tested, without a browser.
 
-Live status: while any item is queued or running, a daemon thread reads the store every
-``poll_interval`` seconds and updates the changed cells and one progress bar per submission.
+Live status: while any item is queued or running, the table subscribes to the batch's watcher
+(:func:`mesmerize_widgets.accessors.watch.watch_batch`, one thread per batch shared with the
+viewers) every ``poll_interval`` seconds and updates the changed cells and one progress bar per
+submission. Removing and duplicating are model operations (``df.caiman.remove_items``,
+``df.caiman.duplicate_item``) that a script calls the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import pandas as pd
 import traitlets
 
 from ..accessors.frame import append_record, drop_row, set_row, store_of
-from ..accessors.operations import params_diffs
+from ..accessors.operations import params_diffs, removal_plan
+from ..accessors.watch import BatchChange, Subscription, watch_batch
 from ..algorithms import algorithms, get_algorithm
 from ..errors import MesmerizeError, ParamError, UnknownAlgorithmError
 from ..store import ACTIVE, FINISHED, STATUSES
@@ -293,7 +297,7 @@ class BatchTable(widgets.VBox):
         self._submissions: list[dict[str, Any]] = []
         self._selection_callbacks: list[Callable[[list[pd.Series]], None]] = []
         self._open_callbacks: list[Callable[[pd.Series], None]] = []
-        self._poll_thread: threading.Thread | None = None
+        self._watch: Subscription | None = None
         self._poll_kick = False
         self._closed = False
         self._syncing_widgets = False
@@ -310,6 +314,20 @@ class BatchTable(widgets.VBox):
 
     # -- controls ----------------------------------------------------------------------------------
     def _build_controls(self) -> None:
+        self._build_filter_box()
+        self._build_actions_box()
+        self._build_confirm_box()
+        self._build_duplicate_box()
+        self.progress_box = widgets.VBox()
+        self.message = widgets.HTML()
+
+    def _button(self, desc: str, icon: str, tip: str, action: Callable[[], Any], style: str = "") -> widgets.Button:
+        b = widgets.Button(description=desc, icon=icon, tooltip=tip, button_style=style,
+                           layout=widgets.Layout(width="auto"))
+        b.on_click(lambda _: self._guard(action))
+        return b
+
+    def _build_filter_box(self) -> None:
         self.name_filter = widgets.Text(placeholder="filter by name", description="name",
                                         continuous_update=True, tooltip="show items whose name contains this")
         self.algo_filter = widgets.Dropdown(options=[ALL], value=ALL, description="algo")
@@ -325,12 +343,8 @@ class BatchTable(widgets.VBox):
                                         self.sort_dropdown, self.sort_ascending],
                                        layout=widgets.Layout(flex_flow="row wrap"))
 
-        def button(desc: str, icon: str, tip: str, action: Callable[[], Any], style: str = "") -> widgets.Button:
-            b = widgets.Button(description=desc, icon=icon, tooltip=tip, button_style=style,
-                               layout=widgets.Layout(width="auto"))
-            b.on_click(lambda _: self._guard(action))
-            return b
-
+    def _build_actions_box(self) -> None:
+        button = self._button
         self.run_button = button("run", "play", "run the selected items on Dask", self.run_selected, "success")
         self.cancel_button = button("cancel", "stop", "cancel the selected queued/running items",
                                     self.cancel_selected, "warning")
@@ -348,31 +362,30 @@ class BatchTable(widgets.VBox):
                                          self.comment_text, self.comment_button],
                                         layout=widgets.Layout(flex_flow="row wrap"))
 
+    def _build_confirm_box(self) -> None:
         self.confirm_html = widgets.HTML()
         self.remove_dependents = widgets.Checkbox(
             value=False, description="also remove dependents", indent=False,
             tooltip="also remove the items that take a selected item as their input")
         self.remove_dependents.observe(lambda _: self._refresh_confirm(), names="value")
-        self.confirm_button = button("confirm remove", "check", "remove now",
-                                     lambda: self.remove_selected(confirm=True), "danger")
-        self.confirm_cancel = button("keep", "times", "do not remove", self._hide_confirm)
+        self.confirm_button = self._button("confirm remove", "check", "remove now",
+                                           lambda: self.remove_selected(confirm=True), "danger")
+        self.confirm_cancel = self._button("keep", "times", "do not remove", self._hide_confirm)
         self.confirm_box = widgets.HBox([self.confirm_html, self.remove_dependents, self.confirm_button,
                                          self.confirm_cancel], layout=widgets.Layout(display="none"))
 
+    def _build_duplicate_box(self) -> None:
         self.duplicate_name = widgets.Text(description="name", tooltip="item name of the copy")
         self.duplicate_params = widgets.Textarea(
             description="params", layout=widgets.Layout(width="60%", height="120px"),
             tooltip="params['main'] as a Python dict; keys left out keep the original's value")
-        self.duplicate_add = button("add copy", "plus", "validate and add the copy", self._duplicate_from_editor,
-                                    "success")
-        self.duplicate_close = button("close", "times", "close the editor",
-                                      lambda: setattr(self.duplicate_box.layout, "display", "none"))
+        self.duplicate_add = self._button("add copy", "plus", "validate and add the copy",
+                                          self._duplicate_from_editor, "success")
+        self.duplicate_close = self._button("close", "times", "close the editor",
+                                            lambda: setattr(self.duplicate_box.layout, "display", "none"))
         self.duplicate_box = widgets.VBox([
             widgets.HBox([self.duplicate_name, self.duplicate_add, self.duplicate_close]),
             self.duplicate_params], layout=widgets.Layout(display="none"))
-
-        self.progress_box = widgets.VBox()
-        self.message = widgets.HTML()
 
     def _guard(self, action: Callable[[], Any]) -> None:
         """Run a button's action; any error becomes a message, never a traceback."""
@@ -396,8 +409,7 @@ class BatchTable(widgets.VBox):
 
         store = store_of(self._df)
         reap_stale(store)
-        any_active = self._sync(store.items())
-        if any_active:
+        if self._apply_records(store.items()):
             self._ensure_polling()
 
     def _sync(self, records: list[dict[str, Any]]) -> bool:
@@ -652,31 +664,32 @@ class BatchTable(widgets.VBox):
 
     # -- live refresh ------------------------------------------------------------------------------
     def _polling_active(self) -> bool:
-        return self._poll_thread is not None and self._poll_thread.is_alive()
+        return self._watch is not None
 
     def _ensure_polling(self) -> None:
+        """Follow the batch (shared watcher) until nothing is active, with one more update at least."""
         with self._lock:
-            self._poll_kick = True
-            if self._poll_thread is None and not self._closed:
-                self._poll_thread = threading.Thread(target=self._poll_loop, name="BatchTable-poll", daemon=True)
-                self._poll_thread.start()
+            if self._closed:
+                return
+            self._poll_kick = True  # a call under way may have read the records before our change
+            if self._watch is None:
+                self._watch = watch_batch(self._df).subscribe(self._batch_changed, interval=self.poll_interval)
+            else:
+                self._watch.refresh()
 
-    def _poll_loop(self) -> None:
-        try:
-            while not self._closed:
-                time.sleep(self.poll_interval)
-                try:
-                    active = self.poll_once()
-                except Exception as e:  # a transient read error must not kill the live view
-                    self._say(f"refresh failed: {e}", error=True)
-                    active = True
-                with self._lock:
-                    if not active and not self._poll_kick:
-                        return
-                    self._poll_kick = False
-        finally:
-            with self._lock:
-                self._poll_thread = None
+    def _batch_changed(self, change: BatchChange) -> None:
+        """The watcher's call (its thread): update rows and bars; unsubscribe when all is finished."""
+        if change.records is None:  # a transient read error must not end the live view
+            self._say(f"refresh failed: {change.error}", error=True)
+            return
+        active = self._apply_records(change.records)
+        with self._lock:
+            if self._poll_kick and self._watch is not None:
+                self._watch.refresh()  # one more call, with records read after our change
+            elif not active and self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+            self._poll_kick = False
 
     def poll_once(self) -> bool:
         """One live-refresh step: read the store, update rows and progress bars; True while active."""
@@ -684,94 +697,74 @@ class BatchTable(widgets.VBox):
 
         store = store_of(self._df)
         reap_stale(store)
-        records = store.items()
+        return self._apply_records(store.items())
+
+    def _apply_records(self, records: list[dict[str, Any]]) -> bool:
+        """Rows, progress bars and durations from the store's records; True while any is active."""
         with self._lock:
             active = self._sync(records)
             by_uuid = {r["uuid"]: r for r in records}
             for sub in self._submissions:
-                recs = [by_uuid[u] for u in sub["uuids"] if u in by_uuid]
-                finished = [r for r in recs if r["status"] in FINISHED]
-                done = sum(r["status"] == "done" for r in finished)
-                sub["bar"].value = len(finished) + sum(float(r["progress"] or 0) for r in recs
-                                                       if r["status"] == "running")
-                sub["label"].value = (f"{len(finished)}/{len(sub['uuids'])} finished, {done} done"
-                                      + (f", {len(finished) - done} not done" if len(finished) > done else ""))
-                if len(finished) == len(recs):
-                    sub["bar"].bar_style = "success" if done == len(recs) else "warning"
+                self._update_progress(sub, [by_uuid[u] for u in sub["uuids"] if u in by_uuid])
             for u in [u for u in self._started if by_uuid.get(u, {}).get("status") not in ACTIVE]:
                 del self._started[u]
         return active
 
+    @staticmethod
+    def _update_progress(sub: dict[str, Any], recs: list[dict[str, Any]]) -> None:
+        finished = [r for r in recs if r["status"] in FINISHED]
+        done = sum(r["status"] == "done" for r in finished)
+        sub["bar"].value = len(finished) + sum(float(r["progress"] or 0) for r in recs if r["status"] == "running")
+        sub["label"].value = (f"{len(finished)}/{len(sub['uuids'])} finished, {done} done"
+                              + (f", {len(finished) - done} not done" if len(finished) > done else ""))
+        if len(finished) == len(recs):
+            sub["bar"].bar_style = "success" if done == len(recs) else "warning"
+
     def close(self) -> None:
-        """Stop the live refresh and close the widgets."""
+        """Stop following the batch and close the widgets."""
         self._closed = True
-        thread = self._poll_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+        with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel(wait=True)  # no update lands on closed widgets
         super().close()
 
     # -- remove ----------------------------------------------------------------------------------------
-    def _removal_plan(self, uuids: list[str], with_dependents: bool) -> list[str]:
-        """Items to remove, children before parents; raises saying why when it must refuse."""
-        store = store_of(self._df)
-        records = {r["uuid"]: r for r in store.items()}
-        kids: dict[str, list[str]] = {}
-        for r in records.values():
-            if r["parent_uuid"]:
-                kids.setdefault(r["parent_uuid"], []).append(r["uuid"])
-        order: list[str] = []
-
-        def visit(u: str) -> None:
-            for c in kids.get(u, []):
-                visit(c)
-            if u not in order:
-                order.append(u)
-
-        chosen = set(uuids)
-        for u in uuids:
-            if u not in records:
-                raise MesmerizeError(f"item {u} is no longer in the batch; refresh the table")
-            outside = [c for c in kids.get(u, []) if c not in chosen]
-            if outside and not with_dependents:
-                names = ", ".join(repr(records[c]["item_name"]) for c in outside)
-                raise MesmerizeError(
-                    f"{records[u]['item_name']!r} is the input of {names}: tick 'also remove dependents' "
-                    "to remove them too, or remove them first")
-            visit(u)
-        busy = [records[u]["item_name"] for u in order if records[u]["status"] in ACTIVE]
-        if busy:
-            raise MesmerizeError(f"cancel these items before removing them: {busy}")
-        return order
-
     def remove_selected(self, confirm: bool = False, remove_dependents: bool | None = None) -> list[str]:
         """Remove the selected items; without ``confirm`` only ask (the confirm button appears).
 
         Items others depend on are refused unless ``remove_dependents`` (the checkbox), which
-        removes the dependents too. Nothing is removed when anything is refused.
+        removes the dependents too. Nothing is removed when anything is refused
+        (``df.caiman.remove_items`` decides).
         """
         uuids = self._require_selection()
         if uuids is None:
             return []
         if remove_dependents is not None:
             self.remove_dependents.value = bool(remove_dependents)
-        try:
-            plan = self._removal_plan(uuids, self.remove_dependents.value)
-        except MesmerizeError as e:
-            self._say(f"nothing removed: {e}", error=True)
-            if not confirm:
-                self._show_confirm(None)
-            return []
         if not confirm:
-            self._show_confirm(plan)
+            self._show_confirm(self._plan_or_say(uuids))
             return []
-        names = []
         with self._lock:
-            for u in plan:
-                names.append(self._df.caiman.uloc(u)["item_name"])
-                self._df.caiman.remove_item(u, remove_data=True, safe_removal=True)
+            names = dict(zip(self._df["uuid"], self._df["item_name"], strict=True))
+            try:
+                plan = self._df.caiman.remove_items(uuids, remove_dependents=self.remove_dependents.value)
+            except MesmerizeError as e:
+                self._say(f"nothing removed: {e}", error=True)
+                return []
             self._redraw()
         self._hide_confirm()
-        self._say(f"removed {len(plan)} item(s): {', '.join(map(str, names))}")
+        self._say(f"removed {len(plan)} item(s): {', '.join(str(names[u]) for u in plan)}")
+        return plan
+
+    def _plan_or_say(self, uuids: list[str]) -> list[str] | None:
+        """What removing ``uuids`` would remove, or None (and the reason said)."""
+        try:
+            plan = removal_plan(store_of(self._df), uuids, remove_dependents=self.remove_dependents.value)
+        except MesmerizeError as e:
+            self._say(f"nothing removed: {e}", error=True)
+            return None
+        self._say("")
         return plan
 
     def _show_confirm(self, plan: list[str] | None) -> None:
@@ -782,12 +775,7 @@ class BatchTable(widgets.VBox):
         if self.confirm_box.layout.display == "none":
             return
         if plan is _UNSET:
-            try:
-                plan = self._removal_plan(list(self.selected_uuids), self.remove_dependents.value)
-                self._say("")
-            except MesmerizeError as e:
-                self._say(f"nothing removed: {e}", error=True)
-                plan = None
+            plan = self._plan_or_say(list(self.selected_uuids))
         self.confirm_button.disabled = plan is None
         extra = len(plan or []) - len(self.selected_uuids)
         self.confirm_html.value = (
@@ -822,19 +810,10 @@ class BatchTable(widgets.VBox):
         uuids = self._require_selection()
         if uuids is None:
             return None
-        row = self._df.caiman.uloc(uuids[0])
         try:
-            new_params = _edited_params(row["params"], params)
-            get_algorithm(row["algo"]).schema.validate(new_params)
-        except (ParamError, ValueError, SyntaxError, TypeError) as e:
-            self._say(f"not added: {e}", error=True)
-            return None
-        parent = row["parent_uuid"]
-        source = parent if isinstance(parent, str) and parent else row.caiman.get_input_movie_path()
-        try:
+            edit = _parse_params(params)
             with self._lock:
-                new = self._df.caiman.add_item(row["algo"], item_name or str(row["item_name"]), source,
-                                               new_params)
+                new = self._df.caiman.duplicate_item(uuids[0], edit, item_name)
                 self._redraw()
         except Exception as e:
             self._say(f"not added: {e}", error=True)
@@ -865,10 +844,10 @@ def _pretty(main: dict[str, Any]) -> str:
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in main.items()) + "}"
 
 
-def _edited_params(original: dict[str, Any], edit: dict | str | None) -> dict[str, Any]:
-    """The params of a copy: ``edit`` (dict or Python-literal text) over the original's."""
+def _parse_params(edit: dict | str | None) -> dict[str, Any]:
+    """The editor's text (a Python literal, never eval'd) or a dict, as a dict."""
     if edit is None or (isinstance(edit, str) and not edit.strip()):
-        edit = {}
+        return {}
     if isinstance(edit, str):
         try:
             edit = ast.literal_eval(edit)
@@ -876,7 +855,4 @@ def _edited_params(original: dict[str, Any], edit: dict | str | None) -> dict[st
             raise ParamError(f"cannot read the params text ({e}); write a dict like {{'K': 4}}") from None
     if not isinstance(edit, dict):
         raise ParamError(f"params must be a dict, got {type(edit).__name__}")
-    if "main" in edit:
-        return dict(edit)
-    base = dict(original or {})
-    return {**base, "main": {**base.get("main", {}), **edit}}
+    return edit

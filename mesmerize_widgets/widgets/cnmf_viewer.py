@@ -4,44 +4,44 @@
   the residual panel reuses the other panels' windows (means are linear).
 * All contours are ONE line graphic (NaN-separated outlines) over the input panel, coloured
   accepted/rejected or by SNR / r-value; recolouring writes one per-vertex colour array.
-* Evaluation sliders re-classify in memory with CaImAn's rule
-  (:func:`mesmerize_widgets.accessors.cnmf.select_components`); nothing is written until
-  "save evaluation".
-* Saving: ``row.cnmf.run_eval(thresholds)`` writes the new classification and records
-  ``params["eval"]``; manual accept/reject overrides are then applied to ``idx_components`` /
-  ``idx_components_bad`` in one more atomic rewrite of the CNMF HDF5
-  (:func:`mesmerize_widgets.formats.cnmf_hdf5.save_cnmf`: temp file, fsync, rename) and recorded
-  as ``params["eval"]["manual"] = {"accepted": [...], "rejected": [...]}`` in the store.
+* Evaluation is the item's :class:`~mesmerize_widgets.accessors.evaluation.EvaluationSession`
+  (``viewer.evaluation``, the object ``row.cnmf.evaluation()`` gives a script): the sliders and
+  the accept / reject buttons change it, the viewer draws what it holds (also after a change
+  made from code), and "save evaluation" is its ``save()``, i.e. ``row.cnmf.run_eval`` with the
+  manual overrides: one atomic rewrite of the CNMF HDF5 and ``params["eval"]`` in the store.
 * Live view: an ``onacid`` item that is queued or running shows its input movie with the
   contours of its live snapshot (:mod:`mesmerize_widgets.algorithms.onacid.live`), one graphic,
-  and a label ("running: frame 640/2000, 37 components"). A daemon thread polls the store and
-  the snapshot every ``poll_interval`` seconds (as the batch table does), computes the new
-  outlines off the kernel's loop, and hands the graphics change to the kernel's asyncio loop
-  when one runs (Jupyter), else applies it under the viewer's lock; when the item finishes the
-  viewer switches to the finished view by itself.
+  and a label ("running: frame 640/2000, 37 components"). The viewer subscribes to the batch's
+  watcher (:func:`mesmerize_widgets.accessors.watch.watch_batch`, one thread per batch, shared
+  with the batch table) every ``poll_interval`` seconds, computes the new outlines on that
+  thread, and hands the graphics change to the kernel's asyncio loop when one runs (Jupyter),
+  else applies it under the viewer's lock; when the item finishes the viewer switches to the
+  finished view by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import fastplotlib as fpl
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
 from ..accessors import live as onacid_live
-from ..accessors.cnmf import select_components
+from ..accessors.evaluation import EvaluationSession
+from ..accessors.watch import BatchChange, Subscription, watch_batch
 from . import _fpl
 from .frames import FrameCache, ProcessedMovie, ResidualMovie
 from .messages import describe_error
+from .trace_panel import TracePanel, heatmap_rows, trace_envelope
 from .viewer_base import FrameApply, ViewerBase
 
-__all__ = ["CNMFViewer", "metric_colors"]
+__all__ = ["CNMFViewer", "metric_colors", "trace_envelope"]
 
 ACCEPTED = np.array([0.25, 1.0, 0.35, 1.0], np.float32)
 REJECTED = np.array([1.0, 0.25, 0.25, 1.0], np.float32)
@@ -83,43 +83,53 @@ class _Zeros:
         return np.zeros(self.shape[1:], np.float32)
 
 
-def trace_envelope(y: np.ndarray, max_points: int) -> np.ndarray:
-    """(x, y) points to draw a trace: itself when short, else its min/max per block of frames.
-
-    A 30,000-frame trace drawn as 30,000 vertices cost ~200 ms per draw on the CPU renderer,
-    for a plot ~900 px wide; min and max of each block (2 points per block, at most
-    ``max_points``) look the same on screen, peaks included, for 2 % of the vertices.
-    """
-    y = np.asarray(y, dtype=np.float32).ravel()
-    T = len(y)
-    if T <= max_points:
-        return np.column_stack([np.arange(T, dtype=np.float32), y])
-    b = int(np.ceil(T / max(max_points // 2, 1)))
-    starts = np.arange(0, T, b)
-    ends = np.minimum(starts + b, T) - 1
-    lo = np.minimum.reduceat(y, starts)
-    hi = np.maximum.reduceat(y, starts)
-    x = np.column_stack([starts, ends]).ravel().astype(np.float32)
-    return np.column_stack([x, np.column_stack([lo, hi]).ravel()])
+def _bboxes(coords: list[np.ndarray]) -> np.ndarray:
+    """(row min, row max, col min, col max) of each outline (NaN for an empty one): click picking."""
+    return np.array([[np.nanmin(c[:, 0]), np.nanmax(c[:, 0]), np.nanmin(c[:, 1]), np.nanmax(c[:, 1])]
+                     if np.isfinite(c).any() else [np.nan] * 4 for c in coords]).reshape(-1, 4)
 
 
-def _heatmap_rows(C: np.ndarray, max_cols: int) -> tuple[np.ndarray, int]:
-    """Each trace averaged over blocks of frames (at most ``max_cols`` columns), scaled to [0, 1].
+@dataclass
+class _Item:
+    """What the viewer shows of one finished item, all read before anything on screen changes."""
 
-    Computed once per item, block by block of components, so a 2,000 x 30,000 C is never
-    copied whole; reordering rows for the heatmap is then cheap.
-    """
-    K, T = C.shape
-    b = max(1, int(np.ceil(T / max_cols)))
-    n = max(T // b, 1)
-    out = np.empty((K, n), np.float32)
-    for s in range(0, K, 256):
-        block = np.asarray(C[s : s + 256, : n * b], dtype=np.float32)
-        block = block.reshape(len(block), n, b).mean(axis=2) if b > 1 else block
-        lo = block.min(axis=1, keepdims=True)
-        span = block.max(axis=1, keepdims=True) - lo
-        out[s : s + 256] = (block - lo) / np.where(span > 0, span, 1)
-    return out, b
+    movie: Any
+    rcm: Any
+    rcb: Any
+    residuals: Any
+    has_bg: bool
+    K: int
+    C: np.ndarray
+    YrA: np.ndarray | None
+    coords: list[np.ndarray]
+    centers: np.ndarray
+    heat_rows: tuple[np.ndarray, int]
+    evaluation: EvaluationSession
+
+
+def _read_item(row: pd.Series, heat_cols: int) -> _Item:
+    """Open the item's movies and result; raises (with the reason) when it cannot be shown."""
+    out = row.cnmf.get_output(return_copy=False)
+    e = out.estimates
+    rcm = row.cnmf.get_rcm()
+    try:
+        movie = row.caiman.get_input_movie()
+    except (FileNotFoundError, ValueError, OSError):
+        movie = row.cnmf.get_cnmf_memmap()
+    if tuple(movie.shape) != tuple(rcm.shape):
+        raise ValueError(f"the input movie has shape {tuple(movie.shape)} but the CNMF result is "
+                         f"{tuple(rcm.shape)} (frames, rows, cols): not this item's movie")
+    ring = getattr(e, "W", None) is not None and getattr(e, "b0", None) is not None  # CNMF-E, nb=0
+    has_bg = ring or (e.b is not None and e.f is not None and np.size(e.b) > 0)
+    C = np.asarray(e.C)  # the loaded result's own array (read only here): no K x T copy
+    coords, centers = row.cnmf.get_contours()
+    return _Item(
+        movie=movie, rcm=rcm, rcb=row.cnmf.get_rcb() if has_bg else _Zeros(rcm.shape),
+        residuals=row.cnmf.get_residuals(), has_bg=has_bg, K=int(np.shape(e.C)[0]) if e.C is not None else 0,
+        C=C, YrA=None if e.YrA is None else np.asarray(e.YrA), coords=coords,
+        centers=np.asarray(centers, dtype=np.float64).reshape(-1, 2), heat_rows=heatmap_rows(C, heat_cols),
+        evaluation=row.cnmf.evaluation(),
+    )
 
 
 class CNMFViewer(ViewerBase):
@@ -140,37 +150,43 @@ class CNMFViewer(ViewerBase):
                  size: tuple[int, int] = (900, 640), poll_interval: float = 0.5) -> None:
         super().__init__(frame_apply=frame_apply, size=size)
         self.poll_interval = float(poll_interval)
+        self._init_state()
+        self._build_controls()
+        self._connect_controls()
+        self._build_layout()
+        self._time_listeners.append(self._move_marker)
+        if row is not None:
+            self.set_row(row)
+
+    def _init_state(self) -> None:
+        # live view (a running onacid item)
         self._live_uuid: str | None = None
         self._live_row: pd.Series | None = None
         self._live_key: tuple | None = None
-        self._live_thread: threading.Thread | None = None
+        self._live_watch: Subscription | None = None
         self._live_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.live_components = 0
         self.live_frame: int | None = None
+        # the item shown; its classification lives in self.evaluation
+        self.evaluation: EvaluationSession | None = None
         self.n_components = 0
-        self.snr = np.zeros(0)
-        self.fast: np.ndarray | None = None
-        self.rval = np.zeros(0)
         self.coords: list[np.ndarray] = []
         self.centers = np.zeros((0, 2))
-        self.C = np.zeros((0, 1))
-        self.accepted = np.zeros(0, bool)
-        self.overrides: dict[int, bool] = {}
-        self.selected: int | None = None
-        self.contours: Any = None
-        self.outlines: list[Any] = []
-        self.trace_fig: Any = None
-        self.trace_line: Any = None
-        self.marker: Any = None
-        self.heatmap: Any = None
-        self.heatmap_order = np.zeros(0, np.int64)
-        self._heat_bin = 1
-        self._trace_version = 0  # bumped whenever the trace figure's graphics change
-        self._trace_drawn: tuple | None = None
         self._bbox = np.zeros((0, 4))
+        self.C = np.zeros((0, 1))
+        self.YrA: np.ndarray | None = None
+        self._heat_rows: tuple[np.ndarray, int] = (np.zeros((0, 1), np.float32), 1)
+        self.selected: int | None = None
+        # graphics
+        self.contours: _fpl.ContourSet | None = None
+        self.outlines: list[fpl.LineGraphic] = []
+        self.traces = TracePanel((self.size[0], 300), self.set_time, lambda x, y: self._guard(
+            lambda: self.click_heatmap(x, y)))
         self._loading = False
+        self._syncing_sliders = False
 
+    def _build_controls(self) -> None:
         self.color_by = widgets.Dropdown(options=["accepted / rejected", "SNR", "r-value"],
                                          value="accepted / rejected", description="colour by")
         self.show_contours = widgets.Checkbox(value=True, description="contours", indent=False)
@@ -195,6 +211,7 @@ class CNMFViewer(ViewerBase):
         self.counts = widgets.HTML()
         self.component_info = widgets.HTML()
 
+    def _connect_controls(self) -> None:
         self.color_by.observe(lambda _: self._guard(self.recolor), names="value")
         self.show_contours.observe(lambda ch: self._guard(lambda: self._contours_visible(ch["new"])), names="value")
         self.order_by.observe(lambda _: self._guard(self._draw_heatmap), names="value")
@@ -207,21 +224,44 @@ class CNMFViewer(ViewerBase):
         self.clear_button.on_click(lambda _: self._guard(lambda: self.set_override(None)))
         self.save_button.on_click(lambda _: self._guard(self.save_evaluation))
 
-        self.trace_box = widgets.VBox()
+    def _build_layout(self) -> None:
+        self.trace_box = self.traces.box
         self.live_label = widgets.HTML(layout=widgets.Layout(display="none"))
+        wrap = widgets.Layout(flex_flow="row wrap")
         self.finished_box = widgets.VBox([
-            widgets.HBox([self.color_by, self.show_contours, self.counts], layout=widgets.Layout(flex_flow="row wrap")),
-            widgets.HBox(list(self.eval_sliders.values()), layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.color_by, self.show_contours, self.counts], layout=wrap),
+            widgets.HBox(list(self.eval_sliders.values()), layout=wrap),
             widgets.HBox([self.component_box, self.accept_button, self.reject_button, self.clear_button,
-                          self.save_button], layout=widgets.Layout(flex_flow="row wrap")),
+                          self.save_button], layout=wrap),
             self.component_info,
             widgets.HBox([self.trace_kind, self.order_by]),
             self.trace_box,
         ])
         self.body.children = [self.movie_box, self.live_label, self.finished_box]
-        self._time_listeners.append(self._move_marker)
-        if row is not None:
-            self.set_row(row)
+
+    # -- what the evaluation holds -------------------------------------------------------------------------
+    @property
+    def accepted(self) -> np.ndarray:
+        """Accepted mask per component (thresholds, then manual overrides)."""
+        ev = self.evaluation
+        return np.zeros(self.n_components, bool) if ev is None else ev.accepted
+
+    @property
+    def overrides(self) -> dict[int, bool]:
+        """Components accepted (True) or rejected (False) by hand."""
+        return {} if self.evaluation is None else self.evaluation.overrides
+
+    @property
+    def snr(self) -> np.ndarray:
+        return np.zeros(self.n_components) if self.evaluation is None else self.evaluation.snr
+
+    @property
+    def rval(self) -> np.ndarray:
+        return np.zeros(self.n_components) if self.evaluation is None else self.evaluation.rval
+
+    @property
+    def has_metrics(self) -> bool:
+        return self.evaluation is not None and self.evaluation.has_metrics
 
     # -- loading -----------------------------------------------------------------------------------------
     def set_row(self, row: pd.Series) -> bool:
@@ -241,69 +281,46 @@ class CNMFViewer(ViewerBase):
         self.outlines = []
 
     def _load(self, row: pd.Series) -> None:
-        out = row.cnmf.get_output(return_copy=False)
-        e = out.estimates
-        rcm = row.cnmf.get_rcm()
-        try:
-            movie = row.caiman.get_input_movie()
-        except (FileNotFoundError, ValueError, OSError):
-            movie = row.cnmf.get_cnmf_memmap()
-        if tuple(movie.shape) != tuple(rcm.shape):
-            raise ValueError(f"the input movie has shape {tuple(movie.shape)} but the CNMF result is "
-                             f"{tuple(rcm.shape)} (frames, rows, cols): not this item's movie")
-        ring = getattr(e, "W", None) is not None and getattr(e, "b0", None) is not None  # CNMF-E, nb=0
-        has_bg = ring or (e.b is not None and e.f is not None and np.size(e.b) > 0)
-        rcb = row.cnmf.get_rcb() if has_bg else _Zeros(rcm.shape)
-        residuals = row.cnmf.get_residuals()
-        K = int(np.shape(e.C)[0]) if e.C is not None else 0
-        snr = np.asarray(e.SNR_comp if e.SNR_comp is not None else np.full(K, np.nan), dtype=np.float64).ravel()
-        rval = np.asarray(e.r_values if e.r_values is not None else np.full(K, np.nan), dtype=np.float64).ravel()
-        fast = e.extra.get("fast_fraction")  # the builtin's kinetics metric (None for CaImAn's results)
-        coords, centers = row.cnmf.get_contours()
-        C = np.asarray(e.C)  # the loaded result's own array (read only here): no K x T copy
-        quality = dict(out.params.quality) if hasattr(out.params, "quality") else {}
-
-        # data in hand: now swap everything
+        item = _read_item(row, self.heatmap_max_cols or int(self.size[0]))  # everything that can fail
         self._loading = True
         try:
-            self.n_components = K
-            self.snr, self.rval, self.C = snr, rval, C
-            self.fast = None if fast is None else np.asarray(fast, dtype=np.float64).ravel()
-            self.YrA = None if e.YrA is None else np.asarray(e.YrA)
-            self._heat_rows = _heatmap_rows(C, self.heatmap_max_cols or int(self.size[0]))
-            self.coords = coords
-            self.centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
-            self._bbox = np.array([[np.nanmin(c[:, 0]), np.nanmax(c[:, 0]), np.nanmin(c[:, 1]), np.nanmax(c[:, 1])]
-                                   if np.isfinite(c).any() else [np.nan] * 4 for c in coords]).reshape(-1, 4)
-            self.overrides = {}
-            self.selected = None
-            self.quality = quality
-            for k, s in self.eval_sliders.items():
-                if k in quality and quality[k] is not None:
-                    s.value = float(np.clip(quality[k], s.min, s.max))
-            idx = e.idx_components
-            self.accepted = np.zeros(K, bool)
-            self.accepted[np.arange(K) if idx is None else np.asarray(idx, dtype=np.int64)] = True
-            self.has_metrics = e.SNR_comp is not None and e.r_values is not None
-            cache = FrameCache()
-            self.cache = cache
-            pm = ProcessedMovie(movie, self.settings, cache, name="input")
-            prcm = ProcessedMovie(rcm, self.settings, cache, name="A*C")
-            prcb = ProcessedMovie(rcb, self.settings, cache, name="b*f")
-            pres = ResidualMovie(residuals, pm, prcm, prcb if has_bg else None, self.settings, cache)
-            self.header.value = (f"<b>{row['item_name']}</b> · {row['algo']} · {K} components · "
-                                 f"{rcm.shape[0]} frames of {rcm.shape[1]}x{rcm.shape[2]}")
-            self._set_movies([movie, rcm, rcb, residuals], ["input", "A*C", "b*f", "residuals"],
-                             [pm, prcm, prcb, pres], figure_shape=(2, 2))
-            self._draw_contours()
-            self.component_box.max = max(K - 1, 0)
-            self._draw_trace_figure()
+            self._show_item(row, item)
         finally:
             self._loading = False
         self.row = row
         self.recolor()
-        if K:
+        if item.K:
             self.select_component(0)
+
+    def _show_item(self, row: pd.Series, item: _Item) -> None:
+        """Swap the viewer's state and graphics to ``item`` (read already, so nothing fails halfway)."""
+        self._set_evaluation(item.evaluation)
+        self.n_components = item.K
+        self.C, self.YrA, self._heat_rows = item.C, item.YrA, item.heat_rows
+        self.coords, self.centers, self._bbox = item.coords, item.centers, _bboxes(item.coords)
+        self.selected = None
+        cache = FrameCache()
+        self.cache = cache
+        pm = ProcessedMovie(item.movie, self.settings, cache, name="input")
+        prcm = ProcessedMovie(item.rcm, self.settings, cache, name="A*C")
+        prcb = ProcessedMovie(item.rcb, self.settings, cache, name="b*f")
+        pres = ResidualMovie(item.residuals, pm, prcm, prcb if item.has_bg else None, self.settings, cache)
+        T, h, w = item.rcm.shape
+        self.header.value = (f"<b>{row['item_name']}</b> · {row['algo']} · {item.K} components · "
+                             f"{T} frames of {h}x{w}")
+        self._set_movies([item.movie, item.rcm, item.rcb, item.residuals], ["input", "A*C", "b*f", "residuals"],
+                         [pm, prcm, prcb, pres], figure_shape=(2, 2))
+        self._draw_contours()
+        self.component_box.max = max(item.K - 1, 0)
+        self._draw_trace_figure()
+
+    def _set_evaluation(self, session: EvaluationSession | None) -> None:
+        if self.evaluation is not None:
+            self.evaluation.on_change(self._evaluation_changed, remove=True)
+        self.evaluation = session
+        if session is not None:
+            session.on_change(self._evaluation_changed)
+            self._sync_sliders()
 
     # -- live view (a running onacid item) -------------------------------------------------------------------
     @property
@@ -325,24 +342,7 @@ class CNMFViewer(ViewerBase):
         self._live_key = None
         self._loading = True
         try:
-            self.n_components = 0
-            self.coords, self.centers, self._bbox = [], np.zeros((0, 2)), np.zeros((0, 4))
-            self.accepted, self.snr, self.rval, self.fast = np.zeros(0, bool), np.zeros(0), np.zeros(0), None
-            self.overrides, self.selected = {}, None
-            self.live_components, self.live_frame = 0, None
-            cache = FrameCache()
-            self.cache = cache
-            pm = ProcessedMovie(movie, self.settings, cache, name="input")
-            self._set_movies([movie], ["input"], [pm], figure_shape=(1, 1))
-            sps = _fpl.subplots(self.iw)
-            if self.contours is not None:
-                self.contours.remove()
-                self.contours = None
-            for sp, g in zip(sps, self.outlines, strict=False):
-                _fpl.delete_graphic(sp, g)
-            self.outlines = []
-            T, h, w = (int(x) for x in movie.shape)
-            self.header.value = f"<b>{row['item_name']}</b> · {row['algo']} · live · {T} frames of {h}x{w}"
+            self._show_live_movie(row, movie)
         finally:
             self._loading = False
         self.row = row
@@ -355,34 +355,56 @@ class CNMFViewer(ViewerBase):
         self._ensure_live_polling()
         return True
 
+    def _show_live_movie(self, row: pd.Series, movie: Any) -> None:
+        """The input movie alone, no contours yet: what a live item shows until its first snapshot."""
+        self._set_evaluation(None)
+        self.n_components = 0
+        self.coords, self.centers, self._bbox = [], np.zeros((0, 2)), np.zeros((0, 4))
+        self.selected = None
+        self.live_components, self.live_frame = 0, None
+        cache = FrameCache()
+        self.cache = cache
+        pm = ProcessedMovie(movie, self.settings, cache, name="input")
+        self._set_movies([movie], ["input"], [pm], figure_shape=(1, 1))
+        if self.contours is not None:
+            self.contours.remove()
+            self.contours = None
+        for sp, g in zip(self.iw.figure, self.outlines, strict=False):
+            _fpl.delete_graphic(sp, g)
+        self.outlines = []
+        T, h, w = (int(x) for x in movie.shape)
+        self.header.value = f"<b>{row['item_name']}</b> · {row['algo']} · live · {T} frames of {h}x{w}"
+
     def _stop_live(self) -> None:
-        self._live_uuid = None  # the poll thread sees it and ends
+        self._live_uuid = None  # a watcher call under way sees it and does nothing
         self._live_row = None
+        watch, self._live_watch = self._live_watch, None
+        if watch is not None:
+            watch.cancel()
 
     def _ensure_live_polling(self) -> None:
-        if self._live_thread is not None and self._live_thread.is_alive():
+        if self._live_watch is not None or self._live_row is None:
             return
         try:  # in a kernel the graphics are changed on its loop, between draws
             self._live_loop = asyncio.get_running_loop()
         except RuntimeError:
             self._live_loop = None
-        self._live_thread = threading.Thread(target=self._live_poll_loop, name="CNMFViewer-live", daemon=True)
-        self._live_thread.start()
+        self._live_watch = watch_batch(self._live_row).subscribe(self._live_changed, interval=self.poll_interval)
 
-    def _live_poll_loop(self) -> None:
-        while not self._closed and self._live_uuid is not None:
-            time.sleep(self.poll_interval)
-            try:
-                self.poll_live()
-            except Exception as e:  # a transient read error must not end the live view
-                self._say(f"live refresh failed: {describe_error(e)}", "error")
-        self._live_thread = None
+    def _live_changed(self, change: BatchChange) -> None:
+        """The batch watcher's call (its thread)."""
+        if self._closed or self._live_uuid is None:
+            return
+        try:
+            self.poll_live()
+        except Exception as e:  # a transient read error must not end the live view
+            self._say(f"live refresh failed: {describe_error(e)}", "error")
 
     def poll_live(self, apply_now: bool = False) -> bool:
         """One live refresh: read the record and snapshot, redraw the contours if they changed.
 
-        The outlines are computed here (the poll thread); only the graphics change goes to the
-        kernel's loop (or runs under the lock). Returns True while the item is still active.
+        The outlines are computed here (the watcher's thread); only the graphics change goes to
+        the kernel's loop (or runs under the lock). Returns True while the item is still active.
         """
         uuid, row = self._live_uuid, self._live_row
         if uuid is None or row is None:
@@ -426,7 +448,7 @@ class CNMFViewer(ViewerBase):
         coords, centers = contours
         if self.contours is not None:
             self.contours.remove()
-        self.contours = _fpl.ContourSet(_fpl.subplots(self.iw)[0], coords)
+        self.contours = _fpl.ContourSet(self.iw.figure[0, 0], coords)
         self.contours.set_colors(np.tile(LIVE, (len(coords), 1)))
         self.contours.set_visible(self.show_contours.value)
         self.coords, self.centers = coords, centers
@@ -460,15 +482,16 @@ class CNMFViewer(ViewerBase):
     def close(self) -> None:
         """Stop the live refresh and close the widgets."""
         self._closed = True
+        watch = self._live_watch
         self._stop_live()
-        t = self._live_thread
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout=5)
+        if watch is not None:
+            watch.cancel(wait=True)  # a refresh under way ends before the widgets close
+        self._set_evaluation(None)
         super().close()
 
     # -- contours ----------------------------------------------------------------------------------------
     def _draw_contours(self) -> None:
-        sps = _fpl.subplots(self.iw)
+        sps = list(self.iw.figure)
         if self.contours is not None:
             self.contours.remove()
         for sp, g in zip(sps, self.outlines, strict=False):
@@ -499,20 +522,16 @@ class CNMFViewer(ViewerBase):
         manual = f", {len(self.overrides)} set by hand" if self.overrides else ""
         self.counts.value = f"{n_ok} accepted, {self.n_components - n_ok} rejected{manual}"
 
-    # -- evaluation ----------------------------------------------------------------------------------------
+    # -- evaluation: the user's actions go to self.evaluation, its changes come back here -----------------
     def eval_params(self) -> dict[str, float]:
         """The thresholds the sliders hold."""
         return {k: float(s.value) for k, s in self.eval_sliders.items()}
 
     def classify(self, params: dict[str, float] | None = None) -> np.ndarray:
-        """Accepted mask from thresholds (CaImAn's rule) then manual overrides; nothing written."""
-        q = {**self.eval_params(), **(params or {}), "use_cnn": False}
-        good, _ = select_components(self.snr, self.rval, q, fast_fraction=self.fast)
-        ok = np.zeros(self.n_components, bool)
-        ok[good] = True
-        for k, v in self.overrides.items():
-            ok[k] = v
-        return ok
+        """Accepted mask for these thresholds (over the current ones) and the overrides; nothing changes."""
+        if self.evaluation is None:
+            raise ValueError("no item loaded")
+        return self.evaluation.classify(params)
 
     def set_eval(self, **params: float) -> None:
         """Move evaluation sliders (``min_SNR=3, rval_thr=0.8, ...``) and re-classify."""
@@ -523,12 +542,25 @@ class CNMFViewer(ViewerBase):
             self.eval_sliders[k].value = float(v)
 
     def _eval_changed(self) -> None:
-        if self._loading or self.n_components == 0:
+        if self._loading or self._syncing_sliders or self.evaluation is None or self.n_components == 0:
             return
-        if not self.has_metrics:
-            self._say("this result has no SNR / r-values to evaluate with", "error")
+        self.evaluation.set_thresholds(**self.eval_params())
+
+    def _sync_sliders(self) -> None:
+        """Sliders showing the session's thresholds (clipped to their range), without re-classifying."""
+        self._syncing_sliders = True
+        try:
+            for k, s in self.eval_sliders.items():
+                value = self.evaluation.thresholds.get(k) if self.evaluation is not None else None
+                if value is not None:
+                    s.value = float(np.clip(value, s.min, s.max))
+        finally:
+            self._syncing_sliders = False
+
+    def _evaluation_changed(self, session: EvaluationSession) -> None:
+        if self._loading or session is not self.evaluation:
             return
-        self.accepted = self.classify()
+        self._sync_sliders()
         self.recolor()
         if self.order_by.value == "good first":
             self._draw_heatmap()
@@ -537,60 +569,19 @@ class CNMFViewer(ViewerBase):
     def set_override(self, accept: bool | None, component: int | None = None) -> None:
         """Accept (True) / reject (False) a component by hand, or clear its override (None)."""
         k = self.selected if component is None else int(component)
-        if k is None:
+        if k is None or self.evaluation is None:
             raise ValueError("select a component first")
-        if accept is None:
-            self.overrides.pop(k, None)
-        else:
-            self.overrides[k] = bool(accept)
-        self.accepted = self.classify() if self.has_metrics else self._with_overrides()
-        self.recolor()
-        self._update_info()
-
-    def _with_overrides(self) -> np.ndarray:
-        ok = self.accepted.copy()
-        for k, v in self.overrides.items():
-            ok[k] = v
-        return ok
+        self.evaluation.set_override(k, accept)
 
     def save_evaluation(self) -> dict[str, Any]:
-        """Write the classification: run_eval with the thresholds, then the manual overrides."""
-        if self.row is None:
+        """Write the classification (thresholds and manual overrides): ``self.evaluation.save()``."""
+        if self.row is None or self.evaluation is None:
             raise ValueError("no item loaded")
-        row = self.row
-        params = self.eval_params()
-        if self.has_metrics:
-            row.cnmf.run_eval(params)
-        final = self.classify() if self.has_metrics else self._with_overrides()
-        if self.overrides:
-            self._write_overrides(row, final)
-        self.accepted = final
-        self.recolor()
-        n_ok = int(final.sum())
+        out = self.evaluation.save()
+        n_ok, by_hand = len(out["accepted"]), len(out["overrides"])
         self._say(f"evaluation saved: {n_ok} accepted, {self.n_components - n_ok} rejected"
-                  + (f" ({len(self.overrides)} by hand)" if self.overrides else ""), "ok")
-        return {"params": params, "accepted": np.flatnonzero(final), "overrides": dict(self.overrides)}
-
-    def _write_overrides(self, row: pd.Series, final: np.ndarray) -> None:
-        from ..formats.cnmf_hdf5 import load_cnmf, save_cnmf
-
-        path = row.cnmf.get_output_path()
-        res = load_cnmf(path)
-        est = copy.copy(res.estimates)
-        est.idx_components = np.flatnonzero(final).astype(np.int64)
-        est.idx_components_bad = np.flatnonzero(~final).astype(np.int64)
-        save_cnmf(path, est, res.params.to_dict(), dims=res.dims, mmap_file=res.mmap_file or "",
-                  remove_very_bad_comps=res.remove_very_bad_comps, skip_refinement=res.skip_refinement)
-        store = row.cnmf.store
-        rec = store.get(row.cnmf.uuid)
-        params = copy.deepcopy(rec.get("params") or {})
-        ev = dict(params.get("eval") or {})
-        ev["manual"] = {"accepted": sorted(k for k, v in self.overrides.items() if v),
-                        "rejected": sorted(k for k, v in self.overrides.items() if not v)}
-        params["eval"] = ev
-        store.update(row.cnmf.uuid, params=params)
-        if isinstance(row.get("params"), dict):
-            row["params"]["eval"] = copy.deepcopy(ev)
+                  + (f" ({by_hand} by hand)" if by_hand else ""), "ok")
+        return out
 
     # -- selection -------------------------------------------------------------------------------------------
     def component_at(self, x: float, y: float) -> int | None:
@@ -622,10 +613,9 @@ class CNMFViewer(ViewerBase):
 
     def click_heatmap(self, x: float, y: float) -> int | None:
         """A click on the heatmap (x in frames, y the row): selects that row's component, moves time."""
-        row = int(round(y))
-        if not 0 <= row < len(self.heatmap_order):
+        k = self.traces.component_at_row(y)
+        if k is None:
             return None
-        k = int(self.heatmap_order[row])
         self.select_component(k)
         self.set_time(x)
         return k
@@ -638,7 +628,7 @@ class CNMFViewer(ViewerBase):
         if self.selected == k and self.outlines:
             return
         self.selected = k
-        sps = _fpl.subplots(self.iw)
+        sps = list(self.iw.figure)
         for sp, g in zip(sps, self.outlines, strict=False):
             _fpl.delete_graphic(sp, g)
         self.outlines = [_fpl.add_outline(sps[i], self.coords[k]) for i in (0, 1)]
@@ -659,6 +649,26 @@ class CNMFViewer(ViewerBase):
                                      f"{state}")
 
     # -- traces ---------------------------------------------------------------------------------------------
+    @property
+    def trace_fig(self) -> fpl.Figure | None:
+        return self.traces.fig
+
+    @property
+    def trace_line(self) -> fpl.LineGraphic | None:
+        return self.traces.line
+
+    @property
+    def marker(self) -> fpl.LinearSelector | None:
+        return self.traces.marker
+
+    @property
+    def heatmap_order(self) -> np.ndarray:
+        return self.traces.order
+
+    @property
+    def marker_time(self) -> float | None:
+        return self.traces.marker_time
+
     def trace(self, k: int) -> np.ndarray:
         """The trace shown for component ``k``."""
         y = np.asarray(self.C[k], dtype=np.float32)
@@ -667,36 +677,14 @@ class CNMFViewer(ViewerBase):
         return y
 
     def _draw_trace_figure(self) -> None:
-        if self.trace_fig is None:
-            self.trace_fig = _fpl.figure((2, 1), names=["trace", "heatmap"], size=(self.size[0], 300))
-            _fpl.hide_axes(_fpl.subplots(self.trace_fig)[1])  # rows are components: ticks say little
-            _fpl.on_click(self.trace_fig, self._trace_fig_clicked)
-            canvas = _fpl.as_widget(self.trace_fig)
-            self.trace_box.children = [] if canvas is None else [canvas]
-        sp = _fpl.subplots(self.trace_fig)[0]
-        _fpl.delete_graphic(sp, self.marker)
-        _fpl.delete_graphic(sp, self.trace_line)
         y = self.trace(self.selected or 0) if self.n_components else np.zeros(self.n_frames, np.float32)
-        self.trace_line = _fpl.add_line(sp, self._trace_xy(y), colors="w")
-        self.marker = _fpl.add_time_marker(self.trace_line, self.time, self.set_time)
-        _fpl.auto_scale(sp)
+        self.traces.set_trace(self._trace_xy(y), self.time)
         self._draw_heatmap()
-
-    def _trace_fig_clicked(self, subplot: int, x: float, y: float, button: int) -> None:
-        if subplot == 0:
-            self.set_time(x)
-        else:
-            self._guard(lambda: self.click_heatmap(x, y))
 
     def _draw_trace(self) -> None:
         if self.trace_line is None or self.selected is None:
             return
-        xy = self._trace_xy(self.trace(self.selected))
-        if not _fpl.set_line_xy(self.trace_line, xy):
-            self._draw_trace_figure()
-            _fpl.set_line_xy(self.trace_line, xy)
-        self._trace_version += 1
-        _fpl.auto_scale(_fpl.subplots(self.trace_fig)[0])
+        self.traces.set_trace(self._trace_xy(self.trace(self.selected)), self.time)
 
     def _trace_xy(self, y: np.ndarray) -> np.ndarray:
         return trace_envelope(y, self.trace_max_points or 2 * int(self.size[0]))
@@ -718,45 +706,22 @@ class CNMFViewer(ViewerBase):
             return
         order = self.heatmap_rows()
         rows, b = self._heat_rows
-        img = rows[order]
-        sp = _fpl.subplots(self.trace_fig)[1]
-        self.heatmap_order = order
-        if not (self.heatmap is not None and self._heat_bin == b and _fpl.set_image_data(self.heatmap, img)):
-            _fpl.delete_graphic(sp, self.heatmap)
-            self.heatmap = _fpl.add_image(sp, img, cmap="viridis", scale_x=b)  # x in frames, like the trace
-            _fpl.auto_scale(sp)
-            self._heat_bin = b
-        _fpl.set_clim(self.heatmap, 0.0, 1.0)
-        self._trace_version += 1
+        self.traces.set_heatmap(rows[order], order, b)
 
     def _move_marker(self, t: int) -> None:
-        if self.marker is not None:
-            _fpl.set_marker(self.marker, t)
-
-    @property
-    def marker_time(self) -> float | None:
-        return None if self.marker is None else _fpl.marker_value(self.marker)
-
-    def _trace_fig_state(self) -> tuple:
-        """What the trace figure shows: the same value means the same pixels (no need to draw)."""
-        sps = _fpl.subplots(self.trace_fig)
-        mx = None if self.marker is None else round(2 * _fpl.screen_x(sps[0], _fpl.marker_value(self.marker)))
-        return (self._trace_version, id(self.trace_line), id(self.heatmap), mx, tuple(self.trace_fig.canvas.get_logical_size()),
-                *(_fpl.view_state(sp) for sp in sps))
+        self.traces.move_marker(t)
 
     def render(self) -> None:
         """Draw every figure whose content changed (the trace figure only when its marker moved on
         screen, by half a pixel: at 30,000 frames a +1 step moves it 0.03 px)."""
         with self._lock:
             for f in self.figures():
-                if f is self.trace_fig and _fpl.is_offscreen(f):
-                    state = self._trace_fig_state()
-                    if state == self._trace_drawn:
-                        continue
-                    self._trace_drawn = state
-                _fpl.render_now(f)
+                if f is self.trace_fig:
+                    self.traces.render()
+                else:
+                    _fpl.render_now(f)
 
-    def figures(self) -> list[Any]:
+    def figures(self) -> list[_fpl.FigureLike]:
         if self.live:  # the trace figure is hidden: nothing to draw there
             return [] if self.iw is None else [self.iw]
         return [f for f in (self.iw, self.trace_fig) if f is not None]

@@ -7,8 +7,7 @@ the movie; the mean projection and the correlation image. ``set_row`` swaps the 
 
 from __future__ import annotations
 
-from typing import Any
-
+import fastplotlib as fpl
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
@@ -33,11 +32,11 @@ class McorrViewer(ViewerBase):
                  size: tuple[int, int] = (900, 420)) -> None:
         super().__init__(frame_apply=frame_apply, size=size)
         self.shifts: list[np.ndarray] = []
-        self.shift_lines: list[Any] = []
-        self.marker: Any = None
-        self.proj_images: list[Any] = []
-        self.shift_fig: Any = None
-        self.proj_fig: Any = None
+        self.shift_lines: list[fpl.LineGraphic] = []
+        self.marker: fpl.LinearSelector | None = None
+        self.proj_images: list[fpl.ImageGraphic] = []
+        self.shift_fig: fpl.Figure | None = None
+        self.proj_fig: fpl.Figure | None = None
         self.patch_dropdown = widgets.Dropdown(options=[("mean of patches", -1)], value=-1, description="patch",
                                                tooltip="piecewise-rigid: the mean shift or one patch's")
         self.patch_dropdown.observe(lambda _: self._guard(self._draw_shifts), names="value")
@@ -109,21 +108,22 @@ class McorrViewer(ViewerBase):
             _fpl.on_click(self.shift_fig, lambda i, x, y, b: self.set_time(x))
             canvas = _fpl.as_widget(self.shift_fig)
             self.shift_box.children = [] if canvas is None else [canvas]
-        sp = _fpl.subplots(self.shift_fig)[0]
+        sp = self.shift_fig[0, 0]
         ys = self.shift_traces()
         if self.shift_lines and all(_fpl.set_line_data(ln, y) for ln, y in zip(self.shift_lines, ys, strict=True)):
-            _fpl.auto_scale(sp)
+            sp.auto_scale(maintain_aspect=False)
             return
         _fpl.delete_graphic(sp, self.marker)
         for ln in self.shift_lines:
             _fpl.delete_graphic(sp, ln)
-        self.shift_lines = [_fpl.add_line(sp, y, colors=c) for y, c in zip(ys, _COLORS, strict=True)]
+        self.shift_lines = [sp.add_line(np.asarray(y, np.float32), colors=c, thickness=1.5)
+                            for y, c in zip(ys, _COLORS, strict=True)]
         self.marker = _fpl.add_time_marker(self.shift_lines[0], self.time, self.set_time)
-        _fpl.auto_scale(sp)
+        sp.auto_scale(maintain_aspect=False)
 
     def _move_marker(self, t: int) -> None:
         if self.marker is not None:
-            _fpl.set_marker(self.marker, t)
+            self.marker.selection = float(t)
 
     def _set_projections(self, images: list[np.ndarray]) -> None:
         if self.proj_fig is None:
@@ -131,7 +131,7 @@ class McorrViewer(ViewerBase):
                                         size=(self.size[0], 300))
             canvas = _fpl.as_widget(self.proj_fig)
             self.proj_box.children = [] if canvas is None else [canvas]
-        for i, (sp, img) in enumerate(zip(_fpl.subplots(self.proj_fig), images, strict=True)):
+        for i, (sp, img) in enumerate(zip(self.proj_fig, images, strict=True)):
             if i < len(self.proj_images):
                 _fpl.delete_graphic(sp, self.proj_images[i])
             g = _fpl.add_image(sp, img, cmap="gray")
@@ -142,13 +142,13 @@ class McorrViewer(ViewerBase):
             else:
                 self.proj_images.append(g)
 
-    def figures(self) -> list[Any]:
+    def figures(self) -> list[_fpl.FigureLike]:
         return [f for f in (self.iw, self.shift_fig, self.proj_fig) if f is not None]
 
     @property
     def marker_time(self) -> float | None:
         """Where the shifts' time marker is."""
-        return None if self.marker is None else _fpl.marker_value(self.marker)
+        return None if self.marker is None else float(self.marker.selection)
 
     def click_shifts(self, x: float) -> None:
         """A click on the shift traces at time ``x`` (what a canvas click calls)."""

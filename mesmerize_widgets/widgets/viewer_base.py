@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import fastplotlib as fpl
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ class ViewerBase(widgets.VBox):
         self.last_message = ""
         self.settings = WindowSettings()
         self.cache = FrameCache()
-        self.iw: Any = None
+        self.iw: fpl.ImageWidget | None = None
         self.movies: list[ProcessedMovie] = []
         self._time = 0
         self._n_frames = 1
@@ -128,11 +129,11 @@ class ViewerBase(widgets.VBox):
         self.movies = list(movies)
         self._n_frames = n
         t = min(self._time, n - 1)
-        if self.iw is not None and len(_fpl.image_graphics(self.iw)) != len(self.movies):
+        if self.iw is not None and len(self.iw.managed_graphics) != len(self.movies):
             self._drop_image_widget()  # another panel count (live view <-> finished view)
         if self.iw is None:
             self.iw = _fpl.image_widget(self.movies, names, size=self.size, figure_shape=figure_shape)
-            _fpl.on_index(self.iw, self._on_iw_index)
+            self.iw.add_event_handler(lambda idx: self._on_iw_index(int(idx["t"])), "current_index")
             _fpl.on_click(self.iw, self._iw_clicked)
             canvas = _fpl.as_widget(self.iw)
             self.movie_box.children = [self.movie_controls] + ([canvas] if canvas is not None else [])
@@ -164,7 +165,7 @@ class ViewerBase(widgets.VBox):
         """Colour limits of each panel from its frame shown now."""
         if self.iw is None:
             return
-        for g, m in zip(_fpl.image_graphics(self.iw), self.movies, strict=True):
+        for g, m in zip(self.iw.managed_graphics, self.movies, strict=True):
             _fpl.set_clim(g, *m.clim(min(self._time, m.shape[0] - 1)))
 
     def _processing_changed(self) -> None:
@@ -262,7 +263,7 @@ class ViewerBase(widgets.VBox):
             self._syncing = False
 
     # -- rendering ------------------------------------------------------------------------------------------
-    def figures(self) -> list[Any]:
+    def figures(self) -> list[_fpl.FigureLike]:
         """Every figure of the viewer (the ImageWidget first)."""
         return [] if self.iw is None else [self.iw]
 
@@ -279,7 +280,7 @@ class ViewerBase(widgets.VBox):
 
     def shown_frame(self, panel: int = 0) -> np.ndarray:
         """The frame a movie panel holds now (what is on screen)."""
-        return _fpl.image_data(_fpl.image_graphics(self.iw)[panel])
+        return np.asarray(self.iw.managed_graphics[panel].data.value)
 
     def show(self, sidecar: bool = False, title: str | None = None) -> Any:
         """Display the viewer; ``sidecar=True`` opens it in a JupyterLab sidecar."""
