@@ -21,8 +21,9 @@ from ...errors import MemoryBudgetError
 #: trend and that trend's padded envelope, the blurred movie, its squares and their running sum
 SEED_COPIES = 6
 
-#: values (float32) of the movie read at once: 64 MiB
-BLOCK_ELEMENTS = 1 << 24
+#: values (float32) of the movie read at once: 16 MiB, a few of which (the block, a product with
+#: it) sit beside the budget
+BLOCK_ELEMENTS = 1 << 22
 
 MiB = 2**20
 

@@ -128,7 +128,8 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     main = params["main"]
     opts = core.Options.from_main(main, cnmfe=cnmfe)
     if ctx.memory_limit and "memory_budget_mb" not in ctx.main:
-        opts.memory_budget_mb = max(16.0, ctx.memory_limit / 3 / 2**20)  # the rest: libraries, outputs
+        # the rest: the libraries (~100 MB), blocks of the movie, the K x T outputs
+        opts.memory_budget_mb = max(16.0, ctx.memory_limit / 4 / 2**20)
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     mmap, acc, dims, n = write_c_memmap(ctx)

@@ -1022,7 +1022,10 @@ def _residual_rows(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: 
     out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
     for blk in budget.index_blocks(idx, mov.T):
-        out[pos : pos + len(blk)] = budget.average_frames(mov.rows(blk) - A[blk] @ C - b[blk] @ f, ts)
+        R = mov.rows(blk)  # an index array: a copy, never a view of the memmap
+        R -= A[blk] @ C
+        R -= b[blk] @ f
+        out[pos : pos + len(blk)] = budget.average_frames(R, ts)
         pos += len(blk)
     return out
 
@@ -1051,8 +1054,10 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         h, w = rows.stop - rows.start, cols.stop - cols.start
         idx = budget.region_pixels(dims, rows, cols)
         R3 = _residual_rows(mov, A, C, b, f, idx, ts).reshape(w, h, -1).transpose(1, 0, 2)
-        core_area = (core_r.stop - core_r.start) * (core_c.stop - core_c.start)
-        k = k_extra if len(tiles) == 1 else max(1, math.ceil(k_extra * core_area / P))
+        # the tile's share of the seeds (margins included: seeds there are the neighbours'), and
+        # two more, as missed cells need not be spread evenly; greedy_init stops sooner where
+        # a tile's residual is noise
+        k = k_extra if len(tiles) == 1 else math.ceil(k_extra * h * w / P) + 2
         A2, C2 = greedy_init(R3, opts, k, _decay_frames(opts, T, R3.shape[-1], ts))
         del R3
         if not A2.shape[1]:

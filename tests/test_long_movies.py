@@ -1,0 +1,146 @@
+"""A movie several times larger than what its items may hold runs end to end (issue #14).
+
+The items run under the runner's ``memory_limit`` (RLIMIT_DATA: the private memory each
+process allocates; the memmaps a long movie is read through are not counted, which is the
+point). mcorr writes its float32 output a chunk at a time; the builtin CNMF seeds each patch
+within a third of the limit and reads the rest of the movie a block of pixels at a time. Then
+the lazy arrays and a viewer step read windows of the result from the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mesmerize_widgets as mw
+from mesmerize_widgets.algorithms.cnmf import budget, core
+from mesmerize_widgets.errors import MemoryBudgetError
+from mesmerize_widgets.sim import simulate_2p
+from mesmerize_widgets.sim.io import write_tiff
+from mesmerize_widgets.sim.scoring import match_to_truth
+
+os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")  # the viewer step renders offscreen
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
+
+LIMIT = 400 * 2**20
+DIMS = (128, 128)
+FRAMES = 16_000  # float32: 1 GB for the motion-corrected movie, as much again for CNMF's memmap
+MCORR = {"pw_rigid": True, "max_shifts": (6, 6), "strides": (48, 48), "overlaps": (24, 24),
+         "max_deviation_rigid": 3}
+CNMF = {"fr": 30, "rf": 24, "stride": 12, "K": 6, "gSig": (4, 4), "p": 1, "nb": 2, "use_cnn": False}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("client")
+def test_a_movie_larger_than_the_item_memory_runs_mcorr_cnmf_and_the_viewer(batch, raw_dir):
+    sim = simulate_2p(n_frames=FRAMES, dims=DIMS, n_neurons=45, motion="rigid", max_shift=2.0, seed=3, lazy=True)
+    write_tiff(sim, raw_dir / "long.tif")
+    float_bytes = 4 * FRAMES * DIMS[0] * DIMS[1]
+    assert float_bytes >= 2.5 * LIMIT
+
+    batch.caiman.add_item("mcorr", "long", "long.tif", {"main": MCORR})
+    mc = batch.iloc[-1]
+    mc.caiman.run(progress=False, memory_limit=LIMIT)
+    assert mc["status"] == "done", mc["error"]
+    batch.caiman.add_item("cnmf", "long", mc, {"main": CNMF})
+    cn = batch.iloc[-1]
+    cn.caiman.run(progress=False, memory_limit=LIMIT)
+    assert cn["status"] == "done", cn["error"]
+    df = mw.load_batch(batch.attrs["batch_path"])
+    mc, cn = df.iloc[0], df.iloc[1]
+    out = mc.mcorr.get_output_path()
+    assert os.path.getsize(out) >= float_bytes > 2 * LIMIT  # the files really are larger
+
+    # correct: the motion follows the truth and the cells are found with their traces
+    shifts = np.stack([np.asarray(s).mean(1) for s in mc.mcorr.get_shifts()], 1)  # patches' mean
+    err = shifts - sim.truth.shifts
+    err -= err.mean(0)  # up to the template's constant offset
+    assert float(np.sqrt(np.mean(err**2))) <= 0.2
+    est = cn.cnmf.get_output().estimates
+    good = np.asarray(est.idx_components, int)
+    m = match_to_truth(est.A.toarray()[:, good], np.asarray(est.C)[good], sim.truth)
+    assert m["recall"] >= 0.9 and m["precision"] >= 0.9, m
+    assert est.C.shape[1] == FRAMES
+
+    # windows of the lazy arrays at the end of the movie: Y = A⊗C + b⊗f + residuals there
+    t = FRAMES - 50
+    rcm, rcb, res = cn.cnmf.get_rcm(), cn.cnmf.get_rcb(), cn.cnmf.get_residuals()
+    Y = np.asarray(cn.caiman.get_input_movie()[t : t + 5], np.float32)
+    np.testing.assert_allclose(np.asarray(rcm[t : t + 5]) + np.asarray(rcb[t : t + 5]) + np.asarray(res[t : t + 5]),
+                               Y, rtol=1e-4, atol=1e-2)
+
+    from mesmerize_widgets.widgets.cnmf_viewer import CNMFViewer
+
+    v = CNMFViewer(cn)
+    v.set_time(t)
+    np.testing.assert_allclose(v.shown_frame(0), Y[0], rtol=1e-5)
+    v.render()
+
+
+def test_seeding_past_the_budget_averages_frames_then_refuses():
+    # within the budget: tsub as given; beyond: more frames averaged, never more than a decay
+    assert budget.seeding_tsub(48 * 48, 1000, 2, 12, 1024) == 2
+    ts = budget.seeding_tsub(48 * 48, 30_000, 2, 12, 256)
+    assert ts is not None and 2 < ts <= 12 and budget.seeding_bytes(48 * 48, 30_000, ts) <= 256 * 2**20
+    assert budget.seeding_tsub(512 * 512, 108_000, 2, 12, 1024) is None
+    with pytest.raises(MemoryBudgetError, match=r"rf.*memory_budget_mb"):
+        budget.require_seeding_tsub(512 * 512, 108_000, 2, 12, 1024, "the whole field (rf=None)")
+
+
+def test_the_residual_pass_by_tiles_finds_the_cells_the_whole_field_finds(tmp_path):
+    """Past the budget the residual is seeded tile by tile; each cell is kept once, by the tile
+    whose core holds its peak, and the tiles find what the whole-field pass finds."""
+    sim = simulate_2p(n_frames=400, dims=(64, 64), n_neurons=14, motion=None, seed=5)
+    Yr = np.asarray(sim.movie, np.float32).transpose(1, 2, 0).reshape(-1, 400, order="F")
+    mov = core._Movie(Yr)
+    # both passes see the movie averaged 12 frames at a time (one decay), as the tiled one must
+    opts = core.Options.from_main({"gSig": (4, 4), "fr": 30, "K": 20, "nb": 1, "rf": None, "tsub": 12})
+    P = Yr.shape[0]
+    A0, C0 = np.zeros((P, 0), np.float32), np.zeros((0, 400), np.float32)
+    b, f = core._init_background(mov, A0, C0, 1, np.random.default_rng(0))
+    whole, _ = core._seeds_from_residual(mov, A0, C0, b, f, (64, 64), opts)
+    opts.memory_budget_mb = 2.0  # the 64x64 field needs 3 MiB: tiles with cores of about 27x27
+    tiled, C2 = core._seeds_from_residual(mov, A0, C0, b, f, (64, 64), opts)
+    assert C2.shape == (tiled.shape[1], 400)
+    At = sim.truth.A.toarray()
+
+    def found(A: np.ndarray) -> set[int]:
+        if not A.shape[1]:
+            return set()
+        corr = (At / np.linalg.norm(At, axis=0)).T @ (A / np.linalg.norm(A, axis=0))
+        return {int(i) for i in np.flatnonzero(corr.max(1) > 0.7)}
+
+    assert len(found(whole)) >= 5  # K / 3 seeds at most
+    assert len(found(tiled) & found(whole)) >= len(found(whole)) - 1
+    # no cell seeded twice across tiles
+    unit = tiled / np.linalg.norm(tiled, axis=0)
+    overlap = unit.T @ unit
+    np.fill_diagonal(overlap, 0)
+    assert overlap.max() < 0.5
+
+
+def test_memory_limit_counts_private_memory_not_memmapped_files(tmp_path: Path):
+    """RLIMIT_DATA: a process under 200 MB reads a 600 MB memmap whole, block by block."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.bin"
+    m = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(150, 2**20))
+    m[:] = 1.0
+    m.flush()
+    del m
+    code = (
+        "import resource, numpy as np\n"
+        f"resource.setrlimit(resource.RLIMIT_DATA, ({200 * 2**20}, {200 * 2**20}))\n"
+        f"m = np.load({str(path)!r}, mmap_mode='r')\n"
+        "print(sum(float(np.asarray(m[i:i + 10]).sum()) for i in range(0, 150, 10)))\n"
+        "try:\n    np.ones(300 * 2**20 // 8)\nexcept MemoryError:\n    print('refused')\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(float(150 * 2**20)), "refused"]
