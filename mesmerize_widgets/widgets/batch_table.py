@@ -1,7 +1,8 @@
 """``BatchTable``: the batch as an interactive table that runs, cancels, removes and duplicates items.
 
-Everything goes through the model (``df.caiman``), so the user's DataFrame and the store stay in
-step. The table is an ipydatagrid ``DataGrid`` when ipydatagrid is installed, else a plain
+Every change goes through the model (``df.caiman`` and ``accessors.operations``), so the user's
+DataFrame and the store stay in step; the table reads the store directly to refresh, and asks
+the runner to reap runs whose submitter died (``runner.reap_stale``). The table is an ipydatagrid ``DataGrid`` when ipydatagrid is installed, else a plain
 ipywidgets list; both sit behind the same small view interface, and the table logic (filter,
 sort, selection by uuid, live refresh) is ours so it works, and is tested, without a browser.
 

@@ -7,7 +7,7 @@ plus the data/init/temporal keys OnACID reads (fr, decay_time, gSig, K, p, nb). 
 ``Ain_path`` (an .npy of seed masks for ``init_method="seeded"``, as cnmf's) and ``eval``.
 
 Outputs use the cnmf item's HDF5 layout, so ``row.cnmf`` and the CNMF viewer work unchanged;
-see :mod:`.builtin` for the extra files (shifts, components over time, live snapshot).
+see :mod:`mesmerize_widgets.algorithms.onacid.builtin` for the extra files (shifts, components over time, live snapshot).
 """
 
 from __future__ import annotations

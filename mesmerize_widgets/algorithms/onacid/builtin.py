@@ -20,7 +20,7 @@ step per frame), ``live-path`` (see below), ``n_components``, ``n_accepted``.
 
 Live components: every ``live_every`` frames (= update_freq, at most 200) and at the end,
 ``{uuid}_live.npz`` is replaced atomically in the item's output directory, which while the
-item runs is the runner's temporary folder (written and read by :mod:`.live`).
+item runs is the runner's temporary folder (written and read by :mod:`mesmerize_widgets.algorithms.onacid.live`).
 
 Bad input raises a ``ValueError`` naming it: an init_batch longer than the movie, fewer than
 :data:`MIN_FRAMES` frames, seed masks of the wrong shape, NaN/inf in any frame, CNN options.

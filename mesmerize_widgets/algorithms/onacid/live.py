@@ -1,7 +1,7 @@
 """A running onacid item's live snapshot: its format, writing and reading.
 
 The builtin backend replaces ``{uuid}_live.npz`` in its output directory with
-:func:`write_live` every ``live_every`` frames (see :mod:`.builtin`); the CNMF viewer polls it
+:func:`write_live` every ``live_every`` frames (see :mod:`mesmerize_widgets.algorithms.onacid.builtin`); the CNMF viewer polls it
 through :mod:`mesmerize_widgets.accessors.live`, which knows where a running item's output
 directory is (the runner's temporary folder). Nothing here knows about the store or the runner.
 """
