@@ -1124,6 +1124,132 @@ def check_geometry(dims: tuple[int, int], opts: Options) -> None:
         )
 
 
+def _seed_from_masks(mov: _Movie, Ain: np.ndarray, progress: ProgressFn) -> tuple[np.ndarray, np.ndarray]:
+    """Footprints given (``Ain``): their traces by least squares on the movie, floored at 0."""
+    A = np.asarray(Ain, np.float32)
+    C = np.zeros((A.shape[1], mov.T), np.float32)
+    if A.shape[1]:
+        G = A.astype(np.float64).T @ A
+        C = np.maximum(np.linalg.lstsq(G + 1e-9 * np.eye(len(G)), mov.AtY(A), rcond=None)[0], 0)
+        C -= C.min(1, keepdims=True)
+        C = C.astype(np.float32)
+    progress(0.3, f"seeded with {A.shape[1]} masks")
+    return A, C
+
+
+def _init_patches(mov: _Movie, dims: tuple[int, int], opts: Options, mmap_path: str | os.PathLike | None,
+                  n_processes: int, progress: ProgressFn) -> tuple[np.ndarray, np.ndarray]:
+    """Initialise every patch (in a process pool when ``n_processes > 1``), then put the pieces
+    together and merge what the patches' overlaps found twice."""
+    if mmap_path is None:
+        raise ValueError("patches need the C-order memmap path")
+    grid = patch_grid(dims, int(opts.rf), _stride(opts))
+    common = _common_trace(mov, opts)
+    jobs = [(str(mmap_path), dims, r, c, opts, common) for r, c in grid]
+    parts = []
+
+    def done(res: tuple) -> None:
+        parts.append(res)
+        progress(0.05 + 0.3 * len(parts) / len(jobs), f"patch {len(parts)}/{len(jobs)}")
+
+    if n_processes > 1 and len(jobs) > 1:
+        with spawn_pool(min(n_processes, len(jobs))) as ex:
+            for res in ex.map(fit_patch, jobs):
+                done(res)
+    else:
+        for job in jobs:
+            done(fit_patch(job))
+    As = [_embed(Al, r, c, dims) for (r, c), Al, _ in parts]
+    Cs = [Cl for _, _, Cl in parts]
+    A = np.hstack(As) if As else np.zeros((mov.P, 0), np.float32)
+    C = np.vstack(Cs) if Cs else np.zeros((0, mov.T), np.float32)
+    A, C = _drop_empty(A, C)
+    if opts.do_merge:
+        A, C, _ = merge_components(A, C, opts.merge_thr, dims, touching=False)
+    progress(0.4, f"{A.shape[1]} components from {len(jobs)} patches")
+    return A, C
+
+
+@dataclass
+class _Refined:
+    """The model after the HALS rounds; ``mov`` is ``Y - B`` when CNMF-E's ring model is used."""
+
+    mov: _Movie
+    A: np.ndarray
+    C: np.ndarray
+    b: np.ndarray
+    f: np.ndarray
+    ring: RingModel | None = None
+    fluct: np.ndarray | None = None
+
+
+def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], opts: Options, n_rounds: int,
+            seeded: bool, rng: np.random.Generator, progress: ProgressFn) -> _Refined:
+    """HALS rounds over the whole field: background, footprints and traces; in the first round
+    a residual pass for missed neurons (not with given masks, nor CNMF-E), then merging."""
+    A, C = _drop_empty(A, C)
+    b, f = _init_background(raw, A, C, background_rank(opts), rng)
+    mov, rm, fluct = raw, None, None
+
+    def drop(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _drop_empty(A, C) if seeded else _drop_small(A, C, opts)
+
+    for r in range(n_rounds):
+        if uses_ring(opts):
+            # CaImAn's order: ring background from the current components, then A and C refitted
+            # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
+            rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
+            fluct = rm.fluctuation(raw, A, C)
+            mov = _BackgroundSubtracted(raw, rm, fluct)
+        A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
+        A, C = drop(A, C)
+        if r == 0 and not seeded and not opts.cnmfe:
+            A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts)
+            if A2.shape[1]:
+                A, C = np.hstack([A, A2]), np.vstack([C, C2])
+                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
+                A, C = drop(A, C)
+        if opts.do_merge and not seeded:
+            A, C, merged = merge_components(A, C, opts.merge_thr, dims)
+            if merged:
+                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
+                A, C = drop(A, C)
+        progress(0.4 + 0.3 * (r + 1) / n_rounds, f"refined {A.shape[1]} components")
+    return _Refined(mov, A, C, b, f, rm, fluct)
+
+
+def _deconvolve_and_evaluate(Yr: np.ndarray, m: _Refined, dims: tuple[int, int], opts: Options, seeded: bool,
+                             progress: ProgressFn) -> dict[str, Any]:
+    """Deconvolve the traces, prune (unless the masks were given), classify; CaImAn's outputs."""
+    A, C = _unit_footprints(m.A, m.C)
+    dec = temporal_with_deconvolution(m.mov, A, C, m.b, m.f, opts)
+    b = m.b
+    if not seeded:
+        A, b, dec, snr, fast = _prune(m.mov, A, b, dec, dims, opts)
+    else:
+        snr, fast = _trace_metrics(dec, opts)
+    f = dec["f"]
+    progress(0.85, "deconvolved")
+    rv = r_values(m.mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
+    good, bad = classify(snr, rv, opts, fast)
+    P, T = Yr.shape
+    sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
+        [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in m.mov.blocks])
+    extra: dict[str, Any] = {}
+    if m.ring is not None and m.fluct is not None:
+        # CaImAn's nb=0 outputs (W, b0), plus b, f = a low-rank summary of the same background
+        # so that a plain b ⊗ f reconstruction (rcb, residuals) shows it
+        extra.update(W=m.ring.W, b0=m.ring.b0)
+        b, f = m.ring.low_rank(m.fluct)
+    progress(0.95, f"{len(good)} of {A.shape[1]} components accepted")
+    return dict(
+        A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
+        g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
+        sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, fast_fraction=fast, idx_components=good,
+        idx_components_bad=bad, **extra,
+    )
+
+
 def fit(
     Yr: np.ndarray,
     dims: tuple[int, int],
@@ -1142,105 +1268,21 @@ def fit(
             "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
             "(or run this item with backend='caiman')"
         )
-    P, T = Yr.shape
     rng = np.random.default_rng(opts.seed)
     mov = _Movie(Yr)
-    extra: dict[str, Any] = {}
-    if Ain is not None:
+    seeded = Ain is not None
+    if seeded:
         opts.rf = None
     check_geometry(dims, opts)
-    patched = False
-    if Ain is not None:
-        A = np.asarray(Ain, np.float32)
-        C = np.zeros((A.shape[1], T), np.float32)
-        if A.shape[1]:
-            G = A.astype(np.float64).T @ A
-            C = np.maximum(np.linalg.lstsq(G + 1e-9 * np.eye(len(G)), mov.AtY(A), rcond=None)[0], 0)
-            C -= C.min(1, keepdims=True)
-            C = C.astype(np.float32)
-        progress(0.3, f"seeded with {A.shape[1]} masks")
+    if seeded:
+        A, C = _seed_from_masks(mov, Ain, progress)
     elif opts.rf is None:
         A, C = _init_region(Yr, dims, slice(0, dims[0]), slice(0, dims[1]), opts, opts.K,
                             _common_trace(mov, opts), "the whole field (rf=None)")
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
-        patched = True
-        grid = patch_grid(dims, int(opts.rf), _stride(opts))
-        if mmap_path is None:
-            raise ValueError("patches need the C-order memmap path")
-        common = _common_trace(mov, opts)
-        jobs = [(str(mmap_path), dims, r, c, opts, common) for r, c in grid]
-        parts = []
-        if n_processes > 1 and len(jobs) > 1:
-            with spawn_pool(min(n_processes, len(jobs))) as ex:
-                for i, res in enumerate(ex.map(fit_patch, jobs)):
-                    parts.append(res)
-                    progress(0.05 + 0.3 * (i + 1) / len(jobs), f"patch {i + 1}/{len(jobs)}")
-        else:
-            for i, job in enumerate(jobs):
-                parts.append(fit_patch(job))
-                progress(0.05 + 0.3 * (i + 1) / len(jobs), f"patch {i + 1}/{len(jobs)}")
-        As = [_embed(Al, r, c, dims) for (r, c), Al, _ in parts]
-        Cs = [Cl for _, _, Cl in parts]
-        A = np.hstack(As) if As else np.zeros((P, 0), np.float32)
-        C = np.vstack(Cs) if Cs else np.zeros((0, T), np.float32)
-        A, C = _drop_empty(A, C)
-        if opts.do_merge:
-            A, C, _ = merge_components(A, C, opts.merge_thr, dims, touching=False)
-        progress(0.4, f"{A.shape[1]} components from {len(jobs)} patches")
-    nb = background_rank(opts)
-    A, C = _drop_empty(A, C)
-    b, f = _init_background(mov, A, C, nb, rng)
-    ring = uses_ring(opts)
-    raw, rm, fluct = mov, None, None
-    n_rounds = 2 if (refit or patched or ring) else 1
-
-    def drop(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _drop_empty(A, C) if Ain is not None else _drop_small(A, C, opts)
-
-    for r in range(n_rounds):
-        if ring:
-            # CaImAn's order: ring background from the current components, then A and C refitted
-            # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
-            rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
-            fluct = rm.fluctuation(raw, A, C)
-            mov = _BackgroundSubtracted(raw, rm, fluct)
-        A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
-        A, C = drop(A, C)
-        if r == 0 and Ain is None and not opts.cnmfe:
-            A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts)
-            if A2.shape[1]:
-                A, C = np.hstack([A, A2]), np.vstack([C, C2])
-                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
-                A, C = drop(A, C)
-        if opts.do_merge and Ain is None:
-            A, C, merged = merge_components(A, C, opts.merge_thr, dims)
-            if merged:
-                A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
-                A, C = drop(A, C)
-        progress(0.4 + 0.3 * (r + 1) / n_rounds, f"refined {A.shape[1]} components")
-    A, C = _unit_footprints(A, C)
-    dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
-    if Ain is None:
-        A, b, dec, snr, fast = _prune(mov, A, b, dec, dims, opts)
-    else:
-        snr, fast = _trace_metrics(dec, opts)
-    f = dec["f"]
-    progress(0.85, "deconvolved")
-    rv = r_values(mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
-    good, bad = classify(snr, rv, opts, fast)
-    sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
-        [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in mov.blocks])
-    if rm is not None and fluct is not None:
-        # CaImAn's nb=0 outputs (W, b0), plus b, f = a low-rank summary of the same background
-        # so that a plain b ⊗ f reconstruction (rcb, residuals) shows it
-        extra.update(W=rm.W, b0=rm.b0)
-        b, f = rm.low_rank(fluct)
-    progress(0.95, f"{len(good)} of {A.shape[1]} components accepted")
-    out = dict(
-        A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
-        g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
-        sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, fast_fraction=fast, idx_components=good,
-        idx_components_bad=bad, **extra,
-    )
-    return out
+        A, C = _init_patches(mov, dims, opts, mmap_path, n_processes, progress)
+    patched = not seeded and opts.rf is not None
+    n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
+    refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress)
+    return _deconvolve_and_evaluate(Yr, refined, dims, opts, seeded, progress)
