@@ -50,5 +50,10 @@ class MemoryBudgetError(MesmerizeError, MemoryError):
     """A step would hold more of the movie than its memory budget allows: said before it starts."""
 
 
+class DiskSpaceError(MesmerizeError, OSError):
+    """An output would not fit on its disk: said before writing it (a full disk under a memmap
+    kills the process mid-run)."""
+
+
 class UnsafePickleError(MesmerizeError, ValueError):
     """A legacy batch pickle tried to build something a batch never holds."""

@@ -144,3 +144,29 @@ def test_memory_limit_counts_private_memory_not_memmapped_files(tmp_path: Path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(float(150 * 2**20)), "refused"]
+
+
+@pytest.mark.usefixtures("client")
+def test_an_output_larger_than_the_free_disk_is_refused_before_it_starts(batch, raw_dir):
+    """An HDF5 movie declared longer than the disk can hold in float32 (its chunks are never
+    written, so the file is small): mcorr and cnmf refuse at once with the numbers, leave no
+    partial output, and the batch stays valid."""
+    import shutil
+
+    import h5py
+
+    batch_dir = Path(batch.attrs["batch_path"])
+    n = shutil.disk_usage(batch_dir).free // (512 * 512 * 4) + 1000
+    with h5py.File(raw_dir / "huge.h5", "w") as f:
+        f.create_dataset("mov", shape=(n, 512, 512), dtype="uint16", chunks=(1, 512, 512), compression="gzip")
+    assert (raw_dir / "huge.h5").stat().st_size < 2**20
+    batch.caiman.add_item("mcorr", "huge", "huge.h5", {"main": {"var_name_hdf5": "mov"}})
+    batch.caiman.add_item("cnmf", "huge", "huge.h5", {"main": {"var_name_hdf5": "mov", "rf": 24, "stride": 12}})
+    for i in range(2):
+        row = batch.iloc[i]
+        row.caiman.run(progress=False)
+        assert row["status"] == "failed"
+        assert "DiskSpaceError" in row["error"] and "GiB free" in row["error"], row["error"]
+        assert not list((batch_dir / row["uuid"]).glob("*.mmap*"))
+    df = mw.load_batch(batch_dir)
+    assert df["status"].tolist() == ["failed", "failed"]

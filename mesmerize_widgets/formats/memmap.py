@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,13 @@ from types import TracebackType
 
 import numpy as np
 
+from ..errors import DiskSpaceError
+
 __all__ = [
     "MemmapInfo",
     "MemmapWriter",
     "load_memmap",
+    "require_free_space",
     "memmap_name",
     "parse_memmap_name",
     "save_memmap",
@@ -122,6 +126,17 @@ def _frames_to_fortran_pixels(frames: np.ndarray, dims: tuple[int, int, int]) ->
     return np.ascontiguousarray(frames.transpose(axes), dtype=DTYPE).reshape(n, d1 * d2 * d3)
 
 
+def require_free_space(directory: str | os.PathLike, n_bytes: int, what: str) -> None:
+    """Refuse at once where ``n_bytes`` will not fit in ``directory``: a memory-mapped write
+    into a full disk kills the process (SIGBUS) mid-run, perhaps an hour after it started."""
+    free = shutil.disk_usage(directory).free
+    if n_bytes > free:
+        raise DiskSpaceError(
+            f"{what} needs {n_bytes / 2**30:.1f} GiB in {directory}, which has {free / 2**30:.1f} GiB free: "
+            "free space there or keep the batch on a larger disk"
+        )
+
+
 class MemmapWriter:
     """Streaming writer of a CaImAn memmap.
 
@@ -158,6 +173,8 @@ class MemmapWriter:
             self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
         else:
             self._fh = None
+            require_free_space(self.directory, n_pixels * self.n_frames_expected * DTYPE.itemsize,
+                               f"the C-order memmap of {self.n_frames_expected} frames")
             # allocate the whole (P, T) file; frames are scattered into it
             with open(self._tmp, "wb") as f:
                 f.truncate(n_pixels * self.n_frames_expected * DTYPE.itemsize)

@@ -340,6 +340,8 @@ def remove_slow_trend(Y: np.ndarray, n_decay: int) -> np.ndarray:
     return Y
 
 
+# long: one greedy loop whose state (the residual movie, its blur, the energy, the blocked
+# pixels) every step updates around the last seed; split, it would pass all of it back and forth
 def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's greedyROI idea on a (d1, d2, T) movie; returns A (P, K') and C (K', T).
 
@@ -503,6 +505,8 @@ def corr_pnr_images(Y3: np.ndarray, opts: Options, common: np.ndarray | None = N
     return cn, pnr, F, sn
 
 
+# long: like greedy_init, one loop over seeds sharing the filtered movie and the images it
+# updates after each seed
 def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """CNMF-E seeds: pixels with correlation > min_corr and PNR > min_pnr, best (cn*pnr) first.

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from ...arrays import open_movie
-from ...formats.memmap import memmap_name
+from ...formats.memmap import memmap_name, require_free_space
 from ...processes import spawn_pool
 from ..context import RunContext
 from ..images import SummaryAccumulator
@@ -427,6 +427,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         raise ValueError("is3D=True (3-D motion correction) is caiman backend only; run with backend='caiman'")
     movie = open_movie(ctx.input_path, var_name_hdf5=p["var_name_hdf5"])
     crop, dims, n_frames = check_movie(movie, p, str(ctx.input_path))
+    require_free_space(ctx.output_dir, n_frames * dims[0] * dims[1] * 4,
+                       f"the motion-corrected movie ({n_frames} float32 frames of {dims[0]} x {dims[1]})")
     _MOVIES[(str(ctx.input_path), p["var_name_hdf5"])] = movie
     kernel = R.highpass_kernel(p["gSig_filt"]) if p["gSig_filt"] else None
     s = Settings(
