@@ -149,6 +149,33 @@ def test_kill_9_leaves_the_item_interrupted_and_rerunnable(batch, slow_movie):
     assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
 
 
+def test_a_running_item_says_its_step_and_time_left(batch, slow_movie):
+    """The store holds the item's own step ("1234/12000 frames") and when it started, so the
+    table and the notebook bar say how far it is and how long it has left."""
+    from mesmerize_widgets.runner.eta import time_left
+    from mesmerize_widgets.widgets.batch_table import BatchTable, status_text
+
+    row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
+    store = BatchStore(batch.attrs["batch_path"])
+    handle = row.caiman.run(wait=False)
+    rec = wait_for(lambda: (r := store.get(row["uuid"]))["progress_message"] and r["progress"] > 0.02
+                   and time.time() - r["started"] > 3.5 and r, what="a step message", timeout=90)
+    assert rec["progress_message"].endswith("/12000 frames")
+    left = time_left(rec["progress"], rec["started"])
+    assert left is not None and 0 < left < 600
+    text = status_text(rec)
+    assert text.startswith("running ") and rec["progress_message"] in text and "left" in text
+    table = BatchTable(batch)
+    try:
+        table.refresh()
+        cell = table.visible_rows()["status"].iloc[0]
+        assert "/12000 frames" in cell and "left" in cell, cell
+    finally:
+        table.close()
+    row.caiman.cancel()
+    handle.wait(timeout=60, progress=False)
+
+
 def test_cancel_a_running_item(batch, slow_movie):
     row = batch.caiman.add_item("summary", "slow", slow_movie, {"main": {"chunk_frames": 1}})
     store = BatchStore(batch.attrs["batch_path"])
@@ -321,3 +348,16 @@ def test_item_processes_get_their_share_of_the_cores(batch, slow_movie, client):
         assert env.get(k) == expected, (k, env.get(k))
     row.caiman.cancel()
     handle.wait(timeout=60, progress=False)
+
+
+def test_time_left_is_the_pace_so_far_and_says_nothing_too_early():
+    from mesmerize_widgets.runner.eta import format_seconds, running_text, time_left
+
+    assert time_left(0.25, started=1000.0, now=1060.0) == pytest.approx(180.0)  # 60 s for a quarter
+    assert time_left(0.005, started=1000.0, now=1060.0) is None  # under 1 %
+    assert time_left(0.5, started=1000.0, now=1001.0) is None  # under 3 s
+    assert time_left(0.5, started=None) is None
+    assert [format_seconds(s) for s in (0.2, 40, 600, 5400)] == ["1 s", "40 s", "10 min", "1.5 h"]
+    rec = {"progress": 0.5, "progress_message": "patch 3/6", "started": 1000.0}
+    assert running_text(rec, now=1120.0) == "50% · patch 3/6 · ~2 min left"
+    assert running_text({"progress": 0.0}) == "0%"

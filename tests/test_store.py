@@ -111,7 +111,7 @@ def test_a_version_1_batch_gets_the_status_index(tmp_path):
     store.close()
     conn = sqlite3.connect(store.db_path)  # as a batch written by the first release
     conn.execute("DROP INDEX items_status")
-    for column in ("runner_pid", "runner_host"):  # added by version 3
+    for column in ("runner_pid", "runner_host", "started", "progress_message"):  # added by versions 3 and 4
         conn.execute(f"ALTER TABLE items DROP COLUMN {column}")
     conn.execute("UPDATE schema_version SET version = 1")
     conn.commit()

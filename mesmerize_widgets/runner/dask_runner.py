@@ -24,6 +24,7 @@ from ..errors import DependencyError
 from ..processes import environment, thread_budget
 from ..store import ACTIVE, FINISHED, BatchStore
 from ..store.paths import get_parent_raw_data_path
+from .eta import running_text
 from .inputs import input_movie_path
 from .job import Job
 from .monitor import run_item_task
@@ -203,7 +204,8 @@ class RunHandle:
                 running = [r for r in recs if r["status"] == "running"]
                 bar.show(finished + sum(r["progress"] for r in running), finished,
                          f"{finished} finished, {len(running)} running"
-                         + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else ""))
+                         + (f", {sum(r['status'] == 'failed' for r in recs)} failed" if finished else "")
+                         + "".join(f"; {r['item_name'] or r['algo']}: {running_text(r)}" for r in running[:2]))
                 if finished == len(recs):
                     break
                 if deadline is not None and time.monotonic() > deadline:

@@ -54,7 +54,8 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         now = time.monotonic()
         if report is not None and (fraction >= 1.0 or now - last[0] >= PROGRESS_INTERVAL_S):
             last[0] = now
-            report.write(json.dumps({"progress": float(min(max(fraction, 0.0), 1.0))}) + "\n")
+            report.write(json.dumps({"progress": float(min(max(fraction, 0.0), 1.0)), "message": str(message)})
+                         + "\n")
             report.flush()
 
     def record(status: str, **fields: Any) -> dict[str, Any]:

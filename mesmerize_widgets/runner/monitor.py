@@ -168,27 +168,30 @@ def run_item_task(job: Job, _parent_result: dict[str, Any] | None = None) -> dic
     return _watch(job, link, proc, read_end, log_path)
 
 
-def _read_progress(fd: int, latest: list[float]) -> None:
+def _read_progress(fd: int, latest: list[Any]) -> None:
+    """Keep the item's latest (fraction, message) in ``latest``."""
     with os.fdopen(fd, "r") as pipe:
         for line in pipe:
             try:
-                latest[0] = float(json.loads(line)["progress"])
+                msg = json.loads(line)
+                latest[:] = [float(msg["progress"]), str(msg.get("message") or "")]
             except (ValueError, KeyError, TypeError):
                 pass
 
 
 def _watch(job: Job, link: _Link, proc: subprocess.Popen, read_end: int, log_path: Path) -> dict[str, Any]:
-    latest = [0.0]
+    latest: list[Any] = [0.0, ""]
     reader = threading.Thread(target=_read_progress, args=(read_end, latest), daemon=True)
     reader.start()
-    sent, last_send = 0.0, 0.0
+    sent: list[Any] = [0.0, ""]
+    last_send = 0.0
     cancelled = False
     while proc.poll() is None:
         time.sleep(POLL_S)
         now = time.monotonic()
-        if latest[0] != sent and now - last_send >= PROGRESS_EVERY_S:
-            sent, last_send = latest[0], now
-            link.send("progress", progress=sent)
+        if latest != sent and now - last_send >= PROGRESS_EVERY_S:
+            sent, last_send = list(latest), now
+            link.send("progress", progress=sent[0], message=sent[1])
         if not cancelled and link.cancel_requested():
             cancelled = True
             _terminate(proc)

@@ -77,10 +77,11 @@ def _on_event(event: tuple[float, dict[str, Any]]) -> None:
                 fields = {"input_root": "batch", "input_movie_path": msg["input_movie_path"]}
             run.worker, run.started = msg.get("worker"), True
             run.store.transition(run.uuid, ["queued"], if_run=run.run_id, status="running", progress=0.0,
-                                 host=msg.get("node"), pid=msg.get("pid"), heartbeat=time.time(), **fields)
+                                 host=msg.get("node"), pid=msg.get("pid"), heartbeat=time.time(),
+                                 started=time.time(), progress_message=None, **fields)
         elif msg["kind"] == "progress":
             run.store.transition(run.uuid, ["running"], if_run=run.run_id, progress=float(msg["progress"]),
-                                 heartbeat=time.time())
+                                 progress_message=msg.get("message") or None, heartbeat=time.time())
     except Exception:  # never let a bad report break the client's event loop
         log.exception("could not record a report for item %s", run.uuid)
 

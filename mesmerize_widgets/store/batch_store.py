@@ -77,6 +77,8 @@ _FIELDS = [
     "cancel_requested",
     "runner_pid",
     "runner_host",
+    "started",
+    "progress_message",
 ]
 _JSON_FIELDS = ("params", "outputs")
 _SELECT = "SELECT " + ", ".join(_FIELDS) + " FROM items"
@@ -254,6 +256,8 @@ class BatchStore:
             "cancel_requested": 0,
             "runner_pid": None,
             "runner_host": None,
+            "started": None,
+            "progress_message": None,
         }
         rec.update(fields)
         encoded = {k: codec.dumps(v) if k in _JSON_FIELDS and v is not None else v for k, v in rec.items()}

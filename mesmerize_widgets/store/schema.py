@@ -50,6 +50,9 @@ MIGRATIONS: list[list[str]] = [
     # 2 -> 3: the process that submitted a run records it (item processes never open the
     # database); its pid and host tell a later reader whether anyone is still recording
     ["ALTER TABLE items ADD COLUMN runner_pid INTEGER", "ALTER TABLE items ADD COLUMN runner_host TEXT"],
+    # 3 -> 4: what a running item is doing ("patch 3/25") and since when, so every view can
+    # say how far it is and how long it has left
+    ["ALTER TABLE items ADD COLUMN started REAL", "ALTER TABLE items ADD COLUMN progress_message TEXT"],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

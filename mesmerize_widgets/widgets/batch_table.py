@@ -32,6 +32,7 @@ from ..accessors.operations import params_diffs, removal_plan
 from ..accessors.watch import BatchChange, Subscription, watch_batch
 from ..algorithms import algorithms, get_algorithm
 from ..errors import MesmerizeError, ParamError, UnknownAlgorithmError
+from ..runner.eta import running_text
 from ..store import ACTIVE, FINISHED, STATUSES
 
 #: The columns shown, in order; "differs" holds the params that differ from the item's siblings.
@@ -42,11 +43,11 @@ _OK = "color:#1b5e20"
 
 
 # -- pure helpers: batch DataFrame -> what the table shows ----------------------------------------
-def status_text(status: str, progress: float | None) -> str:
-    """'running 42%' while running, else the status itself."""
-    if status == "running":
-        return f"running {100 * float(progress or 0):.0f}%"
-    return str(status)
+def status_text(rec: dict[str, Any], now: float | None = None) -> str:
+    """'running 42% · patch 11/25 · ~3 min left' while running, else the status itself."""
+    if rec["status"] == "running":
+        return f"running {running_text(rec, now)}"
+    return str(rec["status"])
 
 
 def _fmt_params(params: dict[str, Any]) -> str:
@@ -106,9 +107,13 @@ def _seconds(text: str) -> float:
         return float("inf")
 
 
-def display_frame(df: pd.DataFrame, started: dict[str, float] | None = None) -> pd.DataFrame:
-    """The table's rows for a batch DataFrame: index '#' (position in the batch), plus 'uuid'."""
+def display_frame(df: pd.DataFrame, started: dict[str, float] | None = None,
+                  running: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The table's rows for a batch DataFrame: index '#' (position in the batch), plus 'uuid'.
+    ``running``: the store's records of running items, whose step and start the DataFrame's
+    columns do not hold."""
     started = started or {}
+    running = running or {}
     names = dict(zip(df["uuid"], df["item_name"], strict=True))
     diffs = sibling_diffs(df)
     rows = []
@@ -121,7 +126,7 @@ def display_frame(df: pd.DataFrame, started: dict[str, float] | None = None) -> 
         rows.append({
             "item_name": str(r["item_name"]),
             "algo": str(r["algo"]),
-            "status": status_text(r["status"], r["progress"]),
+            "status": status_text(running.get(r["uuid"], r)),
             "duration": _duration(r, started),
             "input": src,
             "differs": diffs.get(r["uuid"], ""),
@@ -295,6 +300,7 @@ class BatchTable(widgets.VBox):
         self._sort: tuple[str | None, bool] = (None, True)
         self._frame = display_frame_empty().assign(uuid=[])
         self._started: dict[str, float] = {}
+        self._running: dict[str, dict[str, Any]] = {}  # store records of running items (their step)
         self._submissions: list[dict[str, Any]] = []
         self._selection_callbacks: list[Callable[[list[pd.Series]], None]] = []
         self._open_callbacks: list[Callable[[pd.Series], None]] = []
@@ -418,6 +424,7 @@ class BatchTable(widgets.VBox):
         with self._lock:
             df = self._df
             live = {r["uuid"]: r for r in records}
+            self._running = {u: r for u, r in live.items() if r["status"] == "running"}
             for pos in reversed(range(len(df))):
                 if df.iloc[pos]["uuid"] not in live:
                     drop_row(df, pos)
@@ -431,7 +438,7 @@ class BatchTable(widgets.VBox):
             return any(r["status"] in ACTIVE for r in records)
 
     def _filtered_sorted(self) -> pd.DataFrame:
-        frame = display_frame(self._df, self._started)
+        frame = display_frame(self._df, self._started, self._running)
         f = self._filter
         if f["algo"]:
             frame = frame[frame["algo"] == f["algo"]]
