@@ -30,7 +30,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -563,37 +563,54 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
             new[name] = value
             reasons[name] = why
 
-    # frame rate
-    fr_now = _given_or_default(names, main, defaults, "fr")
-    if stats.fr:
-        put("fr", round(stats.fr, 4), f"from the file ({stats.fr_source})")
-        fr = stats.fr
-    else:
-        fr = float(fr_now) if fr_now else 30.0
-        if "fr" in names:
-            kept = "your value" if "fr" in main else "the default"
-            reasons["fr"] = f"{stats.fr_source}; kept {kept} {fr:g} Hz (set it: decay_time depends on it)"
-            new["fr"] = fr
+    fr = _suggest_frame_rate(stats, main, names, defaults, put)
     # indicator decay
     if stats.decay_frames:
         put("decay_time", round(stats.decay_frames / fr, 3),
             f"exponential fits to the falls after transients of the brightest cells: "
             f"{stats.decay_frames:.1f} frames / {fr:g} Hz")
-    # cell size
-    g = None
-    if stats.gsig:
-        g = max(1, int(round(stats.gsig)))
-        put("gSig", (g, g), f"median Gaussian std of the strongest cells in the {stats.size_from} "
-            f"(LoG scale search): {stats.gsig:.1f} px")
-        wide = 4 if algo == "cnmfe" else 2
-        put("gSiz", (wide * g + 1, wide * g + 1), f"{wide}*gSig+1: the neuron's bounding box")
+    g = _suggest_cell_size(stats, algo, put)
     # patches and components per patch
     if g is not None and ("rf" in names or "K" in names):
         _patches(stats, g, algo, main, names, put)
     # CNMF-E seeds
     if algo == "cnmfe" and len(stats.corr_at_cells):
         _cnmfe_thresholds(stats, put)
-    # motion correction
+    _suggest_motion(stats, g, names, put)
+    out = schema.validate({**given, "main": {**main, **new}})
+    sug = Suggestion(algo=algo, params=out, reasons=reasons, stats=stats)
+    sug.warnings = check_params(movie, algo, given, var_name_hdf5=var, _stats=stats)
+    return sug
+
+
+def _suggest_frame_rate(stats: MovieStats, main: Mapping[str, Any], names: set[str],
+                        defaults: Mapping[str, Any], put: Callable[[str, Any, str], None]) -> float:
+    """The file's frame rate, else the given or default one (said so: decay_time depends on it)."""
+    fr_now = _given_or_default(names, main, defaults, "fr")
+    if stats.fr:
+        put("fr", round(stats.fr, 4), f"from the file ({stats.fr_source})")
+        return stats.fr
+    fr = float(fr_now) if fr_now else 30.0
+    kept = "your value" if "fr" in main else "the default"
+    put("fr", fr, f"{stats.fr_source}; kept {kept} {fr:g} Hz (set it: decay_time depends on it)")
+    return fr
+
+
+def _suggest_cell_size(stats: MovieStats, algo: str, put: Callable[[str, Any, str], None]) -> int | None:
+    """gSig (and gSiz from it) from the measured cell size; the integer gSig, None if unmeasured."""
+    if not stats.gsig:
+        return None
+    g = max(1, int(round(stats.gsig)))
+    put("gSig", (g, g), f"median Gaussian std of the strongest cells in the {stats.size_from} "
+        f"(LoG scale search): {stats.gsig:.1f} px")
+    wide = 4 if algo == "cnmfe" else 2
+    put("gSiz", (wide * g + 1, wide * g + 1), f"{wide}*gSig+1: the neuron's bounding box")
+    return g
+
+
+def _suggest_motion(stats: MovieStats, g: int | None, names: set[str],
+                    put: Callable[[str, Any, str], None]) -> None:
+    """max_shifts (offline and online) from the largest rigid motion; gSig_filt for 1p movies."""
     if "max_shifts" in names:
         ms = tuple(int(math.ceil(m)) + max(2, int(math.ceil(0.5 * m))) for m in stats.motion)
         put("max_shifts", ms, f"largest rigid motion in {_MOTION_BINS} frame bins across the movie "
@@ -608,10 +625,6 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
         m = int(math.ceil(max(stats.motion)))
         put("max_shifts_online", m + max(2, int(math.ceil(0.5 * m))),
             f"largest rigid motion across the movie {max(stats.motion):.0f} px, plus a margin")
-    out = schema.validate({**given, "main": {**main, **new}})
-    sug = Suggestion(algo=algo, params=out, reasons=reasons, stats=stats)
-    sug.warnings = check_params(movie, algo, given, var_name_hdf5=var, _stats=stats)
-    return sug
 
 
 def _is_hdf5(movie: Any) -> bool:

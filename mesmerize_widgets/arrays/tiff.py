@@ -96,7 +96,89 @@ def _raise_logged(path: Path, tlog: _TiffLog) -> None:
         raise MovieReadError(f"{path}: truncated or corrupt TIFF ({bad[0]})")
 
 
+def _series_index(path: Path, tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> _TiffIndex:
+    """The first series' frame layout (leading axes flattened into time), nothing located yet.
+
+    Refuses RGB(A) and non-image series, and a file holding fewer frames than its own
+    metadata promises (a truncated ImageJ/shaped file still parses, just shorter).
+    """
+    shape = tuple(series.shape)
+    axes = series.axes
+    if axes.endswith("S") and shape[-1] in (3, 4):
+        raise MovieReadError(
+            f"{path}: RGB(A) TIFF (axes {axes!r}, shape {shape}) is not a grayscale movie"
+        )
+    if len(shape) < 2:
+        raise MovieReadError(f"{path}: TIFF series of shape {shape} is not an image")
+    frame_shape = (int(shape[-2]), int(shape[-1]))
+    n_frames = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
+    dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+    expected = _expected_frames(tif)
+    if expected is not None and expected > n_frames and len(tif.series) == 1:
+        raise MovieReadError(
+            f"{path}: truncated TIFF, its metadata promises {expected} frames "
+            f"but only {n_frames} are present"
+        )
+    return _TiffIndex(path, n_frames, frame_shape, dtype)
+
+
+def _locate_contiguous(idx: _TiffIndex, dataoffset: int, size: int) -> _TiffIndex:
+    """Frame i at ``dataoffset + i * frame_nbytes``: only the end of the data is checked."""
+    idx.offset = int(dataoffset)
+    end = idx.offset + idx.n_frames * idx.frame_nbytes
+    if end > size:
+        raise MovieReadError(
+            f"{idx.path}: truncated TIFF, image data should end at byte {end} "
+            f"but the file has {size} bytes"
+        )
+    return idx
+
+
+def _page_offsets(
+    idx: _TiffIndex, series: tifffile.TiffPageSeries, size: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(data offsets, IFD offsets) of a series' pages, one set None; each page must hold one frame.
+
+    Data offsets when every page is uncompressed and contiguous (read directly), else the IFD
+    offsets (each page decoded by tifffile). A page whose data runs past the end of the file
+    is refused here, not when read.
+    """
+    path, n_frames, frame_shape = idx.path, idx.n_frames, idx.frame_shape
+    pages = series.pages
+    if len(pages) != n_frames:
+        raise MovieReadError(
+            f"{path}: {len(pages)} TIFF pages for {n_frames} frames of shape {tuple(series.shape)}; "
+            "each page must hold one frame"
+        )
+    ifds = np.empty(n_frames, dtype=np.int64)
+    data = np.empty(n_frames, dtype=np.int64)
+    plain = True
+    for i, page in enumerate(pages):
+        if page is None:
+            raise MovieReadError(f"{path}: TIFF page {i} is missing or corrupt")
+        ifds[i] = page.offset
+        if tuple(page.shape[-2:]) != frame_shape:
+            raise MovieReadError(
+                f"{path}: page {i} has shape {page.shape}, expected {frame_shape}"
+            )
+        offs, counts = page.dataoffsets, page.databytecounts
+        if len(offs) == 0:
+            raise MovieReadError(f"{path}: TIFF page {i} has no image data")
+        end = max(o + c for o, c in zip(offs, counts, strict=False))
+        if end > size:
+            raise MovieReadError(
+                f"{path}: truncated TIFF, page {i} data end at byte {end} "
+                f"but the file has {size} bytes"
+            )
+        if plain and page.is_contiguous and page.is_final:
+            data[i] = offs[0]
+        else:
+            plain = False
+    return (data, None) if plain else (None, ifds)
+
+
 def _index_file(path: Path) -> _TiffIndex:
+    """Index one file: its frame layout, then where each frame lies (see the module docstring)."""
     size = path.stat().st_size
     try:
         with _TiffLog() as tlog, tifffile.TiffFile(path) as tif:
@@ -108,69 +190,13 @@ def _index_file(path: Path) -> _TiffIndex:
                 raise MovieReadError(f"{path}: TIFF has no image data")
             series = tif.series[0]
             _raise_logged(path, tlog)
-            shape = tuple(series.shape)
-            axes = series.axes
-            if axes.endswith("S") and shape[-1] in (3, 4):
-                raise MovieReadError(
-                    f"{path}: RGB(A) TIFF (axes {axes!r}, shape {shape}) is not a grayscale movie"
-                )
-            if len(shape) < 2:
-                raise MovieReadError(f"{path}: TIFF series of shape {shape} is not an image")
-            frame_shape = (int(shape[-2]), int(shape[-1]))
-            n_frames = int(np.prod(shape[:-2], dtype=np.int64)) if len(shape) > 2 else 1
-            dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-            expected = _expected_frames(tif)
-            if expected is not None and expected > n_frames and len(tif.series) == 1:
-                raise MovieReadError(
-                    f"{path}: truncated TIFF, its metadata promises {expected} frames "
-                    f"but only {n_frames} are present"
-                )
-            idx = _TiffIndex(path, n_frames, frame_shape, dtype)
+            idx = _series_index(path, tif, series)
             dataoffset = series.dataoffset
             if dataoffset is not None:
-                idx.offset = int(dataoffset)
-                end = idx.offset + n_frames * idx.frame_nbytes
-                if end > size:
-                    raise MovieReadError(
-                        f"{path}: truncated TIFF, image data should end at byte {end} "
-                        f"but the file has {size} bytes"
-                    )
-                return idx
-            pages = series.pages
-            if len(pages) != n_frames:
-                raise MovieReadError(
-                    f"{path}: {len(pages)} TIFF pages for {n_frames} frames of shape {shape}; "
-                    "each page must hold one frame"
-                )
-            ifds = np.empty(n_frames, dtype=np.int64)
-            data = np.empty(n_frames, dtype=np.int64)
-            plain = True
-            for i, page in enumerate(pages):
-                if page is None:
-                    raise MovieReadError(f"{path}: TIFF page {i} is missing or corrupt")
-                ifds[i] = page.offset
-                if tuple(page.shape[-2:]) != frame_shape:
-                    raise MovieReadError(
-                        f"{path}: page {i} has shape {page.shape}, expected {frame_shape}"
-                    )
-                offs, counts = page.dataoffsets, page.databytecounts
-                if len(offs) == 0:
-                    raise MovieReadError(f"{path}: TIFF page {i} has no image data")
-                end = max(o + c for o, c in zip(offs, counts, strict=False))
-                if end > size:
-                    raise MovieReadError(
-                        f"{path}: truncated TIFF, page {i} data end at byte {end} "
-                        f"but the file has {size} bytes"
-                    )
-                if plain and page.is_contiguous and page.is_final:
-                    data[i] = offs[0]
-                else:
-                    plain = False
+                return _locate_contiguous(idx, dataoffset, size)
+            page_offsets, ifd_offsets = _page_offsets(idx, series, size)
             _raise_logged(path, tlog)
-            if plain:
-                idx.page_offsets = data
-            else:
-                idx.ifd_offsets = ifds
+            idx.page_offsets, idx.ifd_offsets = page_offsets, ifd_offsets
             return idx
     except MovieReadError:
         raise

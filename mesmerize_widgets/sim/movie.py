@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -254,29 +254,32 @@ def _crop_fortran(img: np.ndarray, pad: int, dims: tuple[int, int]) -> np.ndarra
     return img[pad : pad + dims[0], pad : pad + dims[1]].reshape(-1, order="F")
 
 
-def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
-    """Shared engine of :func:`simulate_2p` and :func:`simulate_1p` (``p``: their arguments)."""
-    T, dims, K, fr = (
-        int(p["n_frames"]),
-        tuple(int(v) for v in p["dims"]),
-        int(p["n_neurons"]),
-        float(p["fr"]),
-    )
-    d1, d2 = dims
-    gSig = tuple(float(v) for v in p["gSig"])
-    motion = p["motion"]
-    if motion not in (None, "rigid", "piecewise"):
-        raise ValueError(f"motion must be 'rigid', 'piecewise' or None, not {motion!r}")
-    if p["dtype"] not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
-    seed = _resolve_seed(p["seed"])
-    p = {**p, "seed": seed, "kind": kind}
-    max_shift = float(p["max_shift"]) if motion else 0.0
-    pad = int(math.ceil(max_shift)) + 4 if motion else 0
-    H, W = d1 + 2 * pad, d2 + 2 * pad
+class _Neurons(NamedTuple):
+    """Footprints and per-neuron levels, all drawn from the layout stream."""
 
-    # neurons
-    rng = scene.rng_for(seed, scene.KEY_LAYOUT)
+    centers: np.ndarray  # (K, 2) [row, col]
+    A_canvas: sp.csr_matrix  # footprints on the padded canvas
+    A: sp.csc_matrix  # footprints cropped to the field, Fortran pixel order
+    a_max: np.ndarray  # (K,) float64 peak of each footprint
+    brightness: np.ndarray  # (K,) resting brightness at the footprint's peak
+    peak_df: np.ndarray  # (K,) peak dF of one spike at the footprint's peak
+
+
+class _Activity(NamedTuple):
+    """Spikes and calcium of every neuron (before bleaching)."""
+
+    g: tuple[float, ...]
+    counts: np.ndarray
+    appear: np.ndarray
+    amplitudes: np.ndarray
+    S: np.ndarray
+    C: np.ndarray
+
+
+def _neurons(kind: str, p: dict[str, Any], dims: tuple[int, int], K: int,
+             gSig: tuple[float, ...], pad: int) -> _Neurons:
+    """Place the neurons and draw their footprints and levels (layout stream, in this order)."""
+    rng = scene.rng_for(p["seed"], scene.KEY_LAYOUT)
     min_distance = (
         2.0 * float(np.mean(gSig)) if p["min_distance"] is None else float(p["min_distance"])
     )
@@ -296,8 +299,12 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
     a_max = np.asarray(A.max(axis=0).todense()).ravel().astype(np.float64) if K else np.zeros(0)
     brightness = p["neuron_brightness"] * rng.lognormal(0.0, 0.3, K)
     peak_df = p["spike_amplitude"] * rng.lognormal(0.0, 0.25, K)
+    return _Neurons(centers, A_canvas, A, a_max, brightness, peak_df)
 
-    # activity
+
+def _activity(p: dict[str, Any], K: int, T: int, fr: float, nrn: _Neurons) -> _Activity:
+    """Spike trains and their calcium, scaled so one spike peaks at ``peak_df``."""
+    seed = p["seed"]
     g = scene.ar_coefficients(fr, float(p["decay_time"]), p["rise_time"])
     counts, appear = scene.spike_trains(
         scene.rng_for(seed, scene.KEY_SPIKES),
@@ -308,16 +315,27 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         float(p["firing_rate"]),
         float(p["late_fraction"]),
     )
-    amplitudes = (peak_df / a_max / scene.kernel_peak(g)).astype(np.float32)
+    amplitudes = (nrn.peak_df / nrn.a_max / scene.kernel_peak(g)).astype(np.float32)
     S = counts.astype(np.float32) * amplitudes[:, None]
     C = scene.calcium(S, g)
+    return _Activity(g, counts, appear, amplitudes, S, C)
 
-    # background: component 0 carries the static tissue (incl. resting neuron glow)
-    rng = scene.rng_for(seed, scene.KEY_BACKGROUND)
+
+def _background(kind: str, p: dict[str, Any], nrn: _Neurons, dims: tuple[int, int], T: int,
+                fr: float, gSig: tuple[float, ...], pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``nb`` background components on the canvas, their traces and the tissue's attenuation.
+
+    Component 0 carries the static tissue (incl. resting neuron glow); 2p tissue is a smooth
+    field, 1p tissue is vignetted and shadowed by vessels (the attenuation, which the
+    nuisances share).
+    """
+    rng = scene.rng_for(p["seed"], scene.KEY_BACKGROUND)
+    d1, d2 = dims
+    H, W = d1 + 2 * pad, d2 + 2 * pad
     nb = int(p["nb"])
     if nb < 1:
         raise ValueError("nb must be >= 1")
-    glow = np.asarray(A_canvas @ (brightness / a_max)).reshape(H, W).astype(np.float32)
+    glow = np.asarray(nrn.A_canvas @ (nrn.brightness / nrn.a_max)).reshape(H, W).astype(np.float32)
     mean_sig = float(np.mean(gSig))
     bg_level = float(p["background"])
     t_axis = np.arange(T) / max(T - 1, 1)
@@ -349,25 +367,13 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         pattern = 0.5 + 0.5 * np.tanh(scene.smooth_field(rng, H, W, pad, extra_len))
         b_canvas[:, j] = (extra_scale * bg_level * attenuation * pattern).ravel()
         f[j] = np.clip(1.0 + extra_fluct * scene.smooth_trace(rng, T, 0.5 * fr), 0.0, None)
-    b_canvas, f, drift_canvas, b_drift, layers = _nuisances(
-        p, b_canvas, f, C, A, A_canvas, brightness, a_max, attenuation, pad
-    )
-    b = np.stack(
-        [_crop_fortran(b_canvas[:, j].reshape(H, W), pad, dims) for j in range(b_canvas.shape[1])],
-        axis=1,
-    )
-    if b_drift is not None:
-        b = np.concatenate([b, b_drift], axis=1)
-    if layers:
-        p["background_layers"] = layers
-    bleaching = float(p.get("bleaching", 0.0))
-    if bleaching:  # all fluorescence dims (the detector baseline does not)
-        decay = scene.bleach_factor(T, bleaching)
-        C *= decay
-        f *= decay
+    return b_canvas, f, attenuation
 
-    # motion
-    rng = scene.rng_for(seed, scene.KEY_MOTION)
+
+def _motion(p: dict[str, Any], motion: Motion, T: int, fr: float,
+            max_shift: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Registering shifts (T, 2) and, when piecewise, the non-rigid field's coefficients."""
+    rng = scene.rng_for(p["seed"], scene.KEY_MOTION)
     shifts = np.zeros((T, 2), dtype=np.float32)
     coeffs = None
     if motion == "rigid":
@@ -381,20 +387,54 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         nonrigid = min(nonrigid, max_shift)
         shifts = scene.rigid_trajectory(rng, T, fr, max_shift - nonrigid)
         coeffs = scene.nonrigid_coefficients(rng, T, fr, nonrigid)
+    return shifts, coeffs
+
+
+def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
+    """Shared engine of :func:`simulate_2p` and :func:`simulate_1p` (``p``: their arguments)."""
+    T, dims = int(p["n_frames"]), tuple(int(v) for v in p["dims"])
+    K, fr = int(p["n_neurons"]), float(p["fr"])
+    gSig = tuple(float(v) for v in p["gSig"])
+    motion = p["motion"]
+    if motion not in (None, "rigid", "piecewise"):
+        raise ValueError(f"motion must be 'rigid', 'piecewise' or None, not {motion!r}")
+    if p["dtype"] not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
+    seed = _resolve_seed(p["seed"])
+    p = {**p, "seed": seed, "kind": kind}
+    max_shift = float(p["max_shift"]) if motion else 0.0
+    pad = int(math.ceil(max_shift)) + 4 if motion else 0
+
+    nrn = _neurons(kind, p, dims, K, gSig, pad)
+    act = _activity(p, K, T, fr, nrn)
+    C = act.C
+    b_canvas, f, attenuation = _background(kind, p, nrn, dims, T, fr, gSig, pad)
+    b_canvas, f, drift_canvas, b_drift, layers = _nuisances(
+        p, b_canvas, f, C, nrn.A, nrn.A_canvas, nrn.brightness, nrn.a_max, attenuation, pad
+    )
+    b = _crop_background(b_canvas, b_drift, pad, dims)
+    if layers:
+        p["background_layers"] = layers
+    bleaching = float(p.get("bleaching", 0.0))
+    if bleaching:  # all fluorescence dims (the detector baseline does not)
+        decay = scene.bleach_factor(T, bleaching)
+        C *= decay
+        f *= decay
+    shifts, coeffs = _motion(p, motion, T, fr, max_shift)
 
     truth = GroundTruth(
-        A=A,
+        A=nrn.A,
         C=C,
-        S=S,
-        spike_counts=counts,
-        amplitudes=amplitudes,
-        g=g,
+        S=act.S,
+        spike_counts=act.counts,
+        amplitudes=act.amplitudes,
+        g=act.g,
         b=b,
         f=f,
         baseline=float(p["baseline"]),
-        centers=centers.astype(np.float32),
+        centers=nrn.centers.astype(np.float32),
         shifts=shifts,
-        appear_frame=appear,
+        appear_frame=act.appear,
         dims=dims,
         fr=fr,
         noise_sigma=float(p["noise"]),
@@ -404,12 +444,25 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         params=p,
     )
     renderer = _Renderer(
-        truth, A_canvas, b_canvas, pad, seed, _DTYPES[p["dtype"]], drift_canvas=drift_canvas
+        truth, nrn.A_canvas, b_canvas, pad, seed, _DTYPES[p["dtype"]], drift_canvas=drift_canvas
     )
     sim = SimulatedMovie(truth, renderer)
     if not p["lazy"]:
         sim.movie  # noqa: B018 - render now
     return sim
+
+
+def _crop_background(b_canvas: np.ndarray, b_drift: np.ndarray | None, pad: int,
+                     dims: tuple[int, int]) -> np.ndarray:
+    """The truth's ``b``: the canvas columns cropped to the field, then the drift columns."""
+    H, W = dims[0] + 2 * pad, dims[1] + 2 * pad
+    b = np.stack(
+        [_crop_fortran(b_canvas[:, j].reshape(H, W), pad, dims) for j in range(b_canvas.shape[1])],
+        axis=1,
+    )
+    if b_drift is not None:
+        b = np.concatenate([b, b_drift], axis=1)
+    return b
 
 
 # Fixed constants of the nuisance layers (see simulate_2p's docstring).

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -421,79 +422,74 @@ def _min_mov(s: Settings, n_frames: int, kernel) -> float:
     return lo
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
-    p = full_params(ctx.main)
-    if p["is3D"]:
-        raise ValueError("is3D=True (3-D motion correction) is caiman backend only; run with backend='caiman'")
-    movie = open_movie(ctx.input_path, var_name_hdf5=p["var_name_hdf5"])
-    crop, dims, n_frames = check_movie(movie, p, str(ctx.input_path))
-    require_free_space(ctx.output_dir, n_frames * dims[0] * dims[1] * 4,
-                       f"the motion-corrected movie ({n_frames} float32 frames of {dims[0]} x {dims[1]})")
-    _MOVIES[(str(ctx.input_path), p["var_name_hdf5"])] = movie
-    kernel = R.highpass_kernel(p["gSig_filt"]) if p["gSig_filt"] else None
-    s = Settings(
-        path=str(ctx.input_path), var_name_hdf5=p["var_name_hdf5"], crop=crop, dims=dims,
+def _settings(path: str, p: dict[str, Any], crop: tuple[slice, slice], dims: tuple[int, int]) -> Settings:
+    """The workers' settings from the full params (no output yet: the passes add it)."""
+    return Settings(
+        path=path, var_name_hdf5=p["var_name_hdf5"], crop=crop, dims=dims,
         max_shifts=tuple(p["max_shifts"]), strides=tuple(p["strides"]), overlaps=tuple(p["overlaps"]),
         max_deviation_rigid=int(p["max_deviation_rigid"]), upsample_factor_grid=int(p["upsample_factor_grid"]),
         shifts_opencv=bool(p["shifts_opencv"]), shifts_interpolate=bool(p["shifts_interpolate"]),
         border_nan=p["border_nan"], gSig_filt=p["gSig_filt"], add_to_output=0.0,
     )
-    ctx.progress(0.0, "template")
-    min_mov = float(p["min_mov"]) if p["min_mov"] is not None else _min_mov(s, n_frames, kernel)
-    template, raw_mean = _initial_template(s, n_frames, kernel)
 
-    pw = bool(p["pw_rigid"])
-    n_rigid = int(p["niter_rig"]) if pw else max(1, int(p["niter_rig"]))
-    n_passes = n_rigid + (1 if pw else 0)
-    chunk = int(p["chunk_frames"])
+
+def _pass_settings(s: Settings, p: dict[str, Any], final: bool, tmp: Path, n_frames: int,
+                   min_mov: float, raw_mean: np.ndarray) -> Settings:
+    """One pass's settings: the final pass writes the movie, so it allocates the output file.
+
+    Earlier passes only build templates, which need no NaN border strips.
+    """
+    if final:
+        with open(tmp, "wb") as fh:
+            fh.truncate(n_frames * s.dims[0] * s.dims[1] * 4)
+        add = -min_mov if p["nonneg_movie"] else 0.0
+        return _replace(s, out_path=str(tmp), add_to_output=add,
+                        summary_ref=(raw_mean + add).astype(np.float64))
+    if s.border_nan is True:
+        return _replace(s, border_nan="copy")  # templates need no NaN strips
+    return s
+
+
+def _run_pass(ctx: RunContext, ex: Executor | None, tasks: Iterable[dict[str, Any]], summary: SummaryAccumulator,
+              n_frames: int, k: int, n_passes: int) -> tuple[list[dict[str, Any]], dict[int, list]]:
+    """The chunks' results of pass ``k`` (template sums taken out) and the sums per time split.
+
+    Summary partial sums are merged into ``summary`` as they come, so memory does not grow
+    with the movie's length.
+    """
     n_proc = max(1, int(ctx.n_processes))
-    kind = "els" if pw else "rig"
-    tmp = ctx.output_dir / f".{ctx.prefix}_mcorr.partial"
+    sums: dict[int, list] = {}
     results: list[dict[str, Any]] = []
-    summary = SummaryAccumulator(dims)
-    try:
-        with _executor(n_proc) as ex:
-            for k in range(n_passes):
-                final = k == n_passes - 1
-                piecewise = pw and final
-                splits = int(p["splits_els"] if piecewise else p["splits_rig"])
-                pass_s = s
-                if final:
-                    with open(tmp, "wb") as fh:
-                        fh.truncate(n_frames * dims[0] * dims[1] * 4)
-                    add = -min_mov if p["nonneg_movie"] else 0.0
-                    pass_s = _replace(s, out_path=str(tmp), add_to_output=add,
-                                      summary_ref=(raw_mean + add).astype(np.float64))
-                elif s.border_nan is True:
-                    pass_s = _replace(s, border_nan="copy")  # templates need no NaN strips
-                tasks = ({"settings": pass_s, "start": a, "stop": b, "splits": sp, "template": template,
-                          "piecewise": piecewise} for a, b, sp in _tasks(n_frames, splits, chunk))
-                sums: dict[int, list] = {}
-                results = []
-                done = 0
-                for res in _bounded_map(ex, process_chunk, tasks, 2 * n_proc):
-                    for key, (tot, cnt) in res["sums"].items():
-                        acc = sums.setdefault(key, [0.0, 0])
-                        acc[0] = acc[0] + tot
-                        acc[1] += cnt
-                    res.pop("sums")
-                    part = res.pop("acc", None)
-                    if part is not None:  # merged at once: memory must not grow with length
-                        merge_summary(summary, part)
-                    results.append(res)
-                    done += len(res["shifts"])
-                    ctx.progress((k + done / n_frames) / n_passes * 0.97, f"pass {k + 1}/{n_passes}: {done}/{n_frames} frames")
-                if not final:
-                    means = np.stack([tot / cnt for tot, cnt in sums.values() if cnt])
-                    template = np.median(means, axis=0).astype(np.float32)
-                    if kernel is not None:
-                        template = R.highpass(template, kernel)
-                    # the next pass's shifts are relative to the centre of this pass's motion
-                    template = recentre(template, motion_centre(np.concatenate([r["shifts"] for r in results])))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    done = 0
+    for res in _bounded_map(ex, process_chunk, tasks, 2 * n_proc):
+        for key, (tot, cnt) in res["sums"].items():
+            acc = sums.setdefault(key, [0.0, 0])
+            acc[0] = acc[0] + tot
+            acc[1] += cnt
+        res.pop("sums")
+        part = res.pop("acc", None)
+        if part is not None:  # merged at once: memory must not grow with length
+            merge_summary(summary, part)
+        results.append(res)
+        done += len(res["shifts"])
+        ctx.progress((k + done / n_frames) / n_passes * 0.97, f"pass {k + 1}/{n_passes}: {done}/{n_frames} frames")
+    return results, sums
 
+
+def _next_template(sums: dict[int, list], results: list[dict[str, Any]], kernel: np.ndarray | None) -> np.ndarray:
+    """The median over time splits of the mean corrected frame, at the centre of the pass's motion."""
+    means = np.stack([tot / cnt for tot, cnt in sums.values() if cnt])
+    template = np.median(means, axis=0).astype(np.float32)
+    if kernel is not None:
+        template = R.highpass(template, kernel)
+    # the next pass's shifts are relative to the centre of this pass's motion
+    return recentre(template, motion_centre(np.concatenate([r["shifts"] for r in results])))
+
+
+def _save_outputs(ctx: RunContext, results: list[dict[str, Any]], tmp: Path, summary: SummaryAccumulator,
+                  dims: tuple[int, int], n_frames: int, pw: bool) -> dict[str, Any]:
+    """Move the written movie to its CaImAn name and save shifts and summary images."""
+    kind = "els" if pw else "rig"
     results.sort(key=lambda r: r["start"])
     final_path = ctx.output_dir / memmap_name(f"{ctx.prefix}_{kind}_", dims, n_frames, "F")
     os.replace(tmp, final_path)
@@ -506,6 +502,46 @@ def run(ctx: RunContext) -> dict[str, Any]:
     outputs["dims"] = dims
     ctx.progress(1.0, "done")
     return outputs
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    p = full_params(ctx.main)
+    if p["is3D"]:
+        raise ValueError("is3D=True (3-D motion correction) is caiman backend only; run with backend='caiman'")
+    movie = open_movie(ctx.input_path, var_name_hdf5=p["var_name_hdf5"])
+    crop, dims, n_frames = check_movie(movie, p, str(ctx.input_path))
+    require_free_space(ctx.output_dir, n_frames * dims[0] * dims[1] * 4,
+                       f"the motion-corrected movie ({n_frames} float32 frames of {dims[0]} x {dims[1]})")
+    _MOVIES[(str(ctx.input_path), p["var_name_hdf5"])] = movie
+    kernel = R.highpass_kernel(p["gSig_filt"]) if p["gSig_filt"] else None
+    s = _settings(str(ctx.input_path), p, crop, dims)
+    ctx.progress(0.0, "template")
+    min_mov = float(p["min_mov"]) if p["min_mov"] is not None else _min_mov(s, n_frames, kernel)
+    template, raw_mean = _initial_template(s, n_frames, kernel)
+
+    pw = bool(p["pw_rigid"])
+    n_rigid = int(p["niter_rig"]) if pw else max(1, int(p["niter_rig"]))
+    n_passes = n_rigid + (1 if pw else 0)
+    chunk = int(p["chunk_frames"])
+    tmp = ctx.output_dir / f".{ctx.prefix}_mcorr.partial"
+    results: list[dict[str, Any]] = []
+    summary = SummaryAccumulator(dims)
+    try:
+        with _executor(max(1, int(ctx.n_processes))) as ex:
+            for k in range(n_passes):
+                final = k == n_passes - 1
+                piecewise = pw and final
+                splits = int(p["splits_els"] if piecewise else p["splits_rig"])
+                pass_s = _pass_settings(s, p, final, tmp, n_frames, min_mov, raw_mean)
+                tasks = ({"settings": pass_s, "start": a, "stop": b, "splits": sp, "template": template,
+                          "piecewise": piecewise} for a, b, sp in _tasks(n_frames, splits, chunk))
+                results, sums = _run_pass(ctx, ex, tasks, summary, n_frames, k, n_passes)
+                if not final:
+                    template = _next_template(sums, results, kernel)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _save_outputs(ctx, results, tmp, summary, dims, n_frames, pw)
 
 
 def _replace(s: Settings, **kw: Any) -> Settings:
