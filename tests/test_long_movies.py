@@ -170,3 +170,31 @@ def test_an_output_larger_than_the_free_disk_is_refused_before_it_starts(batch, 
         assert not list((batch_dir / row["uuid"]).glob("*.mmap*"))
     df = mw.load_batch(batch_dir)
     assert df["status"].tolist() == ["failed", "failed"]
+
+
+def test_cnmfe_images_tile_by_tile_equal_the_whole_field_pass():
+    from mesmerize_widgets.sim import simulate_realistic_1p
+
+    sim = simulate_realistic_1p(seed=1, n_frames=200, dims=(64, 64), n_neurons=15)
+    Y = np.asarray(sim.movie, np.float32)
+    Yr = np.ascontiguousarray(Y.transpose(1, 2, 0).reshape(-1, len(Y), order="F"))
+    opts = core.Options.from_main({"gSig": (3, 3), "gSiz": (13, 13), "center_psf": True, "method_init": "corr_pnr",
+                                   "K": None, "nb": 0}, cnmfe=True)
+    cn, pnr, _, _ = core.corr_pnr_images(Y.transpose(1, 2, 0), opts)
+    opts.memory_budget_mb = 2.0  # 64x64x200 needs ~13 MiB: tiles with 9-pixel cores
+    cn_t, pnr_t = core.corr_pnr_images_tiled(Yr, (64, 64), opts)
+    np.testing.assert_allclose(cn_t, cn, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pnr_t, pnr, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.usefixtures("client")
+def test_a_fit_that_cannot_keep_to_its_budget_is_refused_before_the_memmap_is_written(batch, raw_dir):
+    import tifffile
+
+    tifffile.imwrite(raw_dir / "m.tif", np.zeros((3000, 96, 96), np.uint16))
+    batch.caiman.add_item("cnmfe", "big", "m.tif", {"main": {"memory_budget_mb": 16}})
+    row = batch.iloc[0]
+    row.caiman.run(progress=False)
+    assert row["status"] == "failed"
+    assert "MemoryBudgetError" in row["error"] and "memory_budget_mb=16" in row["error"], row["error"]
+    assert not list(Path(batch.attrs["batch_path"]).rglob("*.mmap"))

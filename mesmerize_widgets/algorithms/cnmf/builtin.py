@@ -15,6 +15,7 @@ Documented results for degenerate input:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ from ..summary.builtin import save_summary_images
 from . import CNMF_GROUPS, core
 
 
-def write_c_memmap(ctx: RunContext, chunk: int = 200) -> tuple[Path, SummaryAccumulator, tuple[int, int], int]:
-    """Stream the input movie into a C-order memmap, checking every frame for NaN/inf."""
+def write_c_memmap(ctx: RunContext, chunk: int = 200,
+                   preflight: Callable[[tuple[int, int], int], None] | None = None
+                   ) -> tuple[Path, SummaryAccumulator, tuple[int, int], int]:
+    """Stream the input movie into a C-order memmap, checking every frame for NaN/inf;
+    ``preflight(dims, n_frames)`` may refuse the run first, before minutes of writing."""
     movie = open_movie(ctx.input_path, var_name_hdf5=ctx.main.get("var_name_hdf5", "mov"))
     if movie.ndim != 3:
         raise ValueError(f"CNMF needs a 2-D movie (t, rows, cols); {ctx.input_path} has shape {movie.shape}")
@@ -39,6 +43,8 @@ def write_c_memmap(ctx: RunContext, chunk: int = 200) -> tuple[Path, SummaryAccu
     dims = (int(movie.shape[1]), int(movie.shape[2]))
     if n < 2:
         raise ValueError(f"{ctx.input_path} has {n} frame(s); CNMF needs a movie")
+    if preflight is not None:
+        preflight(dims, n)
     acc = SummaryAccumulator(dims)
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
@@ -132,7 +138,9 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         opts.memory_budget_mb = max(16.0, ctx.memory_limit / 4 / 2**20)
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
-    mmap, acc, dims, n = write_c_memmap(ctx)
+    seeded = bool(params.get("Ain_path"))
+    mmap, acc, dims, n = write_c_memmap(ctx, preflight=None if seeded else (
+        lambda dims, n: core.check_budget(dims, n, opts)))
     final_mmap = ctx.final_output_dir / mmap.name
     Ain = None
     if params.get("Ain_path"):
@@ -143,9 +151,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     if cnmfe:
         # the images CNMF-E seeds from, for the whole field (row.caiman.get_pnr_image)
-        Y3 = np.asarray(Yr, np.float32).reshape(dims[1], dims[0], n).transpose(1, 0, 2)
-        cn, pnr, _, _ = core.corr_pnr_images(Y3, opts)
-        del Y3
+        cn, pnr = core.corr_pnr_images_tiled(Yr, dims, opts)
         pnr_path = ctx.output("_pnr.npy")
         np.save(pnr_path, pnr.astype(np.float32))
         outputs["pnr-image-path"] = pnr_path

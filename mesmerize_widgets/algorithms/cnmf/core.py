@@ -1128,6 +1128,53 @@ def check_geometry(dims: tuple[int, int], opts: Options) -> None:
         )
 
 
+def check_budget(dims: tuple[int, int], T: int, opts: Options) -> None:
+    """Refuse, before anything is written, a fit whose seeding cannot keep to the memory budget
+    (what :func:`_init_region` would find only after the movie's memmap was written)."""
+    side = (dims[0], dims[1]) if opts.rf is None else (min(dims[0], 2 * opts.rf + 1), min(dims[1], 2 * opts.rf + 1))
+    n_px = side[0] * side[1]
+    what = "the whole field (rf=None)" if opts.rf is None else f"each {side[0]}x{side[1]} patch (rf={opts.rf})"
+    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
+        return
+    if opts.method_init == "corr_pnr":
+        raise MemoryBudgetError(
+            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
+            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
+            f"{opts.memory_budget_mb:g}. Use smaller patches (rf, stride) or raise memory_budget_mb"
+        )
+    budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
+
+
+def corr_pnr_images_tiled(Yr: np.ndarray, dims: tuple[int, int], opts: Options
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`corr_pnr_images`' (cn, pnr) of the whole field, computed tile by tile within the
+    memory budget. Each tile is read with a margin wider than the filter's reach plus the one
+    pixel the correlation looks at, so its core's values are those of the whole-field pass."""
+    T = Yr.shape[1]
+    margin = max(int(opts.gSiz[0]), int(opts.gSiz[1])) // 2 + 2
+    per_pixel = 4 * 4 * T  # the region, the filtered movie, its thresholded copy, the products
+    side = max(8, int(math.sqrt(opts.memory_budget_mb * budget.MiB / per_pixel)) - 2 * margin)
+    if side >= max(dims):
+        side = max(dims)
+    cn = np.zeros(dims, np.float32)
+    pnr = np.zeros(dims, np.float32)
+    for rows, cols, core_r, core_c in budget.core_tiles(dims, side, margin):
+        if (rows.stop - rows.start) * (cols.stop - cols.start) * per_pixel > opts.memory_budget_mb * budget.MiB \
+                and side == 8:
+            raise MemoryBudgetError(
+                f"CNMF-E's correlation and PNR images need {T} frames of at least a "
+                f"{2 * margin + 8}-pixel tile within memory_budget_mb={opts.memory_budget_mb:g}: raise it"
+            )
+        Y3 = budget.read_region(Yr, dims, rows, cols)
+        c, p, _, _ = corr_pnr_images(Y3, opts)
+        del Y3
+        ir = slice(core_r.start - rows.start, core_r.stop - rows.start)
+        ic = slice(core_c.start - cols.start, core_c.stop - cols.start)
+        cn[core_r, core_c] = c[ir, ic]
+        pnr[core_r, core_c] = p[ir, ic]
+    return cn, pnr
+
+
 def _seed_from_masks(mov: _Movie, Ain: np.ndarray, progress: ProgressFn) -> tuple[np.ndarray, np.ndarray]:
     """Footprints given (``Ain``): their traces by least squares on the movie, floored at 0."""
     A = np.asarray(Ain, np.float32)
