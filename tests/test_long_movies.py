@@ -1,4 +1,4 @@
-"""A movie several times larger than what its items may hold runs end to end (issue #14).
+"""A movie larger than what its items may hold runs end to end (issue #14).
 
 The items run under the runner's ``memory_limit`` (RLIMIT_DATA: the private memory each
 process allocates; the memmaps a long movie is read through are not counted, which is the
@@ -26,9 +26,9 @@ from mesmerize_widgets.sim.scoring import match_to_truth
 os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")  # the viewer step renders offscreen
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 
-LIMIT = 400 * 2**20
+LIMIT = 500 * 2**20
 DIMS = (128, 128)
-FRAMES = 16_000  # float32: 1 GB for the motion-corrected movie, as much again for CNMF's memmap
+FRAMES = 20_000  # float32: 1.3 GB for the motion-corrected movie, as much again for CNMF's memmap
 MCORR = {"pw_rigid": True, "max_shifts": (6, 6), "strides": (48, 48), "overlaps": (24, 24),
          "max_deviation_rigid": 3}
 CNMF = {"fr": 30, "rf": 24, "stride": 12, "K": 6, "gSig": (4, 4), "p": 1, "nb": 2, "use_cnn": False}

@@ -1076,6 +1076,10 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     if not A_parts:
         return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
     A2, C2 = np.hstack(A_parts), np.vstack(C_parts)
+    if A2.shape[1] > k_extra:  # tiles together may offer more: keep the strongest, as one pass would
+        energy = np.linalg.norm(A2, axis=0) * np.linalg.norm(C2, axis=1)
+        keep = np.sort(np.argsort(energy)[::-1][:k_extra])
+        A2, C2 = A2[:, keep], C2[keep]
     if C2.shape[1] != T:  # back to the full rate: each averaged value for its ts frames
         C2 = np.repeat(C2, ts, axis=1)[:, :T]
         C2 = np.pad(C2, ((0, 0), (0, T - C2.shape[1])), mode="edge")

@@ -76,11 +76,12 @@ def init_background(mov: Movie, A: np.ndarray, C: np.ndarray, nb: int,
     f = np.ones((nb, T))
     b[:, 0] = np.maximum(resid_mean, 0)
     if nb > 1:
-        # leading temporal modes of a pixel subsample of the centred residual (at most 64 MiB
+        # leading temporal modes of a pixel subsample of the centred residual (at most 32 MiB
         # of float64: a long movie is seen through fewer pixels)
-        n_sub = min(P, 4000, max(64, (1 << 23) // T))
+        n_sub = min(P, 4000, max(64, (1 << 22) // T))
         sub = np.unique(np.linspace(0, P - 1, n_sub).round().astype(int))
-        Rs = mov.rows(sub).astype(np.float64) - A[sub] @ C
+        Rs = mov.rows(sub).astype(np.float64)
+        Rs -= A[sub] @ C
         Rs -= Rs.mean(1, keepdims=True)
         vt = leading_modes(Rs, nb - 1, rng)
         for j in range(1, nb):
