@@ -79,7 +79,8 @@ _TYPED = (
           "seeding (a patch; the field with rf=None; the residual pass). Beyond it a long movie is seeded on "
           "more frames averaged (at most one decay's worth) and the residual pass goes tile by tile; an "
           "initialisation that still does not fit refuses at once with the estimate. A run given a "
-          "memory_limit uses a quarter of it when this is not set", minimum=16.0),
+          "memory_limit uses a quarter of what the limit leaves beside the libraries when this is not set",
+          minimum=16.0),
     # quality
     Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this"),
     Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this (builtin: the "

@@ -18,14 +18,28 @@ import numpy as np
 from ...errors import MemoryBudgetError
 
 #: copies of the (pixels, frames) data greedy seeding holds at once: the data, its smoothed
-#: trend and that trend's padded envelope, the blurred movie, its squares and their running sum
-SEED_COPIES = 6
+#: trend and that trend's padded envelope, the blurred movie, its squares and their running sum,
+#: and room for the transients beside them (noise spectra, window products)
+SEED_COPIES = 8
 
 #: values (float32) of the movie read at once: 16 MiB, a few of which (the block, a product with
 #: it) sit beside the budget
 BLOCK_ELEMENTS = 1 << 22
 
 MiB = 2**20
+
+
+def private_memory() -> int:
+    """Bytes of private memory this process has reserved (VmData: what RLIMIT_DATA counts);
+    0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def n_seen(T: int, ts: int) -> int:

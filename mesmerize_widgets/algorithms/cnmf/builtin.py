@@ -29,6 +29,7 @@ from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
 from . import CNMF_GROUPS, core
+from .budget import private_memory
 
 
 def write_c_memmap(ctx: RunContext, chunk: int = 200,
@@ -134,8 +135,11 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     main = params["main"]
     opts = core.Options.from_main(main, cnmfe=cnmfe)
     if ctx.memory_limit and "memory_budget_mb" not in ctx.main:
-        # the rest: the libraries (~100 MB), blocks of the movie, the K x T outputs
-        opts.memory_budget_mb = max(16.0, ctx.memory_limit / 4 / 2**20)
+        # a quarter of what the limit leaves beside what this process holds already (the limit
+        # counts reserved memory: libraries, thread pools); the rest for blocks of the movie,
+        # transients and the K x T outputs
+        left = ctx.memory_limit - private_memory()
+        opts.memory_budget_mb = max(16.0, left / 4 / 2**20)
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     seeded = bool(params.get("Ain_path"))

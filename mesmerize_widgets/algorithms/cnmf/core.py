@@ -164,7 +164,7 @@ def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> 
     ff = np.fft.rfftfreq(T)
     ind = (ff > noise_range[0]) & (ff <= noise_range[1])
     out = np.empty(len(flat), np.float32)
-    for blk in _blocks(len(flat), T, 1 << 22):
+    for blk in _blocks(len(flat), T, 1 << 20):  # 4 MiB in, 8 MiB of spectrum out
         X = np.fft.rfft(np.asarray(flat[blk], np.float32), axis=1)[:, ind]
         out[blk] = np.sqrt(np.mean(X.real**2 + X.imag**2, axis=1) / T)
     return out.reshape(Y.shape[:-1])
