@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,14 +42,13 @@ _RESULT = "RESULT "
 
 
 def _anon(proc: psutil.Process) -> int:
+    """Resident anonymous bytes of ``proc`` (0 once it is gone)."""
     try:
-        with open(f"/proc/{proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
+        text = Path(f"/proc/{proc.pid}/status").read_text()
     except OSError:
-        pass
-    return 0
+        return 0
+    m = re.search(r"^RssAnon:\s+(\d+)", text, re.M)
+    return int(m.group(1)) * 1024 if m else 0
 
 
 def make_movie(path: Path, frames: int) -> None:
