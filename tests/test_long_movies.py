@@ -26,13 +26,13 @@ from mesmerize_widgets.sim.scoring import match_to_truth
 os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")  # the viewer step renders offscreen
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 
-LIMIT = 500 * 2**20
+LIMIT = 700 * 2**20  # inside the full suite an item has ~370 MB reserved before it seeds
 DIMS = (128, 128)
-FRAMES = 20_000  # float32: 1.3 GB for the motion-corrected movie, as much again for CNMF's memmap
+FRAMES = 24_000  # float32: 1.6 GB for the motion-corrected movie, as much again for CNMF's memmap
 MCORR = {"pw_rigid": True, "max_shifts": (6, 6), "strides": (48, 48), "overlaps": (24, 24),
          "max_deviation_rigid": 3}
 # one process: the patches are seeded in the item process itself, the tighter case
-# (a 49x49 patch of 20,000 frames needs more than the budget 500 MB leaves: refused, tested below)
+# (a 49x49 patch of 20,000 frames needs more than such a limit leaves: refused at once, with the estimate)
 CNMF = {"fr": 30, "rf": 16, "stride": 8, "K": 4, "gSig": (4, 4), "p": 1, "nb": 2, "use_cnn": False, "n_processes": 1}
 
 
@@ -42,7 +42,7 @@ def test_a_movie_larger_than_the_item_memory_runs_mcorr_cnmf_and_the_viewer(batc
     sim = simulate_2p(n_frames=FRAMES, dims=DIMS, n_neurons=45, motion="rigid", max_shift=2.0, seed=3, lazy=True)
     write_tiff(sim, raw_dir / "long.tif")
     float_bytes = 4 * FRAMES * DIMS[0] * DIMS[1]
-    assert float_bytes >= 2.5 * LIMIT
+    assert float_bytes > 2 * LIMIT
 
     batch.caiman.add_item("mcorr", "long", "long.tif", {"main": MCORR})
     mc = batch.iloc[-1]
@@ -100,7 +100,8 @@ def test_the_residual_pass_by_tiles_finds_the_cells_the_whole_field_finds(tmp_pa
     Yr = np.asarray(sim.movie, np.float32).transpose(1, 2, 0).reshape(-1, 400, order="F")
     mov = core._Movie(Yr)
     # both passes see the movie averaged 12 frames at a time (one decay), as the tiled one must
-    opts = core.Options.from_main({"gSig": (4, 4), "fr": 30, "K": 20, "nb": 1, "rf": None, "tsub": 12})
+    # K 60: 20 residual seeds, more than the 14 cells, so neither pass is cut short by its budget
+    opts = core.Options.from_main({"gSig": (4, 4), "fr": 30, "K": 60, "nb": 1, "rf": None, "tsub": 12})
     P = Yr.shape[0]
     A0, C0 = np.zeros((P, 0), np.float32), np.zeros((0, 400), np.float32)
     b, f = core._init_background(mov, A0, C0, 1, np.random.default_rng(0))
@@ -116,7 +117,7 @@ def test_the_residual_pass_by_tiles_finds_the_cells_the_whole_field_finds(tmp_pa
         corr = (At / np.linalg.norm(At, axis=0)).T @ (A / np.linalg.norm(A, axis=0))
         return {int(i) for i in np.flatnonzero(corr.max(1) > 0.7)}
 
-    assert len(found(whole)) >= 5  # K / 3 seeds at most
+    assert len(found(whole)) >= 8
     assert len(found(tiled) & found(whole)) >= len(found(whole)) - 1
     # no cell seeded twice across tiles
     unit = tiled / np.linalg.norm(tiled, axis=0)
