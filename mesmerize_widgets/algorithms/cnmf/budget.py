@@ -12,6 +12,7 @@ being contiguous in the C-order memmap.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def private_memory() -> int:
 
 
 def n_seen(T: int, ts: int) -> int:
-    """Frames seeding sees after averaging ``ts`` at a time (``_tsub`` keeps short movies whole)."""
+    """Frames seeding sees after averaging ``ts`` at a time (:func:`average_frames` keeps short movies whole)."""
     return T if ts <= 1 or T < 2 * ts else T // ts
 
 
@@ -98,44 +99,44 @@ def region_pixels(dims: tuple[int, int], rows: slice, cols: slice) -> np.ndarray
     return (np.arange(cols.start, cols.stop)[:, None] * dims[0] + r[None, :]).ravel()
 
 
-def average_frames(block: np.ndarray, ts: int) -> np.ndarray:
-    """(n, T) -> (n, T // ts): each ``ts`` consecutive frames averaged (the tail dropped), as
-    CaImAn's ``tsub``; unchanged when ``ts`` is 1 or the movie is shorter than two groups."""
-    T = block.shape[-1]
+def average_frames(data: np.ndarray, ts: int) -> np.ndarray:
+    """(..., T) -> (..., T // ts): each ``ts`` consecutive frames averaged (the tail dropped),
+    as CaImAn's ``tsub``; unchanged when ``ts`` is 1 or the movie is shorter than two groups."""
+    T = data.shape[-1]
     if ts <= 1 or T < 2 * ts:
-        return block
+        return data
     n = T // ts
-    return block[:, : n * ts].reshape(len(block), n, ts).mean(-1)
+    return data[..., : n * ts].reshape(*data.shape[:-1], n, ts).mean(-1)
+
+
+def _region_blocks(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
+                   ) -> Iterator[tuple[int, np.ndarray]]:
+    """(position, float32 (n, T) rows) of a rectangle's pixels (Fortran order), a bounded
+    block at a time; a contiguous run of pixels is read as a slice, not gathered."""
+    T = Yr.shape[1]
+    pos = 0
+    for blk in index_blocks(region_pixels(dims, rows, cols), T):
+        lo, hi = int(blk[0]), int(blk[-1]) + 1
+        yield pos, np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
+        pos += len(blk)
 
 
 def read_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, ts: int = 1) -> np.ndarray:
     """(h, w, T') float32 of a rectangle of a (P, T) Fortran-pixel-order movie, averaged ``ts``
     frames at a time (:func:`average_frames`), read a bounded block of pixels at a time."""
     h, w = rows.stop - rows.start, cols.stop - cols.start
-    T = Yr.shape[1]
-    idx = region_pixels(dims, rows, cols)
-    out = np.empty((h * w, n_seen(T, ts)), np.float32)
-    pos = 0
-    for blk in index_blocks(idx, T):
-        lo, hi = int(blk[0]), int(blk[-1]) + 1
-        data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
-        out[pos : pos + len(blk)] = average_frames(data, ts)
-        pos += len(blk)
+    out = np.empty((h * w, n_seen(Yr.shape[1], ts)), np.float32)
+    for pos, data in _region_blocks(Yr, dims, rows, cols):
+        out[pos : pos + len(data)] = average_frames(data, ts)
     return out.reshape(w, h, -1).transpose(1, 0, 2)
 
 
 def project_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, A: np.ndarray) -> np.ndarray:
     """``A.T @ Y`` (K, T) for footprints ``A`` over a rectangle (its pixels, Fortran order),
     from the full-rate movie a bounded block at a time."""
-    T = Yr.shape[1]
-    idx = region_pixels(dims, rows, cols)
-    out = np.zeros((A.shape[1], T), np.float64)
-    pos = 0
-    for blk in index_blocks(idx, T):
-        lo, hi = int(blk[0]), int(blk[-1]) + 1
-        data = np.asarray(Yr[lo:hi] if hi - lo == len(blk) else Yr[blk], np.float32)
-        out += A[pos : pos + len(blk)].T.astype(np.float32) @ data
-        pos += len(blk)
+    out = np.zeros((A.shape[1], Yr.shape[1]), np.float64)
+    for pos, data in _region_blocks(Yr, dims, rows, cols):
+        out += A[pos : pos + len(data)].T.astype(np.float32) @ data
     return out
 
 

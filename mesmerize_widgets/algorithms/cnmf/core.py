@@ -295,13 +295,6 @@ def _support_masks(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius
 # ------------------------------------------------------------------------------------------
 # initialisation
 # ------------------------------------------------------------------------------------------
-def _tsub(Y3: np.ndarray, tsub: int) -> np.ndarray:
-    if tsub <= 1 or Y3.shape[-1] < 2 * tsub:
-        return Y3
-    T = Y3.shape[-1] // tsub * tsub
-    return Y3[..., :T].reshape(*Y3.shape[:-1], T // tsub, tsub).mean(-1)
-
-
 def _blur(Y3: np.ndarray, gSig: tuple[int, int], gSiz: tuple[int, int]) -> np.ndarray:
     """Gaussian blur of each frame of a (d1, d2, T) array, kernel std gSig over a gSiz window."""
     out = np.empty(Y3.shape, dtype=np.float32)
@@ -931,7 +924,7 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
     if opts.method_init == "corr_pnr":
         A, C, _, _ = corr_pnr_init(Y3, opts, K, common)
     else:
-        Ys = _tsub(Y3, opts.tsub)
+        Ys = budget.average_frames(Y3, opts.tsub)
         A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1]))
         if not A.shape[1]:
             C = np.zeros((0, T), np.float32)
@@ -952,18 +945,10 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
     long movie is seeded on more frames averaged (:func:`budget.seeding_tsub`) and the traces
     projected on the full-rate movie a block at a time; CNMF-E's seeding still needs the
     region at full rate (it filters each frame), so it refuses with the estimate instead."""
-    h, w = rows.stop - rows.start, cols.stop - cols.start
     T = Yr.shape[1]
-    n_px = h * w
-    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
+    ts = _seeding_plan((rows.stop - rows.start) * (cols.stop - cols.start), T, opts, what)
+    if ts is None:
         return _init_patch(budget.read_region(Yr, dims, rows, cols), opts, K, common)
-    if opts.method_init == "corr_pnr":
-        raise MemoryBudgetError(
-            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
-            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
-            f"{opts.memory_budget_mb:g}. Use patches (rf, stride) or raise memory_budget_mb"
-        )
-    ts = budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
     Ys = budget.read_region(Yr, dims, rows, cols, ts)
     log.info("seeding %s on %d frames (%d averaged at a time) to stay within memory_budget_mb=%g",
              what, Ys.shape[-1], ts, opts.memory_budget_mb)
@@ -976,6 +961,21 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
         rhs = budget.project_region(Yr, dims, rows, cols, A) - base[:, None]
         C = np.maximum(np.linalg.lstsq(A64.T @ A64, rhs, rcond=None)[0], 0).astype(np.float32)
     return A, C
+
+
+def _seeding_plan(n_px: int, T: int, opts: Options, what: str) -> int | None:
+    """How a region of ``n_px`` pixels is seeded within the budget: None when it is read whole
+    at full rate (as always), else the frames averaged at a time; a MemoryBudgetError naming the
+    estimate where neither fits (CNMF-E filters each frame, so it never averages)."""
+    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
+        return None
+    if opts.method_init == "corr_pnr":
+        raise MemoryBudgetError(
+            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
+            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
+            f"{opts.memory_budget_mb:g}. Use smaller patches (rf, stride) or raise memory_budget_mb"
+        )
+    return budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
 
 
 def fit_patch(args: tuple) -> tuple[tuple[slice, slice], sp.csc_matrix, np.ndarray]:
@@ -1136,17 +1136,8 @@ def check_budget(dims: tuple[int, int], T: int, opts: Options) -> None:
     """Refuse, before anything is written, a fit whose seeding cannot keep to the memory budget
     (what :func:`_init_region` would find only after the movie's memmap was written)."""
     side = (dims[0], dims[1]) if opts.rf is None else (min(dims[0], 2 * opts.rf + 1), min(dims[1], 2 * opts.rf + 1))
-    n_px = side[0] * side[1]
     what = "the whole field (rf=None)" if opts.rf is None else f"each {side[0]}x{side[1]} patch (rf={opts.rf})"
-    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
-        return
-    if opts.method_init == "corr_pnr":
-        raise MemoryBudgetError(
-            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
-            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
-            f"{opts.memory_budget_mb:g}. Use smaller patches (rf, stride) or raise memory_budget_mb"
-        )
-    budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
+    _seeding_plan(side[0] * side[1], T, opts, what)
 
 
 def corr_pnr_images_tiled(Yr: np.ndarray, dims: tuple[int, int], opts: Options
