@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage as ndi
+from scipy.stats import norm
 
 from mesmerize_widgets.algorithms import RunContext, get_algorithm
 from mesmerize_widgets.algorithms.cnmf import core, evaluation
@@ -210,6 +211,74 @@ def test_rv_only_acceptance_needs_a_transients_pace():
     good, _ = evaluation.select_components(snr, rv, q, fast_fraction=fast)
     assert good.tolist() == [1, 2]
     assert evaluation.select_components(snr, rv, q)[0].tolist() == [0, 1, 2]  # CaImAn's results
+    # and an SNR above what noise reaches (the builtin stores its own floor with the result)
+    good, _ = evaluation.select_components(snr, rv, q, fast_fraction=fast, rv_only_snr_min=1.5)
+    assert good.tolist() == [2]
+
+
+PHOTON_LIMITED = dict(gain=300.0, photon_counting=True, background=40.0, baseline=180.0, noise=5.0)
+
+
+def test_photon_counting_noise_is_skewed_like_allen_data():
+    """The simulator's photon-limited mode: most pixels sit at the floor, whole photons of
+    ``gain`` counts above it (Allen's test crop: median 189, 90th percentile 501)."""
+    sim = simulate_2p(n_frames=50, dims=(64, 64), n_neurons=0, motion=None, seed=0, **PHOTON_LIMITED)
+    y = np.asarray(sim.movie, np.float64) - 180.0
+    assert abs(np.median(y)) < 20  # most pixels see no photon in a frame
+    assert np.mean(y > 250) > 0.05  # and a few see one (300 counts)
+    assert np.mean(y) == pytest.approx(40.0, rel=0.1)  # the mean is the signal
+    skew = ((y - y.mean()) ** 3).mean() / y.std() ** 3
+    assert skew > 1.5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_photon_limited_movie_without_cells_accepts_nothing(tmp_path, seed):
+    """Shot noise of a few photons per pixel and frame, no cell: a footprint fitted to a frame's
+    chance coincidence of photons scored SNR 5-25 by CaImAn's noise estimate (25 of 26 accepted
+    on such a movie, 26 of 26 on Allen's real noise crop); the builtin now accepts none."""
+    sim = simulate_2p(n_frames=100, dims=(100, 100), n_neurons=0, fr=10.0, motion=None, seed=seed,
+                      **PHOTON_LIMITED)
+    main = {"rf": 8, "stride": 4, "K": 1, "gSig": (2, 2), "p": 2, "fr": 10.0, "use_cnn": False}
+    A, _, e = _fit(tmp_path, sim.movie, main)
+    assert A.shape[1] == 0, f"accepted {A.shape[1]}: SNR {e.SNR_comp[e.idx_components]}, r {e.r_values[e.idx_components]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_photon_limited_movie_keeps_its_cells(tmp_path, seed):
+    """The same noise with cells: the stricter noise estimate costs no cell."""
+    kw = {**PHOTON_LIMITED, "gain": 100.0}
+    sim = simulate_realistic_2p(seed=seed, n_frames=400, spike_amplitude=200.0, neuron_brightness=40.0, **kw)
+    main = {"rf": None, "K": 40, "gSig": (4, 4), "p": 1, "fr": 30.0, "decay_time": 0.4, "use_cnn": False}
+    A, C, _ = _fit(tmp_path, sim.movie, main)
+    m = match_to_truth(A, C, sim.truth)
+    print(f"seed {seed}:", m)
+    assert m["precision"] >= 0.95 and m["recall"] >= 0.9
+
+
+def test_snr_of_skewed_noise_stays_low_and_of_transients_high():
+    """SNR_comp on photon-limited noise (a few photons per frame) stays at what Gaussian noise
+    gives, where CaImAn's estimate (noise from below the mode) makes single-photon frames look
+    like events; a calcium transient in Gaussian noise keeps its SNR."""
+    rng = np.random.default_rng(0)
+    T, N = 200, 4
+    shot = 300.0 * rng.poisson(0.5, (200, T)) + rng.normal(0, 5, (200, T))
+    floor = core.noise_snr_floor(T, N, 0.999)
+    assert np.median(core.snr_from_traces(shot, N)) < floor
+
+    def caiman_snr(x: np.ndarray) -> np.ndarray:  # noise from below the mode only
+        x = x - core._percentile_baseline(x)
+        return -norm.ppf(np.exp(core.event_exceptionality(x, N) / N))
+
+    assert np.median(caiman_snr(shot)) > 2.5  # what the Gaussian-only estimate made of it
+    noise = 0.5 * rng.standard_normal((20, T))
+    cells = np.stack([_transients(rng, T, N, 4) for _ in range(20)]) + noise
+    snr = core.snr_from_traces(cells, N)
+    assert np.all(snr > 2 * floor)
+    # unchanged where the noise is Gaussian, except a strong cell's sharp rises (at most a third)
+    assert np.all(snr <= caiman_snr(cells) + 1e-9) and np.all(snr >= 0.6 * caiman_snr(cells))
+    weak = np.stack([0.3 * _transients(rng, T, N, 4) for _ in range(20)]) + noise
+    np.testing.assert_allclose(core.snr_from_traces(weak, N), caiman_snr(weak), rtol=0.05)
 
 
 @pytest.mark.usefixtures("client")
@@ -238,7 +307,11 @@ def test_run_eval_classifies_with_the_stored_kinetics(batch, raw_dir):
     save_cnmf(path, dataclasses.replace(e, extra={**e.extra, "fast_fraction": fast}), res.params,
               dims=e.dims, mmap_file=res.mmap_file)
     row.cnmf.run_eval({"min_SNR": 1e9, "rval_thr": -0.5, "SNR_lowest": -1.0, "rval_lowest": -1.0})
-    np.testing.assert_array_equal(row.cnmf.get_good_components(), np.flatnonzero(fast > 0))
+    snr_min = float(e.extra["rv_only_snr_min"])
+    assert 0 < snr_min < 3
+    expected = np.flatnonzero((fast > 0) & (e.SNR_comp >= snr_min))
+    assert len(expected)
+    np.testing.assert_array_equal(row.cnmf.get_good_components(), expected)
 
 
 def test_cnmfe_seeds_ignore_a_brightness_change_the_whole_field_shares():

@@ -178,3 +178,19 @@ def test_real_recordings():
     assert ix.stats.one_photon
     assert 2 <= ix.main["gSig"][0] <= 10
     print("inscopix-1p:", ix, sep="\n")
+
+
+def test_a_movie_of_shot_noise_suggests_no_motion_and_says_it_found_no_cells(tmp_path):
+    """A flat field of photon shot noise, no cell, no motion (what Allen's 792757260 test crop
+    is: 180 counts plus 300 per photon, about 0.15 photons per pixel and frame). The chance
+    peaks of noise images' cross-correlation suggested max_shifts of 7-20 px on such movies,
+    and noise blobs a gSig of 11-14 px; now the motion is 0 and the reason says no cells."""
+    rng = np.random.default_rng(0)
+    movie = 180 + 300.0 * rng.poisson(0.15, (100, 100, 100)) + rng.normal(0, 5, (100, 100, 100))
+    path = _write(tmp_path / "noise.tif", movie, fr=10.0)
+    stats = measure_movie(path)
+    assert stats.motion == (0.0, 0.0)
+    assert stats.n_cells == 0 and stats.gsig is None
+    sug = suggest_params(path, "cnmf")
+    assert "no cells found" in sug.reasons["gSig"]
+    assert suggest_params(path, "mcorr").main["max_shifts"] == (2, 2)  # the margin only

@@ -79,7 +79,9 @@ def classify(estimates: Estimates, quality: Mapping[str, Any], manual: Manual | 
     if not has_metrics(e):
         return _apply_manual(stored_accepted(e), manual)
     cnn = e.cnn_preds if e.cnn_preds is not None and np.size(e.cnn_preds) else None
-    good, _ = select_components(e.SNR_comp, e.r_values, dict(quality), cnn, e.ecc, e.extra.get("fast_fraction"))
+    snr_min = e.extra.get("rv_only_snr_min")
+    good, _ = select_components(e.SNR_comp, e.r_values, dict(quality), cnn, e.ecc, e.extra.get("fast_fraction"),
+                                None if snr_min is None else float(np.asarray(snr_min)))
     ok = np.zeros(len(np.ravel(e.SNR_comp)), bool)
     ok[good] = True
     return _apply_manual(ok, manual)

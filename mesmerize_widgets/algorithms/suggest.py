@@ -238,19 +238,47 @@ def _bin_displacements(means: np.ndarray, search: int) -> np.ndarray:
     """
     h, w = means.shape[1:]
     taper = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
-    specs = np.fft.rfft2(np.stack([_bandpass(m) * taper for m in means]))
+    filtered = np.stack([_bandpass(m) * taper for m in means])
+    norms = np.sqrt((filtered.astype(np.float64) ** 2).sum((1, 2)))
+    specs = np.fft.rfft2(filtered)
     template = np.median(means, axis=0)
     lags_r = np.r_[0 : search + 1, -search:0]
     lags_c = np.r_[0 : search + 1, -search:0]
     d = np.zeros((len(means), 2))
     for _ in range(2):
-        ref = np.conj(np.fft.rfft2(_bandpass(template) * taper))
+        ref_img = _bandpass(template) * taper
+        ref = np.conj(np.fft.rfft2(ref_img))
         cross = specs * ref
-        cc = np.fft.irfft2(cross, s=(h, w))[:, lags_r % h][:, :, lags_c % w]
-        best = cc.reshape(len(cc), -1).argmax(1)
+        cc = np.fft.irfft2(cross, s=(h, w))[:, lags_r % h][:, :, lags_c % w].reshape(len(means), -1)
+        best = cc.argmax(1)
         d = np.stack([lags_r[best // len(lags_c)], lags_c[best % len(lags_c)]], 1).astype(float)
+        ref_norm = float(np.sqrt((ref_img.astype(np.float64) ** 2).sum()))
+        d[~_clear_peak(cc, best, norms, ref_norm, h * w)] = 0.0
         template = np.median([_shift(im, dd) for im, dd in zip(means, d, strict=True)], axis=0)
     return d
+
+
+#: least correlation between a bin's image and the template (band-passed, at the best lag),
+#: in units of the largest correlation two independent noise images reach over the search:
+#: 1.0-1.6 on a shot-noise movie, 3.3 on the dimmest real one (Allen), 8-15 on the others
+PEAK_MIN_RATIO = 2.5
+
+
+def _clear_peak(cc: np.ndarray, best: np.ndarray, norms: np.ndarray, ref_norm: float,
+                n_px: int) -> np.ndarray:
+    """Per row of ``cc`` (lags flattened): is its peak a match rather than noise?
+
+    On a movie without stable structure (pure shot noise, or bins too dim to register) the
+    largest of a few thousand correlations of noise still sits somewhere, often far from 0:
+    taken at face value it suggested ``max_shifts`` of 20 px on a 100 px noise movie. Two
+    independent noise images of ``n`` independent values correlate by about ``1/sqrt(n)`` at a
+    lag, and the largest of ``m`` lags reaches ``sqrt(2 ln m)`` times that; the band-pass's
+    1 px blur leaves about one independent value per ``4 pi`` pixels.
+    """
+    ncc = cc[np.arange(len(cc)), best] / np.maximum(norms * ref_norm, 1e-30)
+    n_independent = max(n_px / (4 * math.pi), 1.0)
+    noise_max = math.sqrt(2 * math.log(cc.shape[1]) / n_independent)
+    return ncc > PEAK_MIN_RATIO * noise_max
 
 
 def _shift(image: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -570,6 +598,11 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
             f"exponential fits to the falls after transients of the brightest cells: "
             f"{stats.decay_frames:.1f} frames / {fr:g} Hz")
     g = _suggest_cell_size(stats, algo, put)
+    if g is None and "gSig" in names:
+        kept = "your value" if "gSig" in main else "the default"
+        put("gSig", _given_or_default(names, main, defaults, "gSig"),
+            f"no cells found: neither the activity image nor the mean image shows cell-sized "
+            f"structure above its noise (kept {kept}; expect few or no components)")
     # patches and components per patch
     if g is not None and ("rf" in names or "K" in names):
         _patches(stats, g, algo, main, names, put)

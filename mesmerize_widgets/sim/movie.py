@@ -58,6 +58,18 @@ def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return np.take(_NORMAL_LUT, u).reshape(shape)
 
 
+def _add_photon_noise(dst: np.ndarray, tr: GroundTruth, rng: np.random.Generator) -> None:
+    """``dst`` (signal) replaced by ``gain`` x Poisson(signal / gain) plus read noise, in place.
+
+    The same mean and variance as the Gaussian model, but with the skew of real photon-limited
+    2p data (Allen's: a few photons per pixel and frame, each worth hundreds of counts), where
+    a pixel sits at its floor most frames and jumps by whole photons in a few.
+    """
+    lam = np.maximum(dst, 0.0) / np.float32(tr.gain)
+    dst[:] = np.float32(tr.gain) * rng.poisson(lam).astype(np.float32)
+    dst += np.float32(tr.noise_sigma) * standard_normal(rng, dst.shape)
+
+
 def _translate(canvas: np.ndarray, pad: int, shift: np.ndarray, dst: np.ndarray) -> None:
     """``dst(r) = canvas(r + pad + shift)`` by separable bicubic interpolation.
 
@@ -96,6 +108,7 @@ class _Renderer:
         self.pad = pad
         self.seed = seed
         self.dtype = np.dtype(dtype)
+        self.photon_counting = bool(truth.params.get("photon_counting", False))
         d1, d2 = truth.dims
         self.canvas_shape = (d1 + 2 * pad, d2 + 2 * pad)
         self._grid_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -174,7 +187,9 @@ class _Renderer:
                     cv2.remap(
                         canvas, mx, my, cv2.INTER_CUBIC, dst=dst, borderMode=cv2.BORDER_REFLECT
                     )
-                if noise:
+                if noise and self.photon_counting:
+                    _add_photon_noise(dst, tr, scene.rng_for(self.seed, scene.KEY_NOISE, t))
+                elif noise:
                     z = standard_normal(scene.rng_for(self.seed, scene.KEY_NOISE, t), (d1, d2))
                     np.maximum(dst, 0.0, out=sd)
                     sd *= np.float32(tr.gain)
@@ -583,6 +598,7 @@ def simulate_2p(
     nb: int = 1,
     noise: float = 4.0,
     gain: float = 1.0,
+    photon_counting: bool = False,
     baseline: float = 100.0,
     motion: Motion = "rigid",
     max_shift: float = 3.0,
@@ -607,7 +623,9 @@ def simulate_2p(
     log-normal rates, modulated slowly (bursty).  ``spike_amplitude``: peak dF of one spike
     at the footprint's brightest pixel; ``neuron_brightness``: resting brightness there
     (part of background component 0).  ``background``: mean neuropil level.  Noise is
-    Poisson-Gaussian: variance ``noise**2 + gain * signal``.  ``motion``: ``"rigid"``,
+    Poisson-Gaussian: variance ``noise**2 + gain * signal``, Gaussian-shaped unless
+    ``photon_counting`` (then ``gain`` x Poisson(signal / gain) + N(0, noise**2): whole photons
+    of ``gain`` counts, the skewed noise of photon-limited data).  ``motion``: ``"rigid"``,
     ``"piecewise"`` (rigid + smooth low-order field of amplitude ``nonrigid_amplitude``,
     default 0.4 * max_shift) or None; all shifts stay within ``max_shift`` px.
     ``late_fraction`` of neurons stay silent until ``truth.appear_frame``.

@@ -82,12 +82,15 @@ _TYPED = (
           "memory_limit uses a quarter of what the limit leaves beside the libraries when this is not set",
           minimum=16.0),
     # quality
-    Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this"),
+    Param("min_SNR", 2.5, "float", "accept components whose transient SNR exceeds this (builtin: the "
+          "noise SD is at least the trace's high-frequency noise / 1.5, as photon-limited data has "
+          "skewed noise that CaImAn's below-the-mode estimate understates)"),
     Param("rval_thr", 0.8, "float", "accept components whose spatial r-value reaches this (builtin: the "
           "footprint against its transients' image, mean of all frames removed, over its support plus a "
           "gSig/2 ring; CaImAn: against the raw movie inside the support. Builtin results also store "
           "fast_fraction: a component accepted by its r-value alone needs 0.15 of its trace's variance "
-          "at a transient's pace, as neuropil and background blobs are coherent but slow)"),
+          "at a transient's pace, as neuropil and background blobs are coherent but slow, and an SNR "
+          "that one white-noise trace in 1,000 reaches, stored as rv_only_snr_min)"),
     Param("SNR_lowest", 0.5, "float", "reject components whose SNR is at or below this"),
     Param("rval_lowest", -1.0, "float", "reject components whose r-value is at or below this"),
     Param("use_cnn", False, "bool", "CaImAn's CNN classifier (CaImAn-only; default False here)"),

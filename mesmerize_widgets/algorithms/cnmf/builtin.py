@@ -123,7 +123,8 @@ def _estimates(res: dict[str, Any], dims: tuple[int, int], cn: np.ndarray | None
         idx_components_bad=np.asarray(res["idx_components_bad"], int),
         SNR_comp=np.asarray(res["SNR_comp"], float), r_values=np.asarray(res["r_values"], float),
         cnn_preds=np.zeros(0), dims=dims, Cn=cn, W=res.get("W"), b0=res.get("b0"),
-        extra={"fast_fraction": np.asarray(res["fast_fraction"], float)},
+        extra={"fast_fraction": np.asarray(res["fast_fraction"], float),
+               "rv_only_snr_min": np.float64(res["rv_only_snr_min"])},
     )
 
 

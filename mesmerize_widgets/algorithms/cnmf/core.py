@@ -199,9 +199,11 @@ def _percentile_baseline(traces: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(t, centers, row) for row in bl])
 
 
-def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0) -> np.ndarray:
+def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0,
+                         sd_floor: np.ndarray | None = None) -> np.ndarray:
     """CaImAn's ``compute_event_exceptionality`` fitness: min over time of the log-probability
-    of N consecutive values under the noise estimated below the mode (lower = more exceptional)."""
+    of N consecutive values under the noise estimated below the mode (lower = more exceptional).
+    ``sd_floor`` (per trace) is the least noise SD used (see :func:`snr_from_traces`)."""
     K, T = traces.shape
     if K == 0:
         return np.zeros(0)
@@ -211,6 +213,8 @@ def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0) 
     ff1 = -ff1 * (ff1 < 0)
     ns = np.maximum(np.sum(ff1 > 0, axis=1), 1)
     sd_r = np.sqrt(np.sum(ff1**2, axis=1) / ns)
+    if sd_floor is not None:
+        sd_r = np.maximum(sd_r, sd_floor)
     sd_r[sd_r == 0] = np.finfo(np.float32).eps
     z = (traces - md[:, None]) / (sigma_factor * sd_r[:, None])
     erf = scipy.special.log_ndtr(-z)
@@ -219,13 +223,30 @@ def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0) 
     return np.min(erfc, axis=1)
 
 
+#: how far a trace's spread below its mode may understate its white noise (:func:`noise_psd`)
+#: before the latter sets the noise instead; see :func:`snr_from_traces`
+SKEWED_NOISE_RATIO = 1.5
+
+
 def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
-    """SNR_comp as CaImAn computes it: baseline removed, exceptionality turned into a z value."""
+    """SNR_comp as CaImAn computes it (baseline removed, exceptionality turned into a z value),
+    with one difference: the noise SD is at least the trace's high-frequency noise
+    (:func:`noise_psd`) over ``SKEWED_NOISE_RATIO``.
+
+    CaImAn measures the noise below the mode, which suits Gaussian noise. Photon-limited 2p data
+    (Allen's: a few photons per pixel and frame) has skewed noise, narrow below the mode and
+    with single-frame jumps above it, so a component fitted to that noise scored SNR 5-25. On
+    such traces the high-frequency noise is 5-20x the spread below the mode; on a cell's trace
+    with Gaussian noise it is about 1x and the SNR does not change, except on strong cells whose
+    sharp rises reach the high frequencies: their SNR drops by up to a third and stays far above
+    any threshold (measured on the simulator and the Neurofinder crop).
+    """
     if len(traces) == 0:
         return np.zeros(0)
     tr = np.asarray(traces, np.float64)
     tr = tr - _percentile_baseline(tr)
-    fitness = event_exceptionality(tr, N)
+    floor = noise_psd(tr).astype(np.float64) / SKEWED_NOISE_RATIO
+    fitness = event_exceptionality(tr, N, sd_floor=floor)
     return -norm.ppf(np.exp(fitness / N))
 
 
@@ -873,10 +894,22 @@ def _surround(opts: Options) -> int:
     return max(1, int(math.ceil(max(opts.gSig) / 2)))
 
 
-def classify(snr: np.ndarray, rv: np.ndarray, opts: Options,
-             fast: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+#: quantile of white noise's SNR_comp that an r-value-only acceptance must reach
+RV_ONLY_NOISE_QUANTILE = 0.999
+
+
+def rv_only_snr_min(T: int, opts: Options) -> float:
+    """The SNR an r-value-only acceptance needs (see the evaluation module): what one white-noise
+    trace of ``T`` frames in a thousand reaches. Stored with the result, so run_eval and the
+    viewer apply the same rule without the movie."""
+    return noise_snr_floor(T, opts.n_samples, RV_ONLY_NOISE_QUANTILE)
+
+
+def classify(snr: np.ndarray, rv: np.ndarray, opts: Options, fast: np.ndarray | None = None,
+             snr_min: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Accept/reject with CaImAn's rule (shared with run_eval and the viewer)."""
-    good, bad = select_components(snr, rv, accept_thresholds(vars(opts)), fast_fraction=fast)
+    good, bad = select_components(snr, rv, accept_thresholds(vars(opts)), fast_fraction=fast,
+                                  rv_only_snr_min=snr_min)
     return good.astype(int), bad.astype(int)
 
 
@@ -1277,8 +1310,9 @@ def _deconvolve_and_evaluate(Yr: np.ndarray, m: _Refined, dims: tuple[int, int],
     f = dec["f"]
     progress(0.85, "deconvolved")
     rv = r_values(m.mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
-    good, bad = classify(snr, rv, opts, fast)
     P, T = Yr.shape
+    snr_min = rv_only_snr_min(T, opts)
+    good, bad = classify(snr, rv, opts, fast, snr_min)
     sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
         [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in m.mov.blocks])
     extra: dict[str, Any] = {}
@@ -1292,7 +1326,7 @@ def _deconvolve_and_evaluate(Yr: np.ndarray, m: _Refined, dims: tuple[int, int],
         A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
         g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
         sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, fast_fraction=fast, idx_components=good,
-        idx_components_bad=bad, **extra,
+        idx_components_bad=bad, rv_only_snr_min=snr_min, **extra,
     )
 
 

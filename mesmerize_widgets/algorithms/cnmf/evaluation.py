@@ -8,7 +8,10 @@ One addition where the result has it (the builtin backend stores ``fast_fraction
 ``min_SNR``) must also change at a calcium transient's pace (``RV_ONLY_FAST_MIN``). Neuropil,
 vessels and background blobs are as coherent in space as a cell, so their r-value is high; what
 sets them apart is that they change slowly and their events are weak. Results without the
-metric (CaImAn's) follow CaImAn's rule exactly.
+metric (CaImAn's) follow CaImAn's rule exactly. Such a component also needs an SNR that at most
+one white-noise trace in a thousand reaches (``rv_only_snr_min``, stored with the result): a
+footprint fitted to noise matches the frames it was fitted on, so its r-value alone proves little
+(0.8 on a photon-limited movie without cells).
 """
 
 from __future__ import annotations
@@ -49,13 +52,15 @@ def select_components(
     cnn_preds: np.ndarray | None = None,
     ecc: np.ndarray | None = None,
     fast_fraction: np.ndarray | None = None,
+    rv_only_snr_min: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's accept rule: above *one* upper threshold and above *every* lower one.
 
     Upper: r >= rval_thr, SNR > min_SNR, (CNN >= min_cnn_thr). Lower (reject if any):
     r <= rval_lowest, SNR <= SNR_lowest, (CNN <= cnn_lowest). With use_ecc, components with
     eccentricity >= max_ecc move to the rejected set. With ``fast_fraction``, r-value-only
-    acceptances also need ``RV_ONLY_FAST_MIN`` (module docstring).
+    acceptances also need ``RV_ONLY_FAST_MIN``, and with ``rv_only_snr_min`` that SNR
+    (module docstring).
     """
     snr = np.asarray(SNR_comp, dtype=float).ravel()
     r = np.asarray(r_values, dtype=float).ravel()
@@ -63,6 +68,8 @@ def select_components(
     by_r = r >= quality["rval_thr"]
     if fast_fraction is not None and np.size(fast_fraction) == snr.size:
         by_r &= np.asarray(fast_fraction, dtype=float).ravel() >= RV_ONLY_FAST_MIN
+    if rv_only_snr_min is not None:
+        by_r &= snr >= float(rv_only_snr_min)
     accept = by_r | by_snr
     reject = (r <= quality["rval_lowest"]) | (snr <= quality["SNR_lowest"])
     if quality.get("use_cnn"):
