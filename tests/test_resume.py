@@ -1,0 +1,108 @@
+"""Resuming interrupted runs: real item processes killed with SIGKILL mid-run, then run again.
+
+Each test kills the item process once its checkpoint folder shows some finished work (CNMF
+patches, motion-correction chunks), reruns the item and checks that it finishes, that the
+finished work was reused (the item's log names what was reused and what was computed) and that
+the outputs equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from helpers import wait_for
+
+from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
+from mesmerize_widgets.sim import simulate_2p
+from mesmerize_widgets.store import BatchStore
+
+pytestmark = pytest.mark.usefixtures("client")
+
+CNMF_MAIN = {"K": 4, "gSig": (3, 3), "p": 1, "rf": 12, "stride": 6}
+N_PATCHES = 16  # the 4 x 4 grid of rf=12, stride=6 on 64 x 64 pixels
+
+
+@pytest.fixture(scope="module")
+def sim_movie(tmp_path_factory) -> Path:
+    """3,000 frames of 64 x 64 pixels: CNMF's patches take ~0.2 s each, time to kill it between."""
+    path = tmp_path_factory.mktemp("resume") / "sim.tif"
+    sim = simulate_2p(n_frames=3000, dims=(64, 64), n_neurons=16, motion=None, seed=3)
+    tifffile.imwrite(path, np.asarray(sim.movie, np.float32))
+    return path
+
+
+def _checkpoints(batch_dir: Path, uuid: str) -> list[Path]:
+    return sorted(batch_dir.glob(f".{uuid}.ckpt-*"))
+
+
+def _saved(batch_dir: Path, uuid: str, pattern: str) -> list[Path]:
+    return [p for d in _checkpoints(batch_dir, uuid) for p in d.glob(pattern)]
+
+
+def _kill_after(row, store: BatchStore, saved: callable, n: int) -> None:
+    """Run the item, SIGKILL its process once ``saved()`` lists ``n`` finished pieces, and wait."""
+    handle = row.caiman.run(wait=False)
+    rec = wait_for(lambda: (r := store.get(row["uuid"]))["pid"] and r["status"] == "running" and r,
+                   what="the item to run")
+    wait_for(lambda: len(saved()) >= n, timeout=120, what=f"{n} checkpoints")
+    os.kill(rec["pid"], signal.SIGKILL)
+    assert handle.wait(timeout=60, progress=False)[row["uuid"]] == "interrupted"
+
+
+def _last_run_log(batch_dir: Path, uuid: str) -> str:
+    """The item's log lines of its latest run (each run starts with a ``--- ... run`` line)."""
+    text = (batch_dir / "logs" / f"{uuid}.log").read_text()
+    return text[text.rindex("\n--- ") if "\n--- " in text else 0:]
+
+
+def _reused(log: str, what: str) -> list[int]:
+    found = re.findall(rf"reusing {what} \[([0-9, ]*)\]", log)
+    return [int(x) for x in found[-1].split(",") if x.strip()] if found else []
+
+
+def _cnmf_outputs(batch_dir: Path, rec: dict):
+    return load_cnmf(batch_dir / rec["outputs"]["cnmf-hdf5-path"]).estimates
+
+
+def test_killed_cnmf_resumes_its_finished_patches(batch, sim_movie):
+    batch_dir = Path(batch.attrs["batch_path"])
+    store = BatchStore(batch_dir)
+    ref = batch.caiman.add_item("cnmf", "uninterrupted", str(sim_movie), {"main": CNMF_MAIN})
+    assert ref.caiman.run(progress=False).statuses()[ref["uuid"]] == "done"
+    row = batch.caiman.add_item("cnmf", "killed", str(sim_movie), {"main": CNMF_MAIN})
+    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], "cnmf-patch-*.npz"), 3)
+    done = sorted(int(p.stem.rsplit("-", 1)[1]) for p in _saved(batch_dir, row["uuid"], "cnmf-patch-*.npz"))
+    assert 3 <= len(done) < N_PATCHES, "the kill came too late to leave patches to fit"
+
+    assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
+    log = _last_run_log(batch_dir, row["uuid"])
+    assert _reused(log, "patches") == done
+    fitted = sorted(int(i) for i in re.findall(r"patch (\d+) fitted and saved", log))
+    assert fitted == sorted(set(range(N_PATCHES)) - set(done))  # each patch fitted once in all
+    a, b = _cnmf_outputs(batch_dir, store.get(ref["uuid"])), _cnmf_outputs(batch_dir, store.get(row["uuid"]))
+    np.testing.assert_allclose(b.A.toarray(), a.A.toarray(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(b.C, a.C, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(b.idx_components, a.idx_components)
+    assert _checkpoints(batch_dir, row["uuid"]) == []  # removed once the item is done
+
+
+def test_changed_params_discard_the_checkpoint(batch, sim_movie):
+    batch_dir = Path(batch.attrs["batch_path"])
+    store = BatchStore(batch_dir)
+    row = batch.caiman.add_item("cnmf", "changed", str(sim_movie), {"main": CNMF_MAIN})
+    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], "cnmf-patch-*.npz"), 2)
+    old = _checkpoints(batch_dir, row["uuid"])
+    assert len(old) == 1
+
+    store.update(row["uuid"], params={"main": {**CNMF_MAIN, "K": 3}})
+    assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
+    log = _last_run_log(batch_dir, row["uuid"])
+    assert "reusing" not in log
+    assert len(re.findall(r"patch \d+ fitted and saved", log)) == N_PATCHES
+    assert not old[0].exists() and _checkpoints(batch_dir, row["uuid"]) == []
