@@ -19,6 +19,7 @@ import tifffile
 from helpers import wait_for
 
 from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
+from mesmerize_widgets.formats.memmap import load_memmap
 from mesmerize_widgets.sim import simulate_2p
 from mesmerize_widgets.store import BatchStore
 
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.usefixtures("client")
 
 CNMF_MAIN = {"K": 4, "gSig": (3, 3), "p": 1, "rf": 12, "stride": 6}
 N_PATCHES = 16  # the 4 x 4 grid of rf=12, stride=6 on 64 x 64 pixels
+MCORR_MAIN = {"pw_rigid": True, "strides": (24, 24), "overlaps": (8, 8), "max_shifts": (5, 5), "chunk_frames": 200}
+N_CHUNKS = 15  # 3,000 frames in chunks of 200
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,15 @@ def sim_movie(tmp_path_factory) -> Path:
     """3,000 frames of 64 x 64 pixels: CNMF's patches take ~0.2 s each, time to kill it between."""
     path = tmp_path_factory.mktemp("resume") / "sim.tif"
     sim = simulate_2p(n_frames=3000, dims=(64, 64), n_neurons=16, motion=None, seed=3)
+    tifffile.imwrite(path, np.asarray(sim.movie, np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def moving_movie(tmp_path_factory) -> Path:
+    """3,000 frames with piecewise motion: a 200-frame chunk takes a few tenths of a second."""
+    path = tmp_path_factory.mktemp("resume") / "moving.tif"
+    sim = simulate_2p(n_frames=3000, dims=(64, 64), n_neurons=16, motion="piecewise", max_shift=3, seed=5)
     tifffile.imwrite(path, np.asarray(sim.movie, np.float32))
     return path
 
@@ -106,3 +118,35 @@ def test_changed_params_discard_the_checkpoint(batch, sim_movie):
     assert "reusing" not in log
     assert len(re.findall(r"patch \d+ fitted and saved", log)) == N_PATCHES
     assert not old[0].exists() and _checkpoints(batch_dir, row["uuid"]) == []
+
+
+def _mcorr_outputs(batch_dir: Path, rec: dict) -> list[np.ndarray]:
+    movie, _, _ = load_memmap(batch_dir / rec["outputs"]["mcorr-output-path"])
+    return [np.asarray(movie), np.load(batch_dir / rec["outputs"]["shifts"]),
+            np.load(batch_dir / rec["outputs"]["mean-projection-path"]),
+            np.load(batch_dir / rec["outputs"]["corr-img-path"])]
+
+
+def test_killed_mcorr_resumes_at_its_last_pass_and_chunk(batch, moving_movie):
+    batch_dir = Path(batch.attrs["batch_path"])
+    store = BatchStore(batch_dir)
+    ref = batch.caiman.add_item("mcorr", "uninterrupted", str(moving_movie), {"main": MCORR_MAIN})
+    assert ref.caiman.run(progress=False).statuses()[ref["uuid"]] == "done"
+    row = batch.caiman.add_item("mcorr", "killed", str(moving_movie), {"main": MCORR_MAIN})
+    final_pass = "mcorr-pass-1-chunk-*.npz"  # the piecewise pass, after one rigid pass
+    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], final_pass), 2)
+    done = sorted(int(p.stem.rsplit("-", 1)[1]) for p in _saved(batch_dir, row["uuid"], final_pass))
+    assert 2 <= len(done) < N_CHUNKS, "the kill came too late to leave chunks to register"
+    assert _saved(batch_dir, row["uuid"], "mcorr-movie.partial")  # the frames written so far
+
+    assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
+    log = _last_run_log(batch_dir, row["uuid"])
+    assert "resumed from checkpoint at pass 2 of 2" in log
+    assert _reused(log, "chunks of pass 2/2") == done
+    registered = re.findall(r"chunk at frame (\d+) of pass (\d+) registered", log)
+    assert {p for _, p in registered} == {"2"}  # the rigid pass was not run again
+    assert sorted(int(a) for a, _ in registered) == sorted(set(range(0, 3000, 200)) - set(done))
+    for got, want in zip(_mcorr_outputs(batch_dir, store.get(row["uuid"])),
+                         _mcorr_outputs(batch_dir, store.get(ref["uuid"])), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert _checkpoints(batch_dir, row["uuid"]) == []
