@@ -82,15 +82,23 @@ def _cnmf_outputs(batch_dir: Path, rec: dict):
     return load_cnmf(batch_dir / rec["outputs"]["cnmf-hdf5-path"]).estimates
 
 
-def test_killed_cnmf_resumes_its_finished_patches(batch, sim_movie):
+def _reference_and_killed(batch, algo: str, movie: Path, main: dict, pattern: str, n: int, total: int):
+    """An uninterrupted item, and a second one killed after ``n`` pieces were saved; returns the
+    batch folder, its store, both rows and the indices of the saved pieces."""
     batch_dir = Path(batch.attrs["batch_path"])
     store = BatchStore(batch_dir)
-    ref = batch.caiman.add_item("cnmf", "uninterrupted", str(sim_movie), {"main": CNMF_MAIN})
+    ref = batch.caiman.add_item(algo, "uninterrupted", str(movie), {"main": main})
     assert ref.caiman.run(progress=False).statuses()[ref["uuid"]] == "done"
-    row = batch.caiman.add_item("cnmf", "killed", str(sim_movie), {"main": CNMF_MAIN})
-    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], "cnmf-patch-*.npz"), 3)
-    done = sorted(int(p.stem.rsplit("-", 1)[1]) for p in _saved(batch_dir, row["uuid"], "cnmf-patch-*.npz"))
-    assert 3 <= len(done) < N_PATCHES, "the kill came too late to leave patches to fit"
+    row = batch.caiman.add_item(algo, "killed", str(movie), {"main": main})
+    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], pattern), n)
+    done = sorted(int(p.stem.rsplit("-", 1)[1]) for p in _saved(batch_dir, row["uuid"], pattern))
+    assert n <= len(done) < total, "the kill came too late to leave work to resume"
+    return batch_dir, store, ref, row, done
+
+
+def test_killed_cnmf_resumes_its_finished_patches(batch, sim_movie):
+    batch_dir, store, ref, row, done = _reference_and_killed(batch, "cnmf", sim_movie, CNMF_MAIN,
+                                                             "cnmf-patch-*.npz", 3, N_PATCHES)
 
     assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
     log = _last_run_log(batch_dir, row["uuid"])
@@ -128,15 +136,9 @@ def _mcorr_outputs(batch_dir: Path, rec: dict) -> list[np.ndarray]:
 
 
 def test_killed_mcorr_resumes_at_its_last_pass_and_chunk(batch, moving_movie):
-    batch_dir = Path(batch.attrs["batch_path"])
-    store = BatchStore(batch_dir)
-    ref = batch.caiman.add_item("mcorr", "uninterrupted", str(moving_movie), {"main": MCORR_MAIN})
-    assert ref.caiman.run(progress=False).statuses()[ref["uuid"]] == "done"
-    row = batch.caiman.add_item("mcorr", "killed", str(moving_movie), {"main": MCORR_MAIN})
-    final_pass = "mcorr-pass-1-chunk-*.npz"  # the piecewise pass, after one rigid pass
-    _kill_after(row, store, lambda: _saved(batch_dir, row["uuid"], final_pass), 2)
-    done = sorted(int(p.stem.rsplit("-", 1)[1]) for p in _saved(batch_dir, row["uuid"], final_pass))
-    assert 2 <= len(done) < N_CHUNKS, "the kill came too late to leave chunks to register"
+    # killed in the piecewise pass (the second, after one rigid pass)
+    batch_dir, store, ref, row, done = _reference_and_killed(batch, "mcorr", moving_movie, MCORR_MAIN,
+                                                             "mcorr-pass-1-chunk-*.npz", 2, N_CHUNKS)
     assert _saved(batch_dir, row["uuid"], "mcorr-movie.partial")  # the frames written so far
 
     assert row.caiman.run(progress=False).statuses()[row["uuid"]] == "done"
