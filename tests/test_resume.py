@@ -152,3 +152,39 @@ def test_killed_mcorr_resumes_at_its_last_pass_and_chunk(batch, moving_movie):
                          _mcorr_outputs(batch_dir, store.get(ref["uuid"])), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert _checkpoints(batch_dir, row["uuid"]) == []
+
+
+def test_a_damaged_checkpoint_is_done_again_not_trusted(tmp_path):
+    from mesmerize_widgets.algorithms.checkpoint import load_arrays, save_arrays
+
+    save_arrays(tmp_path, "piece", x=np.arange(3))
+    np.testing.assert_array_equal(load_arrays(tmp_path, "piece")["x"], np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["piece.npz"]  # no temporary file left
+    (tmp_path / "piece.npz").write_bytes(b"PK\x03\x04 cut short")
+    assert load_arrays(tmp_path, "piece") is None
+    assert load_arrays(tmp_path, "absent") is None and load_arrays(None, "piece") is None
+
+
+def test_summary_sums_survive_a_checkpoint():
+    from mesmerize_widgets.algorithms.images import SummaryAccumulator
+
+    frames = np.random.default_rng(0).normal(size=(20, 8, 9))
+    acc = SummaryAccumulator((8, 9))
+    acc.add(frames)
+    back = SummaryAccumulator.from_state(acc.state())
+    for name in ("mean", "std", "max", "correlation_image"):
+        np.testing.assert_array_equal(getattr(back, name)(), getattr(acc, name)())
+
+
+def test_the_key_follows_params_and_input(tmp_path):
+    from mesmerize_widgets.runner.job import Job, checkpoint_key
+
+    movie = tmp_path / "m.tif"
+    movie.write_bytes(b"1234")
+    job = Job(batch_dir=str(tmp_path), uuid="u", run_id="r1", algo="cnmf", params={}, backend="builtin",
+              input_path=str(movie))
+    key = checkpoint_key(job, {"main": {"K": 4}})
+    assert checkpoint_key(Job(**{**job.__dict__, "run_id": "r2"}), {"main": {"K": 4}}) == key
+    assert checkpoint_key(job, {"main": {"K": 5}}) != key
+    os.utime(movie, ns=(0, 10**9))  # the input rewritten
+    assert checkpoint_key(job, {"main": {"K": 4}}) != key

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def load_arrays(folder: Path | None, name: str) -> dict[str, np.ndarray] | None:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, EOFError) as e:  # damaged: the work is done again
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # damaged: the work is done again
         log.warning("ignoring the unreadable checkpoint %s: %s", path, e)
         return None
 

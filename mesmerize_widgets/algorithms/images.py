@@ -75,7 +75,7 @@ class SummaryAccumulator:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> SummaryAccumulator:
         """The accumulator :meth:`state` described."""
-        acc = cls(state["s1"].shape, neighbours=len(state["cross"]))
+        acc = cls(state["s1"].shape, neighbours=8 if len(state["cross"]) == len(_OFFSETS_8) else 4)
         acc.n = int(state["n"])
         acc._shift = state["shift"] if state["shift"].size else None
         acc._s1, acc._s2, acc._max = state["s1"], state["s2"], state["max"]
