@@ -15,6 +15,7 @@ import pandas as pd
 from ..algorithms import get_algorithm
 from ..arrays import open_movie
 from ..errors import DependencyError, ItemBusyError, ItemNotFoundError
+from ..runner.job import remove_checkpoints
 from ..store import ACTIVE, BatchStore
 from ..store.json_column import JSONColumn
 from ..store.paths import require_parent_raw_data_path, to_stored
@@ -133,6 +134,7 @@ def remove_item(store: BatchStore, uuid: str, *, remove_data: bool = True, safe_
             f"{children}; remove those first or pass safe_removal=False"
         )
     store.remove(uuid)
+    remove_checkpoints(store.path, uuid)  # unfinished work nobody can resume any more
     if remove_data:
         shutil.rmtree(store.item_dir(uuid), ignore_errors=True)
         (store.path / "logs" / f"{uuid}.log").unlink(missing_ok=True)

@@ -42,6 +42,11 @@ class RunContext:
     #: where the runner moves ``output_dir`` once the run returns (``<batch>/<uuid>``); None when
     #: the caller (a script, a test) keeps ``output_dir`` where it is
     final_dir: Path | None = None
+    #: a folder that outlives an interrupted run (a killed process, a lost node) and is the same
+    #: for every attempt of this item with these params and this input, so an algorithm can save
+    #: finished work there and skip it when run again (see ``algorithms/checkpoint.py``); the
+    #: runner removes it once the run succeeds. None: nothing is kept (a script, a test)
+    checkpoint_dir: Path | None = None
 
     @property
     def final_output_dir(self) -> Path:

@@ -66,6 +66,22 @@ class SummaryAccumulator:
             (ra, ca), (rb, cb) = _pair_slices(dy, dx, self.shape)
             acc[ra, ca] += np.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb])
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The partial sums as plain arrays, so a piece of a pass can be saved and added later."""
+        shift = np.zeros((0, 0)) if self._shift is None else self._shift
+        return {"n": np.array(self.n), "shift": shift, "s1": self._s1, "s2": self._s2, "max": self._max,
+                "cross": np.stack(self._cross)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> SummaryAccumulator:
+        """The accumulator :meth:`state` described."""
+        acc = cls(state["s1"].shape, neighbours=8 if len(state["cross"]) == len(_OFFSETS_8) else 4)
+        acc.n = int(state["n"])
+        acc._shift = state["shift"] if state["shift"].size else None
+        acc._s1, acc._s2, acc._max = state["s1"], state["s2"], state["max"]
+        acc._cross = list(state["cross"])
+        return acc
+
     def _require(self) -> None:
         if self.n == 0:
             raise ValueError("no frames were added")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
@@ -25,7 +26,14 @@ from typing import Any, TextIO
 from ..algorithms import RunContext, get_algorithm
 from ..store.paths import set_parent_raw_data_path
 from ..store.timestamps import now_iso
-from .job import Job, install_output_dir, write_record
+from .job import (
+    Job,
+    checkpoint_dir,
+    checkpoint_key,
+    install_output_dir,
+    remove_checkpoints,
+    write_record,
+)
 
 PROGRESS_INTERVAL_S = 0.5
 
@@ -67,9 +75,12 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         algo = get_algorithm(job.algo)
         params = algo.schema.validate(job.params)
         tmp.mkdir(parents=True, exist_ok=True)  # the monitor made it; a direct call may not have
+        key = checkpoint_key(job, params)
+        remove_checkpoints(job.batch_dir, job.uuid, keep=key)  # made with other params or input
         ctx = RunContext(input_path=Path(job.input_path) if job.input_path else None, params=params,
                          output_dir=tmp, prefix=job.uuid, progress=progress, n_processes=job.n_processes,
-                         memory_limit=job.memory_limit, final_dir=job.item_dir)
+                         memory_limit=job.memory_limit, final_dir=job.item_dir,
+                         checkpoint_dir=checkpoint_dir(job.batch_dir, job.uuid, key))
         if ctx.input_path is not None and not ctx.input_path.exists() and not any(c in job.input_path for c in "*?["):
             raise FileNotFoundError(
                 f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "
@@ -80,6 +91,7 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         outputs.update(success=True, traceback=None)
         write_record(tmp, record("done", outputs=outputs, error=None))
         install_output_dir(tmp, job.item_dir)  # outputs and their record appear together
+        remove_checkpoints(job.batch_dir, job.uuid)
         return "done"
     except BaseException as e:  # record everything, KeyboardInterrupt and MemoryError included
         tb = traceback.format_exc()
@@ -88,6 +100,15 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
         if isinstance(e, KeyboardInterrupt):
             raise
         return "failed"
+
+
+def _log_to_stderr() -> None:
+    """The package's own info lines (what a run resumed, how it seeded) go to the item's log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    pkg = logging.getLogger("mesmerize_widgets")
+    pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         # movies it maps from disk (a memmap larger than the limit is how long movies are read)
         # nor the address space thread pools reserve; the worker processes inherit it
         resource.setrlimit(resource.RLIMIT_DATA, (job.memory_limit, job.memory_limit))
+    _log_to_stderr()
     if job.parent_raw_data_path:
         set_parent_raw_data_path(job.parent_raw_data_path)
     report = os.fdopen(args.report_fd, "w") if args.report_fd is not None else None

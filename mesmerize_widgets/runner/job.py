@@ -9,6 +9,8 @@ whose notebook died mid-run still shows how each run ended the next time it is l
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -61,6 +63,51 @@ class Job:
 def run_tmp_dir(batch_dir: str | os.PathLike, uuid: str, run_id: str) -> Path:
     """Where a run writes until it succeeds; its existence marks the run as started."""
     return Path(batch_dir) / f".{uuid}.tmp-{run_id}"
+
+
+def _input_fingerprint(input_path: str | None) -> list[Any]:
+    """Path, size and modification time of each input file: a movie rewritten since is new input."""
+    if not input_path:
+        return []
+    paths = sorted(glob.glob(input_path)) if any(c in input_path for c in "*?[") else [input_path]
+    out: list[Any] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            out.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([os.path.abspath(path), None, None])
+    return out
+
+
+def _version() -> str:
+    """The installed package's version: work saved by another version is not trusted."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mesmerize-widgets")
+    except PackageNotFoundError:  # a source checkout on PYTHONPATH
+        return "source"
+
+
+def checkpoint_key(job: Job, params: dict[str, Any]) -> str:
+    """A hash of what a run's results depend on: algorithm, backend, params, input files, version."""
+    what = [job.algo, job.backend, params, _input_fingerprint(job.input_path), _version()]
+    text = json.dumps(what, sort_keys=True, default=repr)  # key order never changes the key
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_dir(batch_dir: str | os.PathLike, uuid: str, key: str) -> Path:
+    """Where attempts of one item with one :func:`checkpoint_key` keep their finished work."""
+    return Path(batch_dir) / f".{uuid}.ckpt-{key}"
+
+
+def remove_checkpoints(batch_dir: str | os.PathLike, uuid: str, keep: str | None = None) -> None:
+    """Remove the item's checkpoints (but the one of key ``keep``): their params or input changed,
+    the item finished or was removed."""
+    for path in Path(batch_dir).glob(f".{uuid}.ckpt-*"):
+        if keep is None or path.name != f".{uuid}.ckpt-{keep}":
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> None:

@@ -165,7 +165,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         ctx.progress(0.1 + 0.85 * fraction, message)
 
     res = core.fit(Yr, dims, opts, mmap_path=mmap, Ain=Ain, refit=bool(params.get("refit")),
-                   n_processes=n_proc, progress=progress)
+                   n_processes=n_proc, progress=progress, checkpoint_dir=ctx.checkpoint_dir)
     del Yr
     outputs.update(save_summary_images(ctx, acc))
     if cnmfe:

@@ -31,6 +31,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -42,7 +43,8 @@ from scipy.stats import norm
 
 from ...errors import MemoryBudgetError, ParamError
 from ...processes import spawn_pool
-from . import budget
+from ..checkpoint import report_resume
+from . import budget, resume
 from .evaluation import accept_thresholds, select_components
 from .model import Movie as _Movie
 from .model import activity_frames as _activity_frames
@@ -1217,35 +1219,42 @@ def _seed_from_masks(mov: _Movie, Ain: np.ndarray, progress: ProgressFn) -> tupl
 
 
 def _init_patches(mov: _Movie, dims: tuple[int, int], opts: Options, mmap_path: str | os.PathLike | None,
-                  n_processes: int, progress: ProgressFn) -> tuple[np.ndarray, np.ndarray]:
+                  n_processes: int, progress: ProgressFn, checkpoint_dir: Path | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Initialise every patch (in a process pool when ``n_processes > 1``), then put the pieces
-    together and merge what the patches' overlaps found twice."""
+    together and merge what the patches' overlaps found twice. Patches an interrupted attempt
+    saved in ``checkpoint_dir`` are reused, and each patch fitted here is saved there."""
     if mmap_path is None:
         raise ValueError("patches need the C-order memmap path")
     grid = patch_grid(dims, int(opts.rf), _stride(opts))
     common = _common_trace(mov, opts)
-    jobs = [(str(mmap_path), dims, r, c, opts, common) for r, c in grid]
-    parts = []
+    found = resume.load_patches(checkpoint_dir, grid)
+    todo = [i for i in range(len(grid)) if i not in found]
+    jobs = [(str(mmap_path), dims, *grid[i], opts, common) for i in todo]
+    note = report_resume("patches", sorted(found), len(grid))
+    parts = dict(found)
 
-    def done(res: tuple) -> None:
-        parts.append(res)
-        progress(0.05 + 0.3 * len(parts) / len(jobs), f"patch {len(parts)}/{len(jobs)}")
+    def done(i: int, res: tuple) -> None:
+        resume.save_patch(checkpoint_dir, i, res)
+        parts[i] = res
+        progress(0.05 + 0.3 * len(parts) / len(grid), f"patch {len(parts)}/{len(grid)}" + (f" ({note})" if note else ""))
 
     if n_processes > 1 and len(jobs) > 1:
         with spawn_pool(min(n_processes, len(jobs))) as ex:
-            for res in ex.map(fit_patch, jobs):
-                done(res)
+            for i, res in zip(todo, ex.map(fit_patch, jobs), strict=True):
+                done(i, res)
     else:
-        for job in jobs:
-            done(fit_patch(job))
-    As = [_embed(Al, r, c, dims) for (r, c), Al, _ in parts]
-    Cs = [Cl for _, _, Cl in parts]
+        for i, job in zip(todo, jobs, strict=True):
+            done(i, fit_patch(job))
+    ordered = [parts[i] for i in range(len(grid))]  # the grid's order, however many were resumed
+    As = [_embed(Al, r, c, dims) for (r, c), Al, _ in ordered]
+    Cs = [Cl for _, _, Cl in ordered]
     A = np.hstack(As) if As else np.zeros((mov.P, 0), np.float32)
     C = np.vstack(Cs) if Cs else np.zeros((0, mov.T), np.float32)
     A, C = _drop_empty(A, C)
     if opts.do_merge:
         A, C, _ = merge_components(A, C, opts.merge_thr, dims, touching=False)
-    progress(0.4, f"{A.shape[1]} components from {len(jobs)} patches")
+    progress(0.4, f"{A.shape[1]} components from {len(grid)} patches")
     return A, C
 
 
@@ -1340,9 +1349,11 @@ def fit(
     refit: bool = False,
     n_processes: int = 1,
     progress: ProgressFn = _noprogress,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run CNMF (or CNMF-E with ``opts.cnmfe``) on a (P, T) movie; returns CaImAn's estimates
-    as a dict of arrays (A dense P x K, l2-normalised columns), plus ``cn``/``pnr`` for CNMF-E."""
+    as a dict of arrays (A dense P x K, l2-normalised columns), plus ``cn``/``pnr`` for CNMF-E.
+    With ``checkpoint_dir``, the patches (``rf``) of an interrupted attempt are reused."""
     if opts.use_cnn:
         raise ValueError(
             "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
@@ -1361,7 +1372,7 @@ def fit(
                             _common_trace(mov, opts), "the whole field (rf=None)")
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
-        A, C = _init_patches(mov, dims, opts, mmap_path, n_processes, progress)
+        A, C = _init_patches(mov, dims, opts, mmap_path, n_processes, progress, checkpoint_dir)
     patched = not seeded and opts.rf is not None
     n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
     refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress)

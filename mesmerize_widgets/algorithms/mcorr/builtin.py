@@ -36,10 +36,12 @@ from scipy.ndimage import median_filter
 from ...arrays import open_movie
 from ...formats.memmap import memmap_name, require_free_space
 from ...processes import spawn_pool
+from ..checkpoint import fsync_file, report_resume
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
 from . import registration as R
+from . import resume
 from .common import (
     check_movie,
     full_params,
@@ -76,6 +78,8 @@ class Settings:
     add_to_output: float
     out_path: str | None = None
     summary_ref: np.ndarray | None = None
+    #: flush the written frames to disk before returning (a checkpoint will say they are there)
+    sync_output: bool = False
 
 
 # -- per-process state -------------------------------------------------------------------------
@@ -249,6 +253,8 @@ def process_chunk(task: dict[str, Any]) -> dict[str, Any]:
             if nan.any():  # border_nan=True: NaN pixels count as the reference (template) value
                 np.copyto(frames, s.summary_ref[None].astype(np.float32), where=nan)
             acc.add(frames)
+    if s.out_path is not None and s.sync_output:
+        fsync_file(s.out_path)
     result: dict[str, Any] = {"start": start, "shifts": shifts, "els": els,
                               "sums": {k: (v[0], v[1]) for k, v in sums.items()}}
     if acc is not None:
@@ -437,11 +443,12 @@ def _pass_settings(s: Settings, p: dict[str, Any], final: bool, tmp: Path, n_fra
                    min_mov: float, raw_mean: np.ndarray) -> Settings:
     """One pass's settings: the final pass writes the movie, so it allocates the output file.
 
-    Earlier passes only build templates, which need no NaN border strips.
+    Earlier passes only build templates, which need no NaN border strips. With a checkpoint
+    folder, workers flush the frames they write before reporting a chunk done.
     """
-    if final:
-        with open(tmp, "wb") as fh:
-            fh.truncate(n_frames * s.dims[0] * s.dims[1] * 4)
+    if final:  # kept if there: the chunks an interrupted attempt wrote are in it
+        tmp.touch(exist_ok=True)
+        os.truncate(tmp, n_frames * s.dims[0] * s.dims[1] * 4)
         add = -min_mov if p["nonneg_movie"] else 0.0
         return _replace(s, out_path=str(tmp), add_to_output=add,
                         summary_ref=(raw_mean + add).astype(np.float64))
@@ -455,13 +462,23 @@ def _run_pass(ctx: RunContext, ex: Executor | None, tasks: Iterable[dict[str, An
     """The chunks' results of pass ``k`` (template sums taken out) and the sums per time split.
 
     Summary partial sums are merged into ``summary`` as they come, so memory does not grow
-    with the movie's length.
+    with the movie's length. Chunks an interrupted attempt saved are loaded, the others
+    registered and saved (see :mod:`.resume`).
     """
     n_proc = max(1, int(ctx.n_processes))
     sums: dict[int, list] = {}
     results: list[dict[str, Any]] = []
     done = 0
-    for res in _bounded_map(ex, process_chunk, tasks, 2 * n_proc):
+    resumed = [""]
+
+    def note(starts: list[int], total: int) -> None:
+        text = report_resume(f"chunks of pass {k + 1}/{n_passes}", starts, total)
+        resumed[0] = f" ({text})" if text else ""
+
+    def compute(todo: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return _bounded_map(ex, process_chunk, todo, 2 * n_proc)
+
+    for res in resume.results_in_order(ctx.checkpoint_dir, k, tasks, compute, note):
         for key, (tot, cnt) in res["sums"].items():
             acc = sums.setdefault(key, [0.0, 0])
             acc[0] = acc[0] + tot
@@ -472,7 +489,8 @@ def _run_pass(ctx: RunContext, ex: Executor | None, tasks: Iterable[dict[str, An
             merge_summary(summary, part)
         results.append(res)
         done += len(res["shifts"])
-        ctx.progress((k + done / n_frames) / n_passes * 0.97, f"pass {k + 1}/{n_passes}: {done}/{n_frames} frames")
+        ctx.progress((k + done / n_frames) / n_passes * 0.97,
+                     f"pass {k + 1}/{n_passes}: {done}/{n_frames} frames{resumed[0]}")
     return results, sums
 
 
@@ -523,15 +541,23 @@ def run(ctx: RunContext) -> dict[str, Any]:
     n_rigid = int(p["niter_rig"]) if pw else max(1, int(p["niter_rig"]))
     n_passes = n_rigid + (1 if pw else 0)
     chunk = int(p["chunk_frames"])
-    tmp = ctx.output_dir / f".{ctx.prefix}_mcorr.partial"
+    ck = ctx.checkpoint_dir  # the movie being written stays there until the run succeeds
+    tmp = ck / resume.MOVIE_NAME if ck is not None else ctx.output_dir / f".{ctx.prefix}_mcorr.partial"
+    s = _replace(s, sync_output=ck is not None)
+    first, saved = resume.start_pass(ck, n_passes)
+    template = template if saved is None else saved
     results: list[dict[str, Any]] = []
     summary = SummaryAccumulator(dims)
     try:
         with _executor(max(1, int(ctx.n_processes))) as ex:
-            for k in range(n_passes):
+            for k in range(first, n_passes):
+                if k > first or saved is None:
+                    resume.save_template(ck, k, template)
                 final = k == n_passes - 1
                 piecewise = pw and final
                 splits = int(p["splits_els"] if piecewise else p["splits_rig"])
+                if final:
+                    resume.keep_chunks_if_written(ck, k, tmp, n_frames * dims[0] * dims[1] * 4)
                 pass_s = _pass_settings(s, p, final, tmp, n_frames, min_mov, raw_mean)
                 tasks = ({"settings": pass_s, "start": a, "stop": b, "splits": sp, "template": template,
                           "piecewise": piecewise} for a, b, sp in _tasks(n_frames, splits, chunk))
@@ -539,7 +565,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                 if not final:
                     template = _next_template(sums, results, kernel)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if ck is None:  # a checkpoint's movie is kept for the next attempt
+            tmp.unlink(missing_ok=True)
         raise
     return _save_outputs(ctx, results, tmp, summary, dims, n_frames, pw)
 
