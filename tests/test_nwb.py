@@ -307,3 +307,24 @@ def test_bad_nwb_inputs_say_what_the_file_has(batch, raw_dir, nwb_inputs):
     os.remove(raw_dir / "part1.tif")
     with pytest.raises(MovieReadError, match="part1.tif, which does not exist"):
         open_movie(raw_dir / "ext.nwb")
+
+
+def test_export_nwb_from_the_batch_table(done, tmp_path):
+    from mesmerize_widgets.widgets import BatchTable
+
+    df, _ = done
+    table = BatchTable(df)
+    assert table.nwb_folder.value == str(Path(df.attrs["batch_path"]) / "nwb")
+    table.nwb_folder.value = str(tmp_path / "out")
+    table.select([0])
+    table.nwb_button.click()  # an mcorr item: refused, said, nothing written
+    assert "'mcorr' item" in table.last_message and not (tmp_path / "out").exists()
+    table.select([1])
+    table.nwb_button.click()  # a new file needs the session's metadata
+    assert "session_start_time" in table.last_message and not list((tmp_path / "out").glob("*"))
+    table.nwb_options = {"session": SESSION, "imaging_plane": PLANE}
+    table.nwb_button.click()
+    path = tmp_path / "out" / f"{df.iloc[1]['uuid']}.nwb"
+    assert "exported 1 item(s)" in table.last_message and path.exists()
+    check_file(path)
+    table.close()
