@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 
 from ..errors import FileBusyError, MissingExtraError, NWBExportError
-from .nwb_ophys import OphysExport, add_ophys
+from .nwb_ophys import OphysExport, add_ophys, fill_datasets
 
 __all__ = ["OphysExport", "check_not_busy", "require_pynwb", "write_nwb"]
 
@@ -128,11 +128,20 @@ def write_nwb(
             with pynwb.NWBHDF5IO(tmp, "a") as io:
                 nwbfile = io.read()
                 _check_same_session(nwbfile, session)
-                add_ophys(nwbfile, data, plane_spec=imaging_plane, mask_type=mask_type)
+                fills = add_ophys(nwbfile, data, plane_spec=imaging_plane, mask_type=mask_type)
                 io.write(nwbfile)
+            _fill(tmp, fills)
         return path
     nwbfile = new_nwbfile(session)
-    add_ophys(nwbfile, data, plane_spec=imaging_plane, mask_type=mask_type)
-    with _replacing(path) as tmp, pynwb.NWBHDF5IO(tmp, "w") as io:
-        io.write(nwbfile)
+    fills = add_ophys(nwbfile, data, plane_spec=imaging_plane, mask_type=mask_type)
+    with _replacing(path) as tmp:
+        with pynwb.NWBHDF5IO(tmp, "w") as io:
+            io.write(nwbfile)
+        _fill(tmp, fills)
     return path
+
+
+def _fill(tmp: Path, fills: list) -> None:
+    if fills:
+        with h5py.File(tmp, "r+") as f:
+            fill_datasets(f, fills)

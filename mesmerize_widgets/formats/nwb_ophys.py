@@ -18,7 +18,7 @@ import scipy.sparse
 
 from ..errors import NWBExportError
 
-__all__ = ["IMAGING_PLANE_KEYS", "OphysExport", "add_ophys", "mask_columns"]
+__all__ = ["IMAGING_PLANE_KEYS", "OphysExport", "add_ophys", "fill_datasets", "mask_columns"]
 
 #: what ``imaging_plane`` may say; the rest of an ImagingPlane gets a documented placeholder
 IMAGING_PLANE_KEYS = (
@@ -161,14 +161,9 @@ def _images(module: Any, images: dict[str, np.ndarray]) -> None:
                                   for k, v in images.items()]))
 
 
-def _frames(movie: Any, chunk: int) -> Any:
-    """One frame at a time, read ``chunk`` frames per read: never the whole movie."""
-    for a in range(0, len(movie), chunk):
-        yield from np.asarray(movie[a : a + chunk])
-
-
-def _motion(module: Any, data: OphysExport, plane: Any) -> None:
-    from hdmf.data_utils import DataChunkIterator
+def _motion(module: Any, data: OphysExport, plane: Any) -> list[tuple[str, Any, int]]:
+    """The shifts; the movie's dataset is only declared, its frames are filled in later."""
+    from hdmf.backends.hdf5 import H5DataIO
     from pynwb.base import TimeSeries
     from pynwb.ophys import OnePhotonSeries, TwoPhotonSeries
 
@@ -178,19 +173,34 @@ def _motion(module: Any, data: OphysExport, plane: Any) -> None:
             rate=float(data.rate), starting_time=0.0,
             description="motion-correction shifts as row.mcorr.get_shifts() returns them, stacked "
                         "on the last axis: rigid (frames, 2), piecewise (frames, patches, 2)"))
-    if data.movie is not None:
-        movie = data.movie
-        frames = DataChunkIterator(data=_frames(movie, data.chunk_frames), maxshape=tuple(movie.shape),
-                                   dtype=np.dtype(movie.dtype), buffer_size=data.chunk_frames)
-        cls = OnePhotonSeries if data.one_photon else TwoPhotonSeries
-        module.add(cls(name="MotionCorrectedMovie", data=frames, imaging_plane=plane, unit="a.u.",
-                       rate=float(data.rate), starting_time=0.0,
-                       description="motion-corrected movie (frames, x = rows, y = columns)"))
+    if data.movie is None:
+        return []
+    movie = data.movie
+    shape = tuple(int(n) for n in movie.shape)
+    # declared empty and filled with h5py chunk by chunk (fill_datasets): hdmf's
+    # DataChunkIterator held memory growing with the movie (measured, benchmarks/bench_nwb.py)
+    frames = H5DataIO(shape=shape, dtype=np.dtype(movie.dtype), chunks=(min(data.chunk_frames, shape[0]), *shape[1:]))
+    cls = OnePhotonSeries if data.one_photon else TwoPhotonSeries
+    module.add(cls(name="MotionCorrectedMovie", data=frames, imaging_plane=plane, unit="a.u.",
+                   rate=float(data.rate), starting_time=0.0,
+                   description="motion-corrected movie (frames, x = rows, y = columns)"))
+    return [(f"processing/{module.name}/MotionCorrectedMovie/data", movie, data.chunk_frames)]
+
+
+def fill_datasets(h5file: Any, fills: list[tuple[str, Any, int]]) -> None:
+    """Write each declared dataset from its (t, y, x) source, ``chunk`` frames per read."""
+    for name, movie, chunk in fills:
+        ds = h5file[name]
+        for a in range(0, len(movie), chunk):
+            ds[a : a + chunk] = np.asarray(movie[a : a + chunk])
 
 
 def add_ophys(nwbfile: Any, data: OphysExport, *, plane_spec: dict[str, Any] | str | None = None,
-              mask_type: str = "auto") -> None:
-    """Add the segmentation, traces, images and motion correction to the ``ophys`` module."""
+              mask_type: str = "auto") -> list[tuple[str, Any, int]]:
+    """Add the segmentation, traces, images and motion correction to the ``ophys`` module.
+
+    Returns the datasets left to fill once the file is written (``fill_datasets``): the movie.
+    """
     module = nwbfile.processing.get("ophys") or nwbfile.create_processing_module(
         name="ophys", description="optical physiology processed by mesmerize-widgets")
     taken = [n for n in OPHYS_NAMES if n in module.data_interfaces]
@@ -201,4 +211,4 @@ def add_ophys(nwbfile: Any, data: OphysExport, *, plane_spec: dict[str, Any] | s
     seg = _segmentation(module, data, plane, mask_type)
     _traces(module, data, seg)
     _images(module, data.images)
-    _motion(module, data, plane)
+    return _motion(module, data, plane)
