@@ -153,7 +153,8 @@ def main() -> None:
               f"size {n['bytes'] / h['bytes']:.3f}x")
     share = {f: res["nwb", f, True]["peak"] - res["nwb", f, False]["peak"] for f in (lo, hi)}
     print(f"NWB peak with the movie, {hi} / {lo} frames: {res['nwb', hi, True]['peak'] / res['nwb', lo, True]['peak']:.2f}x "
-          f"(the movie's share: {share[hi] / mib:.1f} MiB vs {share[lo] / mib:.1f} MiB; the movie itself "
+          f"(the movie's share: {share[hi] / mib:.1f} MiB vs {share[lo] / mib:.1f} MiB, {share[hi] / share[lo]:.2f}x; "
+          f"the movie itself "
           f"{hi * np.prod(args.dims) * 4 / mib:.0f} MiB vs {lo * np.prod(args.dims) * 4 / mib:.0f} MiB)")
 
 
