@@ -57,3 +57,17 @@ class DiskSpaceError(MesmerizeError, OSError):
 
 class UnsafePickleError(MesmerizeError, ValueError):
     """A legacy batch pickle tried to build something a batch never holds."""
+
+
+class MissingExtraError(MesmerizeError, ImportError):
+    """An optional feature needs packages of an extra that is not installed; the message says
+    which ``pip install`` brings them."""
+
+
+class NWBExportError(MesmerizeError, ValueError):
+    """An NWB export cannot be written as asked: missing session metadata, an item that is not
+    done, names already in the file. Nothing was written."""
+
+
+class FileBusyError(MesmerizeError, OSError):
+    """The file is open elsewhere for writing (HDF5's lock says so): nothing was written."""

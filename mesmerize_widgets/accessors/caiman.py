@@ -7,6 +7,7 @@ keeps the user's DataFrame in step. The logic lives in ``operations`` and below.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -152,6 +153,22 @@ class CaimanDataFrameAccessor:
 
     def get_parent(self, index: Any) -> str | None:
         return self._df.iloc[position_of(self._df, index)]["parent_uuid"]
+
+    # -- export ----------------------------------------------------------------------------------
+    def export_nwb(self, folder: str | os.PathLike, items: Any = None, **kwargs: Any) -> list[Path]:
+        """Each item (default: every done cnmf / cnmfe / onacid item) to ``<folder>/<uuid>.nwb``.
+
+        Keywords as ``row.cnmf.export_nwb``; every item is checked before the first is written.
+        """
+        from .nwb_export import CNMF_ALGOS, export_items
+
+        if items is None:
+            recs = {r["uuid"]: r for r in self.store.items()}
+            positions = [i for i, u in enumerate(self._df["uuid"])
+                         if recs[u]["algo"] in CNMF_ALGOS and recs[u]["status"] == "done"]
+        else:
+            positions = self._positions(items)
+        return export_items(folder, [self._df.iloc[p] for p in positions], **kwargs)
 
     # -- persistence ---------------------------------------------------------------------------
     def reload_from_disk(self) -> pd.DataFrame:

@@ -9,6 +9,7 @@ file atomically, which changes the key, so stale results are never served.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,25 @@ class CNMFSeriesAccessor(ItemAccessor):
             return np.asarray(res.estimates.F_dff)[self._indices(res, component_indices)]
 
         return copy_result(self._cached("dfof", (self._spec_key(component_indices),), compute))
+
+    # -- NWB ----------------------------------------------------------------------------------------
+    def export_nwb(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write this item to an NWB file: a new one, or appended to the session's existing file.
+
+        An ``ophys`` module with the ImagingPlane, a PlaneSegmentation of every footprint
+        (accepted and the evaluation values as columns), Fluorescence (C; C + YrA with
+        ``add_residuals=True``) with the deconvolved S, DfOverF when dF/F was computed, the
+        summary images, the motion-correction shifts of the item's mcorr input and, with
+        ``include_movie=True``, its corrected movie. Keywords: ``session`` (a new file:
+        ``session_start_time``, ``subject``, ...), ``imaging_plane`` (a dict of indicator,
+        location, excitation_lambda, emission_lambda, imaging_rate, ... or the name of the
+        file's plane), ``add_residuals``, ``include_movie``, ``mask_type`` ("auto", "image",
+        "pixel"), ``overwrite``. Needs ``pip install "mesmerize-widgets[nwb]"``. See the user
+        guide's "NWB" section.
+        """
+        from .nwb_export import export_item
+
+        return export_item(self._row, path, **kwargs)
 
     # -- evaluation ---------------------------------------------------------------------------------
     def evaluation(self) -> EvaluationSession:

@@ -13,6 +13,7 @@ from .concat import LazyConcat
 from .hdf5 import LazyHDF5
 from .memmap import LazyMemmap
 from .npy import LazyNpy
+from .nwb import open_nwb
 from .tiff import LazyTiff
 from .video import LazyVideo
 
@@ -21,7 +22,7 @@ __all__ = ["MOVIE_EXTENSIONS", "natural_sort_key", "open_movie"]
 TIFF_EXTENSIONS = (".tif", ".tiff", ".btf")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov")
 HDF5_EXTENSIONS = (".h5", ".hdf5", ".hdf")
-MOVIE_EXTENSIONS = (*TIFF_EXTENSIONS, ".mmap", *VIDEO_EXTENSIONS, *HDF5_EXTENSIONS, ".npy")
+MOVIE_EXTENSIONS = (*TIFF_EXTENSIONS, ".mmap", *VIDEO_EXTENSIONS, *HDF5_EXTENSIONS, ".npy", ".nwb")
 
 PathLike = str | os.PathLike
 
@@ -51,6 +52,8 @@ def _open_one(path: Path, var_name_hdf5: str | None) -> LazyArray:
             return LazyHDF5(path, dataset=var_name_hdf5)
         if ext == ".npy":
             return LazyNpy(path)
+        if ext == ".nwb":
+            return open_nwb(path, var_name_hdf5)
     except MovieReadError:
         raise
     except Exception as e:  # a reader's unexpected failure still names the file
@@ -88,7 +91,8 @@ def open_movie(path: PathLike | Sequence[PathLike], var_name_hdf5: str | None = 
 
     ``path`` may be a file, a list/tuple of files, a directory (all its movie files,
     in natural order) or a glob pattern; several files form one movie along time.
-    ``var_name_hdf5`` names the HDF5 dataset (None: the file's only 3-D dataset).
+    ``var_name_hdf5`` names the HDF5 dataset (None: the file's only 3-D dataset), or for an
+    NWB file its TwoPhotonSeries / OnePhotonSeries (None or "mov": the file's only one).
     A single 2-D image opens as a 1-frame movie of shape (1, y, x).
     Raises MovieReadError naming the file for any problem.
     """

@@ -309,6 +309,9 @@ class BatchTable(widgets.VBox):
         self._closed = False
         self._syncing_widgets = False
         self.last_message = ""
+        #: keywords of ``df.caiman.export_nwb`` for "export NWB": ``session`` (a new file needs
+        #: session_start_time and subject), ``imaging_plane``, ``include_movie``, ...
+        self.nwb_options: dict[str, Any] = {}
 
         self.view = _make_view(view, self._user_selected, self._user_edited)
         self._build_controls()
@@ -361,12 +364,18 @@ class BatchTable(widgets.VBox):
                                        self.show_duplicate_editor)
         self.open_button = button("open", "eye", "show the selected item in its viewer", self.open_selected, "info")
         self.refresh_button = button("refresh", "refresh", "reload the batch from disk", self.refresh)
+        self.nwb_folder = widgets.Text(value=str(store_of(self._df).path / "nwb"), description="NWB folder",
+                                       tooltip="where 'export NWB' writes one <uuid>.nwb per item")
+        self.nwb_button = button("export NWB", "download", "write the selected cnmf/cnmfe/onacid items to NWB "
+                                 "files in the NWB folder (session metadata and options: table.nwb_options)",
+                                 self.export_selected_nwb)
         self.comment_text = widgets.Text(placeholder="comment for the selected item", description="comment")
         self.comment_button = button("save", "save", "save the comment of the selected item",
                                      lambda: self.edit_comment(None, self.comment_text.value))
         self.actions_box = widgets.HBox([self.run_button, self.cancel_button, self.remove_button,
                                          self.duplicate_button, self.open_button, self.refresh_button,
-                                         self.comment_text, self.comment_button],
+                                         self.comment_text, self.comment_button, self.nwb_folder,
+                                         self.nwb_button],
                                         layout=widgets.Layout(flex_flow="row wrap"))
 
     def _build_confirm_box(self) -> None:
@@ -658,6 +667,16 @@ class BatchTable(widgets.VBox):
         if active:
             self._ensure_polling()
         return out
+
+    def export_selected_nwb(self, folder: str | Path | None = None) -> list[Path]:
+        """Write each selected item to ``<folder>/<uuid>.nwb`` (default: the NWB folder field)."""
+        uuids = self._require_selection()
+        if uuids is None:
+            return []
+        folder = Path(folder or self.nwb_folder.value)
+        paths = self._df.caiman.export_nwb(folder, items=uuids, **self.nwb_options)
+        self._say(f"exported {len(paths)} item(s) to NWB in {folder}")
+        return paths
 
     def wait(self, timeout: float = 60.0) -> None:
         """Block until none of this table's submissions is active (scripts and tests)."""
