@@ -230,7 +230,7 @@ def event_exceptionality(traces: np.ndarray, N: int, sigma_factor: float = 3.0,
 SKEWED_NOISE_RATIO = 1.5
 
 
-def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
+def snr_from_traces(traces: np.ndarray, N: int, skewed_noise: bool = True) -> np.ndarray:
     """SNR_comp as CaImAn computes it (baseline removed, exceptionality turned into a z value),
     with one difference: the noise SD is at least the trace's high-frequency noise
     (:func:`noise_psd`) over ``SKEWED_NOISE_RATIO``.
@@ -242,12 +242,18 @@ def snr_from_traces(traces: np.ndarray, N: int) -> np.ndarray:
     with Gaussian noise it is about 1x and the SNR does not change, except on strong cells whose
     sharp rises reach the high frequencies: their SNR drops by up to a third and stays far above
     any threshold (measured on the simulator and the Neurofinder crop).
+
+    The floor needs transients that last: with ``N`` < 2 (a slow frame rate) or
+    ``skewed_noise=False`` (seeding on frames averaged over a decay) a transient is one frame
+    high, as a shot-noise jump is, and CaImAn's estimate is used alone.
     """
     if len(traces) == 0:
         return np.zeros(0)
     tr = np.asarray(traces, np.float64)
     tr = tr - _percentile_baseline(tr)
-    floor = noise_psd(tr).astype(np.float64) / SKEWED_NOISE_RATIO
+    floor = None
+    if skewed_noise and N >= 2:
+        floor = noise_psd(tr).astype(np.float64) / SKEWED_NOISE_RATIO
     fitness = event_exceptionality(tr, N, sd_floor=floor)
     return -norm.ppf(np.exp(fitness / N))
 
@@ -411,6 +417,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
     C = np.zeros((K, T), np.float32)
     n_ok = 0
     N = max(1, int(math.ceil(opts.n_samples)))
+    full_rate = not n_decay or n_decay >= 2  # else a transient is one (averaged) frame high
     while n_ok < K:
         vv = np.where(blocked | (v <= floor), -np.inf, v)
         ind = int(np.argmax(vv))
@@ -425,7 +432,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         # start from the seed's own 3x3 trace: the blurred one mixes in close neighbours
         c_seed = Y[max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].reshape(-1, T).mean(0)
         a, c = _rank1(data, c_seed, opts.nIter)
-        snr = snr_from_traces(c[None].astype(np.float64), N)[0] if T >= 20 else np.inf
+        snr = snr_from_traces(c[None].astype(np.float64), N, full_rate)[0] if T >= 20 else np.inf
         if not (np.any(a > 0) and np.any(c > 0)) or snr < max(opts.SNR_lowest, 1.0):
             continue
         patch = np.outer(a, c).astype(np.float32)
