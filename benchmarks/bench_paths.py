@@ -1,6 +1,6 @@
 """Every path bounded (issue #14): peak memory of each path at a short and a long movie.
 
-    .venv/bin/python benchmarks/bench_paths.py                        # 1,000 and 8,000 frames, ~15 min
+    .venv/bin/python benchmarks/bench_paths.py                        # 1,000 and 8,000 frames, ~12 min
     .venv/bin/python benchmarks/bench_paths.py --frames 300 1200 --paths summary lazy viewer_cnmf
 
 Per length, a 128 x 128 two-photon movie (the simulator, streamed to a uint16 TIFF) and a
