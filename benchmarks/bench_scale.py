@@ -21,42 +21,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).parent))
+from memtree import RESULT, STAGE, run_sampled  # noqa: E402
+
 DIMS = (256, 256)
 MCORR = {"pw_rigid": True, "max_shifts": (6, 6), "strides": (64, 64), "overlaps": (32, 32),
          "max_deviation_rigid": 3}
 CNMF = {"fr": 30, "rf": 24, "stride": 12, "K": 6, "gSig": (4, 4), "p": 1, "nb": 2, "use_cnn": False}
-_STAGE = "STAGE "
-_RESULT = "RESULT "
 
 
-def _anon(proc: psutil.Process) -> int:
-    """Resident anonymous bytes of ``proc`` (0 once it is gone)."""
-    try:
-        text = Path(f"/proc/{proc.pid}/status").read_text()
-    except OSError:
-        return 0
-    m = re.search(r"^RssAnon:\s+(\d+)", text, re.M)
-    return int(m.group(1)) * 1024 if m else 0
-
-
-def make_movie(path: Path, frames: int) -> None:
+def make_movie(path: Path, frames: int, dims: tuple[int, int] = DIMS) -> None:
     from mesmerize_widgets.sim import simulate_2p
     from mesmerize_widgets.sim.io import write_tiff
 
-    n = int(45 * DIMS[0] * DIMS[1] / 128**2)
-    write_tiff(simulate_2p(n_frames=frames, dims=DIMS, n_neurons=n, motion="rigid", max_shift=2.0, seed=1,
+    n = int(45 * dims[0] * dims[1] / 128**2)
+    write_tiff(simulate_2p(n_frames=frames, dims=dims, n_neurons=n, motion="rigid", max_shift=2.0, seed=1,
                            lazy=True), path)
 
 
@@ -74,7 +62,7 @@ def _child(spec: dict[str, Any]) -> None:
         a = get_algorithm(algo)
         ctx = RunContext(input_path=movie, params=a.schema.validate({"main": params}), output_dir=out,
                          prefix="bench", n_processes=spec["n_processes"])
-        print(_STAGE + algo, flush=True)
+        print(STAGE + algo, flush=True)
         t0 = time.perf_counter()
         res = a.run_function(spec["backend"])(ctx)
         outputs[f"t_{algo}"] = time.perf_counter() - t0
@@ -82,48 +70,19 @@ def _child(spec: dict[str, Any]) -> None:
 
     mc = run("mcorr", Path(spec["movie"]), MCORR)
     cn = run("cnmf", Path(mc["mcorr-output-path"]), CNMF)
-    print(_STAGE + "done", flush=True)
+    print(STAGE + "done", flush=True)
     from mesmerize_widgets.formats.cnmf_hdf5 import load_cnmf
 
     est = load_cnmf(cn["cnmf-hdf5-path"]).estimates
     K, T = est.C.shape
     outputs.update(K=int(K), accepted=int(len(est.idx_components)), kt_mib=3 * 4 * K * T / 2**20)
-    print(_RESULT + json.dumps(outputs), flush=True)
+    print(RESULT + json.dumps(outputs), flush=True)
 
 
 def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run :func:`_child` in a fresh process, sampling the anonymous memory of its tree per stage."""
-    proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
-                            text=True)
-    stage = ["start"]
-    peaks: dict[str, int] = {}
-    result: dict[str, Any] = {}
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(_STAGE):
-                stage[0] = line[len(_STAGE):].strip()
-            elif line.startswith(_RESULT):
-                result.update(json.loads(line[len(_RESULT):]))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    ps = psutil.Process(proc.pid)
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            return {"error": f"killed after {timeout:.0f} s"}
-        try:
-            total = _anon(ps) + sum(_anon(c) for c in ps.children(recursive=True))
-        except psutil.Error:
-            total = 0
-        peaks[stage[0]] = max(peaks.get(stage[0], 0), total)
-        time.sleep(0.05)
-    reader.join(5)
-    if proc.returncode or not result:
-        return {"error": f"exit code {proc.returncode}"}
+    result = run_sampled([sys.executable, __file__, "--child", json.dumps(spec)], timeout)
+    peaks = result.pop("peaks", {})
     result.update({f"peak_{k}": v / 2**20 for k, v in peaks.items() if k in ("mcorr", "cnmf")})
     return result
 
