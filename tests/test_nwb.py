@@ -7,7 +7,12 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+# the viewers on NWB input render offscreen (lavapipe), as in test_viewers
+os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 
 import numpy as np
 import pytest
@@ -272,6 +277,21 @@ def test_nwb_series_as_input_movies(batch, raw_dir, nwb_inputs):
     np.testing.assert_array_equal(a.mcorr.get_output()[:], b.mcorr.get_output()[:])
     assert a.mcorr.get_output().shape == movie.shape
     assert batch.iloc[2].cnmf.get_n_components() > 0
+    _viewers_show_the_nwb_frames(a, batch.iloc[2], movie)
+
+
+def _viewers_show_the_nwb_frames(mcorr_row, cnmf_row, movie: np.ndarray) -> None:
+    """The viewers, rendered offscreen, step through an NWB input as through any movie."""
+    pytest.importorskip("fastplotlib")
+    from mesmerize_widgets.widgets import CNMFViewer, McorrViewer
+
+    for viewer in (McorrViewer(mcorr_row), CNMFViewer(cnmf_row)):
+        try:
+            viewer.set_time(77)
+            np.testing.assert_array_equal(viewer.shown_frame(0), movie[77])
+            assert viewer.snapshot(0).std() > 0  # something was drawn
+        finally:
+            viewer.close()
 
 
 def test_reading_one_frame_reads_only_that_frame(raw_dir):
