@@ -1,9 +1,11 @@
 """How much of the movie a builtin fit may hold at once, and readers that keep to it.
 
 A patch's pixels x frames grows with the recording (an hour at 30 Hz is 108,000 frames), and
-seeding holds that block several times over. Within the budget (``memory_budget_mb``, per
-process) nothing changes; beyond it, seeding sees the movie averaged over more frames, at most
-one decay's worth (a transient averaged over more is lost), and past that an initialisation
+seeding holds that block several times over. So seeding aims at a fixed number of frames
+(:data:`SEED_FRAMES`): a longer movie is seen averaged over more frames, at most one decay's
+worth (a transient averaged over more is lost), and what a patch's seeding holds stops growing
+with the recording. Within the budget (``memory_budget_mb``, per process) nothing else changes;
+beyond it, more frames are averaged (again at most one decay), and past that an initialisation
 refuses at once with the estimate, while the residual pass works in tiles of the field. Every
 read goes through pixel blocks of at most :data:`BLOCK_ELEMENTS` values, all frames of a pixel
 being contiguous in the C-order memmap.
@@ -28,6 +30,10 @@ SEED_COPIES = 8
 BLOCK_ELEMENTS = 1 << 22
 
 MiB = 2**20
+
+#: (averaged) frames seeding aims to see: up to ``tsub * SEED_FRAMES`` frames a movie is seeded
+#: at ``tsub``, as always; a longer one averages more frames at a time, up to one decay
+SEED_FRAMES = 2000
 
 
 def private_memory() -> int:
@@ -58,11 +64,19 @@ def full_rate_bytes(n_pixels: int, T: int, ts: int) -> int:
     return 4 * n_pixels * T + seeding_bytes(n_pixels, T, ts)
 
 
-def seeding_tsub(n_pixels: int, T: int, tsub: int, n_decay: int, budget_mb: float) -> int | None:
-    """Frames to average for seeding within the budget: ``tsub`` when it fits, else the least
-    number that fits; None when even one decay's worth (``n_decay`` frames) does not."""
-    budget = budget_mb * MiB
+def target_tsub(T: int, tsub: int, n_decay: int) -> int:
+    """Frames averaged at a time for seeding to see about :data:`SEED_FRAMES`: ``tsub`` for
+    a movie up to ``tsub * SEED_FRAMES`` frames, more for a longer one, never more than one
+    decay (``n_decay``) unless ``tsub`` asks for it."""
     ts = max(1, int(tsub))
+    return max(ts, min(math.ceil(T / SEED_FRAMES), int(n_decay)))
+
+
+def seeding_tsub(n_pixels: int, T: int, tsub: int, n_decay: int, budget_mb: float) -> int | None:
+    """Frames to average for seeding within the budget: :func:`target_tsub` when it fits, else
+    the least number that fits; None when even one decay's worth (``n_decay`` frames) does not."""
+    budget = budget_mb * MiB
+    ts = target_tsub(T, tsub, n_decay)
     if seeding_bytes(n_pixels, T, ts) <= budget:
         return ts
     need = max(ts, math.ceil(SEED_COPIES * 4 * n_pixels * T / max(budget, 1)))

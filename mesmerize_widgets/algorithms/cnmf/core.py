@@ -983,16 +983,17 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
                  K: int | None, common: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Initialise the components of a rectangle of the field (a patch, or all of it).
 
-    Within ``memory_budget_mb`` it is read whole (:func:`_init_patch`, unchanged). Beyond, a
-    long movie is seeded on more frames averaged (:func:`budget.seeding_tsub`) and the traces
-    projected on the full-rate movie a block at a time; CNMF-E's seeding still needs the
-    region at full rate (it filters each frame), so it refuses with the estimate instead."""
+    A movie of up to ``tsub * SEED_FRAMES`` frames within ``memory_budget_mb`` is read whole
+    (:func:`_init_patch`, unchanged). A longer one is seeded on more frames averaged
+    (:func:`budget.seeding_tsub`), so seeding holds about as much at any length, and the traces
+    are projected on the full-rate movie a block at a time; CNMF-E's seeding still needs the
+    region at full rate (it filters each frame), so past the budget it refuses with the estimate."""
     T = Yr.shape[1]
     ts = _seeding_plan((rows.stop - rows.start) * (cols.stop - cols.start), T, opts, what)
     if ts is None:
         return _init_patch(budget.read_region(Yr, dims, rows, cols), opts, K, common)
     Ys = budget.read_region(Yr, dims, rows, cols, ts)
-    log.info("seeding %s on %d frames (%d averaged at a time) to stay within memory_budget_mb=%g",
+    log.info("seeding %s on %d frames (%d averaged at a time; memory_budget_mb=%g)",
              what, Ys.shape[-1], ts, opts.memory_budget_mb)
     A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1], ts))
     if not A.shape[1]:
@@ -1006,10 +1007,14 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
 
 
 def _seeding_plan(n_px: int, T: int, opts: Options, what: str) -> int | None:
-    """How a region of ``n_px`` pixels is seeded within the budget: None when it is read whole
-    at full rate (as always), else the frames averaged at a time; a MemoryBudgetError naming the
-    estimate where neither fits (CNMF-E filters each frame, so it never averages)."""
-    if budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB:
+    """How a region of ``n_px`` pixels is seeded: None when it is read whole at full rate (a
+    movie short enough to be seeded at ``tsub``, within the budget), else the frames averaged
+    at a time (:func:`budget.seeding_tsub`: what a patch holds then stops growing with the
+    movie); a MemoryBudgetError naming the estimate where neither fits (CNMF-E filters each
+    frame, so it never averages)."""
+    fits = budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB
+    if fits and (opts.method_init == "corr_pnr"
+                 or budget.target_tsub(T, opts.tsub, opts.n_samples) == max(1, int(opts.tsub))):
         return None
     if opts.method_init == "corr_pnr":
         raise MemoryBudgetError(
@@ -1129,8 +1134,14 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
 
 
 def _trace_metrics(dec: dict[str, Any], opts: Options) -> tuple[np.ndarray, np.ndarray]:
-    """SNR_comp and fast_fraction of the deconvolved components."""
-    return snr_from_traces(dec["C"] + dec["YrA"], opts.n_samples), fast_fraction(dec["C"], opts.n_samples)
+    """SNR_comp and fast_fraction of the deconvolved components, a block of traces at a time:
+    both are per trace, and whole they would hold several float64 copies of K x T."""
+    C, YrA = dec["C"], dec["YrA"]
+    snr, fast = np.zeros(len(C)), np.zeros(len(C))
+    for blk in _blocks(len(C), C.shape[1], 1 << 20):  # 8 MiB per float64 copy
+        snr[blk] = snr_from_traces(C[blk] + YrA[blk], opts.n_samples)
+        fast[blk] = fast_fraction(C[blk], opts.n_samples)
+    return snr, fast
 
 
 def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims: tuple[int, int],
