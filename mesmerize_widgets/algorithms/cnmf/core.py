@@ -617,13 +617,15 @@ def corr_pnr_init(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarr
 # ------------------------------------------------------------------------------------------
 class _BackgroundSubtracted(_Movie):
     """``Y - B`` for a ring-model background B held fixed (CaImAn refits A, C on ``Y - B``);
-    computed block by block from the raw movie and the (P_ds, T) ring fluctuation."""
+    computed block by block from the raw movie and the (P_ds, T) ring fluctuation, and kept
+    whole only when it takes at most ``cache_bytes`` (a quarter of the run's memory budget:
+    a long movie's ``Y - B`` is recomputed per pass rather than held, 512 MiB at 128x128x8,000)."""
 
-    def __init__(self, raw: _Movie, ring: RingModel, fluct: np.ndarray, cache_limit: int = 1 << 27):
+    def __init__(self, raw: _Movie, ring: RingModel, fluct: np.ndarray, cache_bytes: float = 2.0**28):
         super().__init__(raw.Yr)
         self.raw, self.ring, self.fluct = raw, ring, fluct
         self.cache: np.ndarray | None = None
-        if self.P * self.T <= cache_limit:  # small enough: subtract once
+        if 4 * self.P * self.T <= cache_bytes:  # small enough: subtract once
             self.cache = np.concatenate([self._compute(blk) for blk in self.blocks])
 
     def _compute(self, idx: slice | np.ndarray) -> np.ndarray:
@@ -1306,7 +1308,7 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
             # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
             rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
             fluct = rm.fluctuation(raw, A, C)
-            mov = _BackgroundSubtracted(raw, rm, fluct)
+            mov = _BackgroundSubtracted(raw, rm, fluct, opts.memory_budget_mb * budget.MiB / 4)
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
         A, C = drop(A, C)
         if r == 0 and not seeded and not opts.cnmfe:
