@@ -197,10 +197,31 @@ def test_cnmfe_images_tile_by_tile_equal_the_whole_field_pass():
     opts = core.Options.from_main({"gSig": (3, 3), "gSiz": (13, 13), "center_psf": True, "method_init": "corr_pnr",
                                    "K": None, "nb": 0}, cnmfe=True)
     cn, pnr, _, _ = core.corr_pnr_images(Y.transpose(1, 2, 0), opts)
-    opts.memory_budget_mb = 2.0  # 64x64x200 needs ~13 MiB: tiles with 9-pixel cores
+    opts.memory_budget_mb = 4.0  # 64x64x200 needs ~22 MiB: tiles with 11-pixel cores
     cn_t, pnr_t = core.corr_pnr_images_tiled(Yr, (64, 64), opts)
     np.testing.assert_allclose(cn_t, cn, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pnr_t, pnr, rtol=1e-5, atol=1e-5)
+
+
+def test_cnmfe_images_hold_no_more_than_the_copies_their_tiles_are_sized_by():
+    """The tile size assumes CORR_PNR_COPIES float32 copies of a region: measured with
+    tracemalloc, the images' peak (the region included) stays within it. At 4 copies assumed,
+    a 2 GiB budget let a 128x128x8,000 cnmfe run peak at 2.8 GiB."""
+    import tracemalloc
+
+    from mesmerize_widgets.sim import simulate_1p
+
+    Y3 = np.ascontiguousarray(np.asarray(simulate_1p(n_frames=2000, dims=(64, 64), n_neurons=8, seed=2,
+                                                     motion=None).movie, np.float32).transpose(1, 2, 0))
+    opts = core.Options.from_main({"gSig": (3, 3), "method_init": "corr_pnr", "K": None, "nb": 0}, cnmfe=True)
+    tracemalloc.start()
+    try:
+        core.corr_pnr_images(Y3, opts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert Y3.nbytes + peak <= budget.CORR_PNR_COPIES * Y3.nbytes
+    assert Y3.nbytes + peak > (budget.CORR_PNR_COPIES - 2) * Y3.nbytes  # and not far above it
 
 
 @pytest.mark.usefixtures("client")

@@ -25,6 +25,11 @@ from ...errors import MemoryBudgetError
 #: and room for the transients beside them (noise spectra, window products)
 SEED_COPIES = 8
 
+#: float32 copies of a region that CNMF-E's correlation and PNR images hold at their peak, the
+#: region itself included (measured: 6.0; the filtered movie, its thresholded copy, the mask,
+#: local_correlation's products)
+CORR_PNR_COPIES = 7
+
 #: values (float32) of the movie read at once: 16 MiB, a few of which (the block, a product with
 #: it) sit beside the budget
 BLOCK_ELEMENTS = 1 << 22

@@ -1202,7 +1202,7 @@ def corr_pnr_images_tiled(Yr: np.ndarray, dims: tuple[int, int], opts: Options
     pixel the correlation looks at, so its core's values are those of the whole-field pass."""
     T = Yr.shape[1]
     margin = max(int(opts.gSiz[0]), int(opts.gSiz[1])) // 2 + 2
-    per_pixel = 4 * 4 * T  # the region, the filtered movie, its thresholded copy, the products
+    per_pixel = budget.CORR_PNR_COPIES * 4 * T
     side = max(8, int(math.sqrt(opts.memory_budget_mb * budget.MiB / per_pixel)) - 2 * margin)
     if side >= max(dims):
         side = max(dims)
