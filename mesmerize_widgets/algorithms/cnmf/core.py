@@ -277,14 +277,19 @@ def fast_fraction(C: np.ndarray, N: int) -> np.ndarray:
     return ((X - slow) ** 2).sum(1) / np.maximum((X * X).sum(1), 1e-12)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=16)
+def _white_noise_snrs(n: int, N: int) -> np.ndarray:
+    """SNR_comp of 400 white-noise traces of ``n`` frames: one sample for every quantile asked
+    of it (the prune's floor and the r-value-only floor of one fit share it)."""
+    rng = np.random.default_rng(12345)
+    return snr_from_traces(rng.standard_normal((400, n)), N)
+
+
 def noise_snr_floor(T: int, N: int, quantile: float = 0.99) -> float:
     """SNR_comp that a trace of pure white noise (``T`` frames, events of ``N`` frames) reaches
     with probability ``1 - quantile``: a component below it shows no event that noise alone
     would not give. Computed on at most 3,000 frames (the floor only falls with T)."""
-    n = min(max(int(T), 8), 3000)
-    rng = np.random.default_rng(12345)
-    return float(np.quantile(snr_from_traces(rng.standard_normal((400, n)), N), quantile))
+    return float(np.quantile(_white_noise_snrs(min(max(int(T), 8), 3000), int(N)), quantile))
 
 
 # ------------------------------------------------------------------------------------------
