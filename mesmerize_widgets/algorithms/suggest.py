@@ -16,7 +16,8 @@ How each value is measured (all on a frame sample, rigidly registered first):
 - two-photon somata also show in the mean image (silent ones too): there the same scale search
   gives a steadier size, used when it finds at least 5 cells.
 - ``decay_time``: exponential fits to the falls after the brightest cells' transients (neuropil
-  annulus subtracted), from the peak until the next rise; median of the clearest falls.
+  annulus subtracted), from the peak until the next rise; median of the clearest falls. Not
+  measured (the reason says so, the given value is kept) when no fall drops below 40 % of its peak.
 - motion: integer phase correlation of frame bins spread over the whole movie against their
   median (the registration primitives of ``mcorr``).
 - ``fr``: the file's metadata (ImageJ ``finterval``/``fps``, ScanImage ``scanFrameRate``, OME
@@ -405,6 +406,9 @@ def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
     peak above the trace's resting level; a fall riding on an earlier one still decays with the
     same constant, so bursts do not bias it (the autocovariance is biased by them). Traces are
     the cell's disk minus its surrounding annulus (neuropil); the median over the clearest falls.
+    A fall counts only once it drops below 40 % of its peak (about one decay seen), and not
+    while the annulus brightens: a slow indicator in a short movie gave falls 4x too fast from
+    a misplaced resting level or a neighbour rising in the annulus. None: nothing measurable.
     """
     T = len(Y)
     if T < 20 or not len(centres):
@@ -416,11 +420,12 @@ def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
         d2 = (yy - r) ** 2 + (xx - c) ** 2
         ring = (d2 >= (2 * gsig) ** 2) & (d2 <= (3.5 * gsig) ** 2)
         tr = Y[:, d2 <= max(1.0, gsig) ** 2].mean(1).astype(np.float64)
-        if ring.any():
-            tr -= Y[:, ring].mean(1)
-        t_, s_ = _falls(tr)
-        taus += t_
-        snrs += s_
+        around = Y[:, ring].mean(1).astype(np.float64) if ring.any() else np.zeros(T)
+        for tau, snr, (a, b, amp) in zip(*_falls(tr - around), strict=True):
+            # a neighbour brightening inside the annulus makes the difference fall by itself
+            if np.ptp(ndi.gaussian_filter1d(around, 1.0)[a:b]) < 0.25 * amp:
+                taus.append(tau)
+                snrs.append(snr)
     if len(taus) < 3:
         return None
     order = np.argsort(snrs)[::-1]
@@ -428,18 +433,18 @@ def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
     return float(np.median(best))
 
 
-def _falls(tr: np.ndarray) -> tuple[list[float], list[float]]:
-    """(decay constants in frames, peak SNRs) of the clear falls of one trace."""
+def _falls(tr: np.ndarray) -> tuple[list[float], list[float], list[tuple[int, int, float]]]:
+    """(decay constants in frames, peak SNRs, (start, stop, amplitude)) of one trace's clear falls."""
     T = len(tr)
     y = ndi.gaussian_filter1d(tr, 1.0)
     diff = np.diff(tr)
     sn = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
     if sn <= 0:
-        return [], []
+        return [], [], []
     # resting level: the low tail of the smoothed trace, lifted by its noise (1.645 sd)
     y = y - (np.percentile(y, 5) + 1.645 * 0.53 * sn)
     peaks = np.nonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:]) & (y[1:-1] > 8 * sn))[0] + 1
-    taus, snrs = [], []
+    taus, snrs, spans = [], [], []
     for t0 in peaks:
         amp = y[t0]
         low, t = amp, t0 + 1
@@ -449,12 +454,13 @@ def _falls(tr: np.ndarray) -> tuple[list[float], list[float]]:
         v = y[t0:t]
         bad = np.nonzero((v <= 0.2 * amp) | (v > amp))[0]
         n = int(bad[0]) if len(bad) else len(v)
-        if n >= 4 and v[n - 1] < 0.7 * amp:
+        if n >= 4 and v[n - 1] < 0.4 * amp:
             slope = np.polyfit(np.arange(n), np.log(v[:n]), 1)[0]
             if slope < 0:
                 taus.append(float(-1.0 / slope))
                 snrs.append(float(amp / sn))
-    return taus, snrs
+                spans.append((int(t0), int(t0 + n), float(amp)))
+    return taus, snrs, spans
 
 
 def _looks_one_photon(Y: np.ndarray) -> bool:
@@ -597,6 +603,11 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
         put("decay_time", round(stats.decay_frames / fr, 3),
             f"exponential fits to the falls after transients of the brightest cells: "
             f"{stats.decay_frames:.1f} frames / {fr:g} Hz")
+    elif "decay_time" in names:
+        kept = "your value" if "decay_time" in main else "the default"
+        put("decay_time", _given_or_default(names, main, defaults, "decay_time"),
+            f"not measured: no transient fell clearly in the {stats.frames_read} frames read "
+            f"(kept {kept}; set your indicator's: about 0.4 s for GCaMP6f, 1 s or more for GCaMP6s)")
     g = _suggest_cell_size(stats, algo, put)
     if g is None and "gSig" in names:
         kept = "your value" if "gSig" in main else "the default"
