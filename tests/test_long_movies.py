@@ -235,3 +235,66 @@ def test_a_fit_that_cannot_keep_to_its_budget_is_refused_before_the_memmap_is_wr
     assert row["status"] == "failed"
     assert "MemoryBudgetError" in row["error"] and "memory_budget_mb=16" in row["error"], row["error"]
     assert not list(Path(batch.attrs["batch_path"]).rglob("*.mmap"))
+
+
+def test_cnmfe_ring_background_of_a_long_movie_goes_to_disk_with_the_same_values(tmp_path: Path):
+    """CNMF-E's ring fluctuation is (pixels / ssub_B^2) x frames, held three times while computed:
+    past the budget it is computed a block of rows at a time into unlinked files beside the
+    memmap. Same values, and the process allocates less than one copy of it."""
+    import tracemalloc
+
+    from mesmerize_widgets.algorithms.cnmf.model import Movie
+    from mesmerize_widgets.algorithms.cnmf.ring import RingModel
+    from mesmerize_widgets.sim import simulate_1p
+
+    sim = simulate_1p(n_frames=600, dims=(48, 40), n_neurons=6, seed=3, motion=None)
+    Y = np.asarray(sim.movie, np.float32)
+    Yr = np.memmap(tmp_path / "Yr.mmap", np.float32, "w+", shape=(48 * 40, len(Y)))
+    Yr[:] = Y.transpose(1, 2, 0).reshape(-1, len(Y), order="F")
+    mov = Movie(Yr)
+    mov.blocks = [slice(s, min(mov.P, s + 100)) for s in range(0, mov.P, 100)]  # many blocks
+    A = sim.truth.A.toarray().astype(np.float32)  # sparse (pixels in Fortran order, K)
+    C = np.asarray(sim.truth.C, np.float32)
+    rm = RingModel.fit(mov, A, C, (48, 40), radius=8.0, ssub=2)
+    in_memory = rm.fluctuation(mov, A, C)
+    tracemalloc.start()
+    try:
+        on_disk = rm.fluctuation(mov, A, C, keep_bytes=0, scratch=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(on_disk, np.memmap) and not isinstance(in_memory, np.memmap)
+    np.testing.assert_allclose(on_disk, in_memory, rtol=1e-4, atol=1e-3 * float(np.abs(in_memory).max()))
+    assert peak < in_memory.nbytes  # in memory it held three copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Yr.mmap"]  # the scratch files are unlinked
+    b, f = rm.low_rank(on_disk)
+    b_m, f_m = rm.low_rank(in_memory)
+    np.testing.assert_allclose(b @ f, b_m @ f_m, rtol=1e-3, atol=1e-3 * float(np.abs(b_m @ f_m).max()))
+    blk = np.arange(100, 300)
+    np.testing.assert_allclose(rm.background(on_disk, blk), rm.background(in_memory, blk), rtol=1e-4,
+                               atol=1e-3 * float(np.abs(in_memory).max()))
+
+
+def test_cnmfe_with_its_ring_background_on_disk_finds_the_same_components(tmp_path: Path):
+    """A whole CNMF-E fit whose budget sends the ring background to disk (and Y - B to be
+    recomputed per pass) accepts the same components, with the same footprints and traces."""
+    from mesmerize_widgets.sim import simulate_1p
+
+    T = 600
+    Y = np.asarray(simulate_1p(n_frames=T, dims=(64, 64), n_neurons=10, seed=5, motion=None).movie, np.float32)
+    path = tmp_path / f"m_d1_64_d2_64_d3_1_order_C_frames_{T}.mmap"
+    Yr = np.memmap(path, np.float32, "w+", shape=(64 * 64, T))
+    Yr[:] = Y.transpose(1, 2, 0).reshape(-1, T, order="F")
+    fits = {}
+    for mb in (1024.0, 16.0):
+        opts = core.Options.from_main({"gSig": (3, 3), "gSiz": (13, 13), "method_init": "corr_pnr", "K": None,
+                                       "nb": 0, "rf": 12, "stride": 6, "min_corr": 0.8, "min_pnr": 8, "fr": 20,
+                                       "memory_budget_mb": mb}, cnmfe=True)
+        assert (core.ring_scratch_bytes((64, 64), T, opts) > 0) == (mb == 16.0)
+        fits[mb] = core.fit(Yr, (64, 64), opts, mmap_path=path)
+    big, small = fits[1024.0], fits[16.0]
+    assert len(big["idx_components"]) >= 5
+    np.testing.assert_array_equal(small["idx_components"], big["idx_components"])
+    np.testing.assert_allclose(small["A"], big["A"], atol=1e-4)
+    np.testing.assert_allclose(small["C"], big["C"], atol=1e-3 * float(np.abs(big["C"]).max()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

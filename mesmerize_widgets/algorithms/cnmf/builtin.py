@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, save_cnmf
-from ...formats.memmap import MemmapWriter, load_memmap
+from ...formats.memmap import MemmapWriter, load_memmap, require_free_space
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
@@ -58,6 +58,17 @@ def write_c_memmap(ctx: RunContext, chunk: int = 200,
             acc.add(frames)
             ctx.progress(0.1 * min(start + chunk, n) / n, f"memmap {min(start + chunk, n)}/{n} frames")
     return w.path, acc, dims, n
+
+
+def _preflight(ctx: RunContext, dims: tuple[int, int], n: int, opts: core.Options, seeded: bool) -> None:
+    """Refuse at once what cannot fit: seeding in the memory budget, and the disk for the memmap
+    plus CNMF-E's ring background where a long movie puts that on disk too."""
+    if not seeded:
+        core.check_budget(dims, n, opts)
+    ring = core.ring_scratch_bytes(dims, n, opts)
+    if ring:
+        require_free_space(ctx.output_dir, dims[0] * dims[1] * n * 4 + ring,
+                           f"the C-order memmap of {n} frames and CNMF-E's ring background")
 
 
 def load_masks(path: str | os.PathLike, dims: tuple[int, int], input_path: Path | None = None) -> np.ndarray:
@@ -144,8 +155,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     seeded = bool(params.get("Ain_path"))
-    mmap, acc, dims, n = write_c_memmap(ctx, preflight=None if seeded else (
-        lambda dims, n: core.check_budget(dims, n, opts)))
+    mmap, acc, dims, n = write_c_memmap(ctx, preflight=lambda dims, n: _preflight(ctx, dims, n, opts, seeded))
     final_mmap = ctx.final_output_dir / mmap.name
     Ain = None
     if params.get("Ain_path"):

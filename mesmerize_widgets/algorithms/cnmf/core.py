@@ -52,7 +52,7 @@ from .model import clean_footprint as _clean_footprint
 from .model import init_background as _init_background
 from .model import pixel_blocks as _blocks
 from .model import rank1 as _rank1
-from .ring import RingModel
+from .ring import RingModel, ds_dims, scratch_bytes
 
 log = logging.getLogger(__name__)
 
@@ -1296,6 +1296,20 @@ class _Refined:
     fluct: np.ndarray | None = None
 
 
+def _scratch_dir(mov: _Movie) -> str | None:
+    """Where the movie's memmap lies (its disk was checked for the run), else the temp folder."""
+    name = getattr(mov.Yr, "filename", None)
+    return os.path.dirname(name) if name else None
+
+
+def ring_scratch_bytes(dims: tuple[int, int], T: int, opts: Options) -> int:
+    """Disk CNMF-E's ring background will take beside the memmap (0 when it fits in memory)."""
+    if not uses_ring(opts):
+        return 0
+    n_ds = int(np.prod(ds_dims(dims, max(1, int(opts.ssub_B)))))
+    return scratch_bytes(n_ds, T, opts.memory_budget_mb * budget.MiB / 4)
+
+
 def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], opts: Options, n_rounds: int,
             seeded: bool, rng: np.random.Generator, progress: ProgressFn) -> _Refined:
     """HALS rounds over the whole field: background, footprints and traces; in the first round
@@ -1312,7 +1326,7 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
             # CaImAn's order: ring background from the current components, then A and C refitted
             # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
             rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
-            fluct = rm.fluctuation(raw, A, C)
+            fluct = rm.fluctuation(raw, A, C, opts.memory_budget_mb * budget.MiB / 4, _scratch_dir(raw))
             mov = _BackgroundSubtracted(raw, rm, fluct, opts.memory_budget_mb * budget.MiB / 4)
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
         A, C = drop(A, C)

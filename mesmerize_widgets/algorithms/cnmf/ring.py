@@ -12,10 +12,16 @@ repetition; ``b0`` is full resolution.
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from ...formats.memmap import require_free_space
+from .model import pixel_blocks
 
 
 def ring_offsets(radius: int) -> np.ndarray:
@@ -133,8 +139,14 @@ class RingModel:
         W = fit_ring_weights(Xd, ds_dims(dims, ssub), max(1, int(round(radius / ssub))))
         return cls(W, b0, dims, ssub)
 
-    def fluctuation(self, mov: Any, A: np.ndarray, C: np.ndarray) -> np.ndarray:
-        """``W·(ds(Y - A·C) - ds(b0))`` on the downsampled grid, (P_ds, T) float32."""
+    def fluctuation(self, mov: Any, A: np.ndarray, C: np.ndarray, keep_bytes: float = math.inf,
+                    scratch: str | os.PathLike | None = None) -> np.ndarray:
+        """``W·(ds(Y - A·C) - ds(b0))`` on the downsampled grid, (P_ds, T) float32.
+
+        It grows with the movie (P/ssub² x T, three copies while computed): past ``keep_bytes``
+        it is computed piece by piece into a file in ``scratch`` (see :func:`scratch_bytes`)."""
+        if scratch_bytes(self.D.shape[0], int(mov.T), keep_bytes):
+            return self._fluctuation_on_disk(mov, A, C, scratch or tempfile.gettempdir())
         Xd = np.zeros((self.D.shape[0], int(mov.T)), np.float32)
         for blk in mov.blocks:
             Xd += self.D[:, blk] @ mov.rows(blk)
@@ -142,6 +154,31 @@ class RingModel:
             Xd -= (self.D @ A).astype(np.float32) @ C.astype(np.float32)
         Xd -= (self.D @ self.b0)[:, None].astype(np.float32)
         return np.asarray(self.W @ Xd, np.float32)
+
+    def _fluctuation_on_disk(self, mov: Any, A: np.ndarray, C: np.ndarray,
+                             directory: str | os.PathLike) -> np.ndarray:
+        """:meth:`fluctuation` with its two (P_ds, T) arrays in files, one block of rows at a time."""
+        P_ds, T = self.D.shape[0], int(mov.T)
+        require_free_space(directory, scratch_bytes(P_ds, T, 0), "CNMF-E's ring background")
+        Xd = scratch_array((P_ds, T), directory)
+        Dc = self.D.tocsc()
+        for blk in mov.blocks:  # a block of Fortran-order pixels lands on a run of grid rows
+            up = self.up[blk]
+            r = slice(int(up.min()), int(up.max()) + 1)
+            Xd[r] += Dc[:, blk].tocsr()[r] @ mov.rows(blk)
+        DA, C32 = (self.D @ A).astype(np.float32), C.astype(np.float32)
+        Db0 = (self.D @ self.b0).astype(np.float32)
+        first = mov.blocks[0]
+        rows = pixel_blocks(P_ds, T, budget=(first.stop - first.start) * T)  # the movie's block size
+        for r in rows:
+            Xd[r] -= DA[r] @ C32 + Db0[r, None]
+        out = scratch_array((P_ds, T), directory)
+        for r in rows:  # the ring of a run of rows reaches a wider, still contiguous run
+            Wr = self.W[r]
+            if Wr.nnz:
+                c = slice(int(Wr.indices.min()), int(Wr.indices.max()) + 1)
+                out[r] = Wr[:, c] @ Xd[c]
+        return out
 
     def background(self, fluct: np.ndarray, blk: slice | np.ndarray) -> np.ndarray:
         """Background of the full-resolution pixels ``blk`` from a :meth:`fluctuation`."""
@@ -168,3 +205,25 @@ class RingModel:
         b[:, 1:] = (F @ Vk.T)[self.up]
         f = np.vstack([np.ones((1, T), np.float32), Vk])
         return b, f
+
+
+def scratch_bytes(n_ds: int, T: int, keep_bytes: float) -> int:
+    """Disk the ring fluctuation of ``n_ds`` grid pixels x ``T`` frames needs (two float32 files),
+    or 0 where its three in-memory copies fit in ``keep_bytes``."""
+    size = 4 * n_ds * T
+    return 0 if 3 * size <= keep_bytes else 2 * size
+
+
+def scratch_array(shape: tuple[int, int], directory: str | os.PathLike) -> np.ndarray:
+    """A zeroed float32 array in a file that is unlinked at once: Linux keeps the mapping until
+    the array is dropped, and a killed worker leaves no file behind. File-backed pages are not
+    private memory, so neither the memory budget nor ``memory_limit`` counts them."""
+    fd, path = tempfile.mkstemp(prefix=".ring-fluct-", suffix=".f32", dir=directory)
+    os.close(fd)
+    try:
+        return np.memmap(path, np.float32, "w+", shape=shape)
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:  # a system that cannot unlink an open file: it stays until removed
+            pass
