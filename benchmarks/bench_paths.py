@@ -245,7 +245,7 @@ def main() -> int:
     ap.add_argument("--paths", nargs="+", default=list(ORDER), choices=ORDER)
     ap.add_argument("--budget", type=float, default=512.0, help="cnmf's memory_budget_mb")
     ap.add_argument("--budget-cnmfe", type=float, default=2048.0,
-                    help="cnmfe's memory_budget_mb (it seeds each patch at full rate: 1.8 GiB at 8,000 frames)")
+                    help="cnmfe's memory_budget_mb (its patches are seeded at full rate within it: 1.8 GiB at 8,000 frames; on averaged frames past it)")
     ap.add_argument("--n-processes", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=None, help="where the movies go (default: a temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep each length's folder")

@@ -298,3 +298,35 @@ def test_cnmfe_with_its_ring_background_on_disk_finds_the_same_components(tmp_pa
     np.testing.assert_allclose(small["A"], big["A"], atol=1e-4)
     np.testing.assert_allclose(small["C"], big["C"], atol=1e-3 * float(np.abs(big["C"]).max()))
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_cnmfe_seeding_over_its_budget_averages_frames_instead_of_refusing(tmp_path: Path):
+    """CNMF-E filters every frame to seed, so a long movie's patch outgrew the budget and the run
+    was refused. Past the budget it now seeds on frames averaged (at most one decay's worth) and
+    finds the cells the full-rate seeding finds."""
+    from mesmerize_widgets.sim import simulate_1p
+    from mesmerize_widgets.sim.scoring import match_to_truth
+
+    T = 1500
+    sim = simulate_1p(n_frames=T, dims=(64, 64), n_neurons=10, seed=1)
+    path = tmp_path / f"m_d1_64_d2_64_d3_1_order_C_frames_{T}.mmap"
+    Yr = np.memmap(path, np.float32, "w+", shape=(64 * 64, T))
+    Yr[:] = np.asarray(sim.movie, np.float32).transpose(1, 2, 0).reshape(-1, T, order="F")
+    main = {"gSig": (4, 4), "gSiz": (17, 17), "min_corr": 0.8, "min_pnr": 10, "fr": 20, "decay_time": 0.5,
+            "method_init": "corr_pnr", "K": None, "nb": 0, "rf": None}
+    scores = {}
+    for mb in (1024.0, 120.0):
+        opts = core.Options.from_main({**main, "memory_budget_mb": mb}, cnmfe=True)
+        full = budget.corr_pnr_bytes(64 * 64, T, 1)
+        assert (full > mb * budget.MiB) == (mb == 120.0)
+        assert budget.corr_pnr_tsub(64 * 64, T, opts.n_samples, mb) == (1 if mb == 1024.0 else 2)
+        fit = core.fit(Yr, (64, 64), opts, mmap_path=path)
+        good = fit["idx_components"]
+        scores[mb] = match_to_truth(fit["A"][:, good], fit["C"][good], sim.truth)
+    assert scores[1024.0]["recall"] >= 0.8
+    assert scores[120.0]["recall"] >= scores[1024.0]["recall"] - 0.1
+    assert scores[120.0]["precision"] >= min(0.8, scores[1024.0]["precision"])
+    # and past one decay's worth of averaging it still refuses at once, with the estimate
+    opts = core.Options.from_main({**main, "memory_budget_mb": 8.0}, cnmfe=True)
+    with pytest.raises(MemoryBudgetError, match=r"10 frames averaged.*memory_budget_mb=8"):
+        core.check_budget((64, 64), T, opts)

@@ -993,8 +993,9 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
     A movie of up to ``tsub * SEED_FRAMES`` frames within ``memory_budget_mb`` is read whole
     (:func:`_init_patch`, unchanged). A longer one is seeded on more frames averaged
     (:func:`budget.seeding_tsub`), so seeding holds about as much at any length, and the traces
-    are projected on the full-rate movie a block at a time; CNMF-E's seeding still needs the
-    region at full rate (it filters each frame), so past the budget it refuses with the estimate."""
+    are projected on the full-rate movie a block at a time. CNMF-E averages frames only past the
+    budget (:func:`budget.corr_pnr_tsub`; CaImAn's ``tsub`` does it always), its traces held per
+    averaged frame until the refinement fits them at full rate."""
     T = Yr.shape[1]
     ts = _seeding_plan((rows.stop - rows.start) * (cols.stop - cols.start), T, opts, what)
     if ts is None:
@@ -1002,6 +1003,9 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
     Ys = budget.read_region(Yr, dims, rows, cols, ts)
     log.info("seeding %s on %d frames (%d averaged at a time; memory_budget_mb=%g)",
              what, Ys.shape[-1], ts, opts.memory_budget_mb)
+    if opts.method_init == "corr_pnr":
+        A, C, _, _ = corr_pnr_init(Ys, opts, K, None if common is None else budget.average_frames(common, ts))
+        return A, _hold_frames(C, ts, T)
     A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1], ts))
     if not A.shape[1]:
         return A, np.zeros((0, T), np.float32)
@@ -1013,22 +1017,37 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
     return A, C
 
 
+def _hold_frames(C: np.ndarray, ts: int, T: int) -> np.ndarray:
+    """(K, T) traces from traces of frames averaged ``ts`` at a time, each value held over its
+    frames (the dropped tail holds the last): a start the full-rate refinement fits."""
+    if C.shape[1] == T:
+        return C
+    out = np.repeat(C, ts, axis=1)[:, :T]
+    if out.shape[1] < T:
+        out = np.hstack([out, np.repeat(out[:, -1:], T - out.shape[1], axis=1)])
+    return np.ascontiguousarray(out, np.float32)
+
+
 def _seeding_plan(n_px: int, T: int, opts: Options, what: str) -> int | None:
     """How a region of ``n_px`` pixels is seeded: None when it is read whole at full rate (a
     movie short enough to be seeded at ``tsub``, within the budget), else the frames averaged
     at a time (:func:`budget.seeding_tsub`: what a patch holds then stops growing with the
-    movie); a MemoryBudgetError naming the estimate where neither fits (CNMF-E filters each
-    frame, so it never averages)."""
-    fits = budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB
-    if fits and (opts.method_init == "corr_pnr"
-                 or budget.target_tsub(T, opts.tsub, opts.n_samples) == max(1, int(opts.tsub))):
-        return None
+    movie; CNMF-E's: :func:`budget.corr_pnr_tsub`); a MemoryBudgetError naming the estimate
+    where neither fits."""
     if opts.method_init == "corr_pnr":
-        raise MemoryBudgetError(
-            f"CNMF-E seeds {what} at full rate: {n_px} pixels x {T} frames need "
-            f"{budget.full_rate_bytes(n_px, T, 1) / budget.MiB:.0f} MiB, over memory_budget_mb="
-            f"{opts.memory_budget_mb:g}. Use smaller patches (rf, stride) or raise memory_budget_mb"
-        )
+        ts = budget.corr_pnr_tsub(n_px, T, opts.n_samples, opts.memory_budget_mb)
+        if ts is None:
+            cap = max(1, int(opts.n_samples))
+            raise MemoryBudgetError(
+                f"CNMF-E seeding {what} ({n_px} pixels x {T} frames) needs "
+                f"{budget.corr_pnr_bytes(n_px, T, cap) / budget.MiB:.0f} MiB even with {cap} frames averaged "
+                f"(one decay: more would average transients away), over memory_budget_mb="
+                f"{opts.memory_budget_mb:g}. Use smaller patches (rf, stride) or raise memory_budget_mb"
+            )
+        return None if ts == 1 else ts
+    fits = budget.full_rate_bytes(n_px, T, opts.tsub) <= opts.memory_budget_mb * budget.MiB
+    if fits and budget.target_tsub(T, opts.tsub, opts.n_samples) == max(1, int(opts.tsub)):
+        return None
     return budget.require_seeding_tsub(n_px, T, opts.tsub, opts.n_samples, opts.memory_budget_mb, what)
 
 
