@@ -54,6 +54,7 @@ def _child(spec: dict[str, Any]) -> None:
 
     work = Path(spec["work"])
     outputs: dict[str, Any] = {}
+    patches = _PatchClock()
 
     def run(algo: str, movie: Path, params: dict[str, Any]) -> dict[str, Any]:
         out = work / algo
@@ -61,11 +62,13 @@ def _child(spec: dict[str, Any]) -> None:
         out.mkdir(parents=True)
         a = get_algorithm(algo)
         ctx = RunContext(input_path=movie, params=a.schema.validate({"main": params}), output_dir=out,
-                         prefix="bench", n_processes=spec["n_processes"])
+                         prefix="bench", n_processes=spec["n_processes"],
+                         progress=patches.progress if algo == "cnmf" else lambda *_: None)
         print(STAGE + algo, flush=True)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), tree_cpu()
         res = a.run_function(spec["backend"])(ctx)
         outputs[f"t_{algo}"] = time.perf_counter() - t0
+        outputs[f"cpu_{algo}"] = tree_cpu() - c0
         return res
 
     mc = run("mcorr", Path(spec["movie"]), MCORR)
@@ -75,8 +78,41 @@ def _child(spec: dict[str, Any]) -> None:
 
     est = load_cnmf(cn["cnmf-hdf5-path"]).estimates
     K, T = est.C.shape
-    outputs.update(K=int(K), accepted=int(len(est.idx_components)), kt_mib=3 * 4 * K * T / 2**20)
+    outputs.update(K=int(K), accepted=int(len(est.idx_components)), kt_mib=3 * 4 * K * T / 2**20,
+                   **patches.result())
     print(RESULT + json.dumps(outputs), flush=True)
+
+
+def tree_cpu() -> float:
+    """CPU seconds of this process, its finished children (a closed pool's workers) and its
+    live descendants."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for c in psutil.Process().children(recursive=True):
+        try:
+            ct = c.cpu_times()
+            total += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return total
+
+
+class _PatchClock:
+    """Wall and CPU time of the builtin's patch stage, from its progress messages: from the last
+    memmap message to "... components from N patches" (CPU / wall = the processes kept busy)."""
+
+    def __init__(self) -> None:
+        self.start: tuple[float, float] | None = None
+        self.span: tuple[float, float] | None = None
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        if message.startswith("memmap"):
+            self.start = (time.perf_counter(), tree_cpu())
+        elif "components from" in message and self.start is not None and self.span is None:
+            self.span = (time.perf_counter() - self.start[0], tree_cpu() - self.start[1])
+
+    def result(self) -> dict[str, float]:
+        return {} if self.span is None else {"t_patches": self.span[0], "cpu_patches": self.span[1]}
 
 
 def measure(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -134,7 +170,20 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     _ratios(rows, sorted(args.frames), backends)
+    _cpu_use(rows, args.n_processes)
     return 0
+
+
+def _cpu_use(rows: dict[tuple[int, str], dict[str, Any]], n_processes: int) -> None:
+    """Processes kept busy (CPU seconds / wall seconds): the whole cnmf, and its patch stage."""
+    print(f"\nCPU use (CPU s / wall s; n_processes {n_processes}): cnmf overall, builtin patch stage")
+    for (n, backend), r in rows.items():
+        if "error" in r or "cpu_cnmf" not in r:
+            continue
+        line = f"  {n} {backend}: cnmf {r['cpu_cnmf'] / r['t_cnmf']:.2f}"
+        if "t_patches" in r:
+            line += f", patches {r['cpu_patches'] / r['t_patches']:.2f} ({r['t_patches']:.1f} s)"
+        print(line)
 
 
 def _ratios(rows: dict[tuple[int, str], dict[str, Any]], frames: list[int], backends: list[str]) -> None:
