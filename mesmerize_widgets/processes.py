@@ -31,16 +31,45 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
                "OPENCV_FOR_THREADS_NUM")
 
 
-def thread_budget(n_items: int, env: dict[str, str], cores: int | None = None) -> dict[str, str]:
+#: the BLAS pools among them (OpenMP's for an OpenMP build of OpenBLAS): OpenBLAS reserves a
+#: buffer per thread when it loads, in each copy loaded (numpy's, SciPy's and OpenCV's wheels
+#: each bundle their own)
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_budget(n_items: int, env: dict[str, str], cores: int | None = None,
+                  memory_limited: bool = False) -> dict[str, str]:
     """Thread-pool sizes for items running ``n_items`` at a time on ``cores`` (this machine's).
 
     Each library sizes its pool to every core by default, so two items on two cores run four
     or more busy threads and, spinning on each other, finish later than one after the other
     (measured with bench_runner.py: 8 rigid mcorr items, 0.86x with 2 workers; 1.64x with this
     budget). Variables the user set are kept.
+
+    ``memory_limited``: the BLAS pools get one thread, as Dask gives its workers. A memory
+    limit (RLIMIT_DATA) counts what a process reserves, and each further BLAS thread reserved
+    216 MB before any work (the three OpenBLAS copies an item loads): a CNMF item alone on
+    2 cores held 367 MB at its start, against 151 MB with one thread, so what it could run
+    under a limit depended on how many items shared the machine.
     """
     per_item = str(max(1, (cores or os.cpu_count() or 1) // max(1, n_items)))
-    return {k: per_item for k in THREAD_VARS if k not in env}
+    budget = {k: per_item for k in THREAD_VARS if k not in env}
+    if memory_limited:
+        budget.update({k: "1" for k in BLAS_VARS if k in budget})
+    return budget
+
+
+def private_memory() -> int:
+    """Bytes of private memory this process has reserved (VmData: what RLIMIT_DATA counts);
+    0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def node_cores() -> int:

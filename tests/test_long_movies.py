@@ -26,7 +26,10 @@ from mesmerize_widgets.sim.scoring import match_to_truth
 os.environ.setdefault("RENDERCANVAS_FORCE_OFFSCREEN", "1")  # the viewer step renders offscreen
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-"))
 
-LIMIT = 700 * 2**20  # inside the full suite an item has ~370 MB reserved before it seeds
+# an item process holds ~150 MB before it seeds (its BLAS runs one thread under a limit; with
+# the two threads a lone item got on 2 cores it held ~370 MB), which leaves cnmf a budget of
+# (500 - 150) / 4 MB: at 400 MB the 33x33 patches (66 MiB to seed) are refused at once
+LIMIT = 500 * 2**20
 DIMS = (128, 128)
 FRAMES = 24_000  # float32: 1.6 GB for the motion-corrected movie, as much again for CNMF's memmap
 MCORR = {"pw_rigid": True, "max_shifts": (6, 6), "strides": (48, 48), "overlaps": (24, 24),

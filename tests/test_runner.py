@@ -351,6 +351,40 @@ def test_item_processes_get_their_share_of_the_cores(batch, slow_movie, client):
     handle.wait(timeout=60, progress=False)
 
 
+def _reserved_at_start(batch_dir: Path, uuid: str) -> tuple[float, str]:
+    """The MB the item process had reserved before its run, and its BLAS threads (its log)."""
+    text = (batch_dir / "logs" / f"{uuid}.log").read_text()
+    line = [ln for ln in text.splitlines() if "reserved (VmData) before the run" in ln][-1]
+    return float(line.split(" MB reserved")[0].split()[-1]), line.rsplit(" ", 1)[-1]
+
+
+@pytest.mark.skipif("OPENBLAS_NUM_THREADS" in os.environ, reason="the user's BLAS threads are kept")
+def test_an_item_under_a_memory_limit_reserves_as_much_alone_as_beside_others(batch, movie_file, client):
+    """Each OpenBLAS thread reserves a buffer in each of the copies an item loads (numpy's,
+    SciPy's, OpenCV's), and the limit counts it: an mcorr item alone on 2 cores held 338 MB
+    before its run, 122 MB beside another. Under a memory limit the BLAS pools get one thread,
+    so what fits under it does not depend on how many items share the machine."""
+    from mesmerize_widgets.runner import default_client
+
+    path, _ = movie_file
+    params = {"main": {"pw_rigid": False, "max_shifts": (2, 2)}}
+    runs = {}
+    try:
+        for name, workers, limit in (("alone", 1, 2**31), ("alone-unlimited", 1, None), ("shared", 2, 2**31)):
+            row = batch.caiman.add_item("mcorr", name, path, params)
+            row.caiman.run(progress=False, max_workers=workers, memory_limit=limit)
+            rec = BatchStore(batch.attrs["batch_path"]).get(row["uuid"])
+            assert rec["status"] == "done", rec["error"]
+            runs[name] = _reserved_at_start(Path(batch.attrs["batch_path"]), row["uuid"])
+    finally:
+        default_client(max_workers=2)  # the session's cluster as the other tests expect it
+    assert runs["alone"][1] == runs["shared"][1] == "1"
+    assert abs(runs["alone"][0] - runs["shared"][0]) <= 8, runs
+    assert runs["alone-unlimited"][1] == str(os.cpu_count() or 1)  # without a limit: all the cores
+    if (os.cpu_count() or 1) > 1:
+        assert runs["alone-unlimited"][0] > runs["alone"][0] + 60, runs  # what the limit was spared
+
+
 def test_time_left_is_the_pace_so_far_and_says_nothing_too_early():
     from mesmerize_widgets.runner.eta import format_seconds, running_text, time_left
 

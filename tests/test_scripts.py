@@ -137,6 +137,11 @@ def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
     assert "OMP_NUM_THREADS" not in thread_budget(2, {"OMP_NUM_THREADS": "8"})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert thread_budget(3, {})["OPENBLAS_NUM_THREADS"] == "5"
+    # under a memory limit the BLAS pools get one thread (their per-thread buffers count), the
+    # others their share; the user's own setting is still kept
+    limited = thread_budget(3, {"MKL_NUM_THREADS": "4"}, memory_limited=True)
+    assert limited["OPENBLAS_NUM_THREADS"] == limited["OMP_NUM_THREADS"] == "1"
+    assert limited["OPENCV_FOR_THREADS_NUM"] == "5" and "MKL_NUM_THREADS" not in limited
 
 
 def test_an_item_process_imports_only_what_it_runs(tmp_path):

@@ -75,11 +75,25 @@ def default_client(max_workers: int | None = None):
             _default_client = Client(cluster)
             _default_client.wait_for_workers(n, timeout=120)
             atexit.register(shutdown_default_client)
-        elif max_workers and len(_default_client.scheduler_info(n_workers=-1).get("workers", {})) != n:
+        elif max_workers and _n_workers(_default_client) != n:
             with environment(_QUIET_DASK):
                 _default_client.cluster.scale(n)
                 _default_client.wait_for_workers(n, timeout=120)
+            _wait_for_scale_down(_default_client, n)
     return _default_client
+
+
+def _n_workers(client) -> int:
+    return len(client.scheduler_info(n_workers=-1).get("workers", {}))
+
+
+def _wait_for_scale_down(client, n: int, timeout: float = 120.0) -> None:
+    """Until the cluster has ``n`` workers: ``wait_for_workers`` waits for at least ``n``, so
+    after a scale down it returned while the old workers were still there, and the run's thread
+    budget (its share of the cores) was sized for them."""
+    deadline = time.monotonic() + timeout
+    while _n_workers(client) > n and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def shutdown_default_client() -> None:
@@ -280,12 +294,13 @@ def submit(
     backends = {u: choose_backend(get_algorithm(r["algo"]), backend or r.get("backend")) for u, r in recs.items()}
     order = _topological(store, uuids)
     # on our own cluster the item processes get this process's environment, sized to share the
-    # cores; on the user's cluster the node's own (its SLURM job's variables, its TMPDIR)
+    # cores (one BLAS thread under a memory limit); on the user's cluster the node's own (its
+    # SLURM job's variables, its TMPDIR)
     env = None
     if client is None:
         client = default_client(max_workers)
         env = dict(os.environ)
-        env.update(thread_budget(len(client.scheduler_info(n_workers=-1).get("workers", {})), env))
+        env.update(thread_budget(_n_workers(client), env, memory_limited=bool(memory_limit)))
     raw = get_parent_raw_data_path()
     jobs, not_run = _jobs(store, order, recs, backends, parent_raw_data_path=str(raw) if raw else None,
                           n_processes=n_processes, memory_limit=memory_limit, python=sys.executable, env=env)

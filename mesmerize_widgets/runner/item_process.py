@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..algorithms import RunContext, get_algorithm
+from ..processes import private_memory
 from ..store.paths import set_parent_raw_data_path
 from ..store.timestamps import now_iso
 from .job import (
@@ -36,6 +37,8 @@ from .job import (
 )
 
 PROGRESS_INTERVAL_S = 0.5
+
+log = logging.getLogger("mesmerize_widgets.runner.item_process")  # __name__ is __main__ under -m
 
 
 def _relative_outputs(outputs: dict[str, Any], out_dir: Path, uuid: str) -> dict[str, Any]:
@@ -51,6 +54,15 @@ def _relative_outputs(outputs: dict[str, Any], out_dir: Path, uuid: str) -> dict
         else:
             rel[key] = value
     return rel
+
+
+def _log_reserved(job: Job) -> None:
+    """What the process holds before the run: under a ``memory_limit`` this much is gone already
+    (RLIMIT_DATA counts the libraries' reserve, thread pools' included)."""
+    limit = f", memory_limit {job.memory_limit / 2**20:.0f} MB" if job.memory_limit else ""
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    log.info("%.0f MB reserved (VmData) before the run%s, OPENBLAS_NUM_THREADS %s",
+             private_memory() / 2**20, limit, threads)
 
 
 def run_job(job: Job, report: TextIO | None = None) -> str:
@@ -86,7 +98,9 @@ def run_job(job: Job, report: TextIO | None = None) -> str:
                 f"input movie not found: {ctx.input_path} (on host {socket.gethostname()}; on a cluster, "
                 "the raw data folder must be mounted at the same path on every node)"
             )
-        outputs = algo.run_function(job.backend)(ctx)
+        run = algo.run_function(job.backend)  # imports the backend and its libraries
+        _log_reserved(job)
+        outputs = run(ctx)
         outputs = _relative_outputs(outputs, tmp, job.uuid)
         outputs.update(success=True, traceback=None)
         write_record(tmp, record("done", outputs=outputs, error=None))

@@ -141,7 +141,7 @@ def run_item_task(job: Job, _parent_result: dict[str, Any] | None = None) -> dic
     else:  # the node's environment; its cores shared among the worker's task slots
         env = dict(os.environ)
         slots = link.worker.state.nthreads if link.worker is not None else 1
-        env.update(thread_budget(slots, env, cores=node_cores()))
+        env.update(thread_budget(slots, env, cores=node_cores(), memory_limited=bool(job.memory_limit)))
     pkg_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     read_end, write_end = os.pipe()

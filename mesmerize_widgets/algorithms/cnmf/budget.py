@@ -41,19 +41,6 @@ MiB = 2**20
 SEED_FRAMES = 2000
 
 
-def private_memory() -> int:
-    """Bytes of private memory this process has reserved (VmData: what RLIMIT_DATA counts);
-    0 where /proc is not there."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmData:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def n_seen(T: int, ts: int) -> int:
     """Frames seeding sees after averaging ``ts`` at a time (:func:`average_frames` keeps short movies whole)."""
     return T if ts <= 1 or T < 2 * ts else T // ts

@@ -25,11 +25,11 @@ import scipy.sparse as sp
 from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, save_cnmf
 from ...formats.memmap import MemmapWriter, load_memmap, require_free_space
+from ...processes import private_memory
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
 from . import CNMF_GROUPS, core
-from .budget import private_memory
 
 
 def write_c_memmap(ctx: RunContext, chunk: int = 200,
