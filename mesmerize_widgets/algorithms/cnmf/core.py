@@ -1083,9 +1083,20 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
             # traces came from the temporally downsampled movie: project the full movie
             A64 = A.astype(np.float64)
             G = A64.T @ A64
-            C = np.linalg.lstsq(G, A64.T @ Y3.reshape(-1, T, order="F") - (A64.T @ np.median(Y3, -1).reshape(-1, order="F"))[:, None], rcond=None)[0]
+            Yf = Y3.reshape(-1, T, order="F")
+            C = np.linalg.lstsq(G, A64.T @ Yf - (A64.T @ _median_under(Yf, A))[:, None], rcond=None)[0]
             C = np.maximum(C, 0).astype(np.float32)
     return A, C
+
+
+def _median_under(Y: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """Each pixel's median over time (rows of ``Y``), 0 where no footprint (column of ``A``)
+    lies: ``A.T @`` it is the same, and the median is the slowest step of a patch's projection."""
+    px = np.flatnonzero(np.any(A != 0, axis=1))
+    med = np.zeros(len(Y), np.float32 if Y.dtype == np.float32 else np.float64)
+    if px.size:
+        med[px] = np.median(Y[px], -1)
+    return med
 
 
 def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, opts: Options,
@@ -1109,7 +1120,7 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
         return A, np.zeros((0, T), np.float32)
     if C.shape[1] != T:
         A64 = A.astype(np.float64)
-        base = A64.T @ np.median(Ys, -1).reshape(-1, order="F")
+        base = A64.T @ _median_under(Ys.reshape(-1, Ys.shape[-1], order="F"), A)
         rhs = budget.project_region(Yr, dims, rows, cols, A) - base[:, None]
         C = np.maximum(np.linalg.lstsq(A64.T @ A64, rhs, rcond=None)[0], 0).astype(np.float32)
     return A, C
