@@ -946,7 +946,7 @@ def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np
     AtA = _gram(As, b)
     nz = [np.flatnonzero(AtA[k]) for k in range(K)]  # the traces each one's footprint overlaps
     res: dict[str, Any] = {}
-    Yk = np.zeros((K, mov.T))
+    Yk = np.zeros((K, mov.T), np.float32)  # the raw traces: float32 as the movie and AtY are
     for _ in range(max(1, opts.ITER)):
         _trace_sweeps(Cf, AtY, AtA, range(K, K + nb), 1)  # background traces first (plain HALS)
         for k in range(K):

@@ -49,14 +49,15 @@ class Movie:
         return out
 
     def AtY_sparse(self, A: sp.spmatrix, b: np.ndarray) -> np.ndarray:
-        """``[A, b].T @ Y`` (float64, K + nb rows) for sparse footprints ``A`` (P, K) and a dense
+        """``[A, b].T @ Y`` (float32, K + nb rows) for sparse footprints ``A`` (P, K) and a dense
         background ``b`` (P, nb). Each footprint covers a few hundred pixels: a block of pixel rows
         multiplies only the footprint entries on it (nnz(A)·T products, not P·T·K as
-        :meth:`AtY` takes); a block without any is not read when there is no background."""
+        :meth:`AtY` takes); a block without any is not read when there is no background.
+        Float32 as the products are: a float64 K x T would double what grows with the movie."""
         K, nb = A.shape[1], b.shape[1]
         A = sp.csr_matrix(A, dtype=np.float32)
         b32 = np.asarray(b, np.float32)
-        out = np.zeros((K + nb, self.T), np.float64)
+        out = np.zeros((K + nb, self.T), np.float32)
         for blk in self.blocks:
             Ablk = A[blk]
             if not Ablk.nnz and not nb:
