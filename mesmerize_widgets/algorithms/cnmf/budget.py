@@ -130,7 +130,15 @@ def average_frames(data: np.ndarray, ts: int) -> np.ndarray:
     if ts <= 1 or T < 2 * ts:
         return data
     n = T // ts
-    return data[..., : n * ts].reshape(*data.shape[:-1], n, ts).mean(-1)
+    if ts >= 8 or data.dtype.kind != "f":  # numpy sums 8 or more values pairwise: keep its rounding
+        return data[..., : n * ts].reshape(*data.shape[:-1], n, ts).mean(-1)
+    # fewer are summed one after another, as here: the same values, 30x faster than numpy's
+    # reduction over a 2-long axis (seeding averages every patch and the residual this way)
+    out = data[..., 0 : n * ts : ts].copy()
+    for j in range(1, ts):
+        out += data[..., j : n * ts : ts]
+    out /= ts
+    return out
 
 
 def _region_blocks(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice

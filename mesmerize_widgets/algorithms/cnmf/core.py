@@ -302,28 +302,70 @@ def _img(a: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
 _CROSS = ndi.generate_binary_structure(2, 1)
 
 
-def _support_masks(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None) -> np.ndarray:
-    """Boolean (P, K): each footprint's support dilated by ``radius`` pixels, and kept within
-    ``max_radius`` of its brightest pixel (so a footprint cannot creep over its neighbours)."""
-    P, K = A.shape
-    M = np.zeros((P, K), bool)
-    for k in range(K):
-        img = _img(A[:, k], dims)
-        sup = img > 0
-        if not sup.any():
+def _support_index(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None,
+                   support: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per footprint (column of ``A``), the sorted pixels (Fortran order) of its support dilated
+    by ``radius`` pixels and kept within ``max_radius`` of its brightest pixel (so a footprint
+    cannot creep over its neighbours). Worked out on each footprint's bounding box: a few
+    hundred pixels, where a whole-field image per footprint cost more than HALS' products.
+    ``support``: each footprint's pixels above 0, when known (else found in ``A``)."""
+    d1, d2 = dims
+    out = []
+    for k in range(A.shape[1]):
+        col = A[:, k]
+        nz = np.flatnonzero(col > 0) if support is None else support[k]
+        if not nz.size:
+            out.append(np.zeros(0, np.intp))
             continue
-        r, c = np.nonzero(sup)
-        r0, r1 = max(r.min() - radius, 0), min(r.max() + radius + 1, dims[0])
-        c0, c1 = max(c.min() - radius, 0), min(c.max() + radius + 1, dims[1])
-        sub = ndi.binary_dilation(sup[r0:r1, c0:c1], _CROSS, iterations=radius)
+        r, c = nz % d1, nz // d1
+        r0, r1 = max(int(r.min()) - radius, 0), min(int(r.max()) + radius + 1, d1)
+        c0, c1 = max(int(c.min()) - radius, 0), min(int(c.max()) + radius + 1, d2)
+        sub = np.zeros((r1 - r0, c1 - c0), bool)
+        sub[r - r0, c - c0] = True
+        sub = ndi.binary_dilation(sub, _CROSS, iterations=radius)
         if max_radius is not None:
-            pi, pj = np.unravel_index(int(np.argmax(img)), dims)
+            vals = col[nz]
+            top = vals == vals.max()  # ties: the first in row-major order, as np.argmax of the image
+            pi, pj = min(zip(r[top].tolist(), c[top].tolist(), strict=True))
             yy, xx = np.ogrid[r0:r1, c0:c1]
             sub &= (yy - pi) ** 2 + (xx - pj) ** 2 <= max_radius**2
-        full = np.zeros(dims, bool)
-        full[r0:r1, c0:c1] = sub
-        M[:, k] = full.reshape(-1, order="F")
+        cc, rr = np.nonzero(sub.T)  # column-major: sorted Fortran pixel indices
+        out.append((rr + r0) + (cc + c0) * d1)
+    return out
+
+
+def _support_masks(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None) -> np.ndarray:
+    """Boolean (P, K) of :func:`_support_index`."""
+    M = np.zeros(A.shape, bool)
+    for k, ix in enumerate(_support_index(A, dims, radius, max_radius)):
+        M[ix, k] = True
     return M
+
+
+def _sparse_columns(A: np.ndarray, where: list[np.ndarray] | None = None) -> sp.csc_matrix:
+    """CSC of the dense (P, K) ``A`` (Fortran order), column by column; ``where[k]``: sorted
+    pixels holding every nonzero of column k, when known (HALS keeps each footprint on its
+    allowed pixels), so that the whole array is not scanned again."""
+    P, K = A.shape
+    cols = []
+    for k in range(K):
+        if where is None:
+            cols.append(np.flatnonzero(A[:, k]))
+        else:
+            w = where[k]
+            cols.append(w[A[w, k] != 0])
+    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols], dtype=np.int64)])
+    rows = np.concatenate(cols) if cols else np.zeros(0, np.intp)
+    data = np.concatenate([A[c, k] for k, c in enumerate(cols)]) if cols else np.zeros(0, A.dtype)
+    return sp.csc_matrix((data, rows, ptr), shape=(P, K))
+
+
+def _support_matrix(idx: list[np.ndarray], P: int) -> sp.csc_matrix:
+    """Sparse (P, K) float32 indicator of the pixel sets ``idx``."""
+    n = np.array([len(i) for i in idx], np.int64)
+    ptr = np.concatenate([[0], np.cumsum(n)])
+    rows = np.concatenate(idx) if idx else np.zeros(0, np.intp)
+    return sp.csc_matrix((np.ones(len(rows), np.float32), rows, ptr), shape=(P, len(idx)))
 
 
 # ------------------------------------------------------------------------------------------
@@ -653,43 +695,101 @@ def hals(
     radius: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Alternate HALS updates of C (with f) and A (with b); footprints stay inside a dilation of
-    their support, are thresholded at ``maxthr`` and reduced to one connected piece."""
+    their support, are thresholded at ``maxthr`` and reduced to one connected piece.
+
+    Each footprint covers a few hundred of the field's pixels, so the products with the movie
+    are taken on them alone (:meth:`Movie.AtY_sparse`, :meth:`Movie.YCt_support`) and each
+    update meets only the components it overlaps: the same sweeps, in the same order, as with
+    dense (P, K) products, at a fraction of their cost."""
     K, nb = A.shape[1], b.shape[1]
     if K + nb == 0:
         return A, C, b, f
     radius = max(1, int(round(np.mean(opts.gSig) / 2))) if radius is None else radius
-    Ab = np.hstack([A, b]).astype(np.float64)
+    A = np.array(A, np.float64, order="F")
+    b = np.array(b, np.float64)
     Cf = np.vstack([C, f]).astype(np.float64)
+    ext: list[np.ndarray] | None = None  # per footprint, pixels holding all its nonzeros
     for _ in range(n_outer):
         # temporal
-        AtY = mov.AtY(Ab)
-        AtA = Ab.T @ Ab
-        for _ in range(n_inner):
-            for k in range(K + nb):
-                if AtA[k, k] <= 0:
-                    continue
-                Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
+        As = _sparse_columns(A, ext)
+        AtA = _gram(As, b)
+        _trace_sweeps(Cf, mov.AtY_sparse(As, b), AtA, range(K + nb), n_inner)
         # spatial: each footprint only on its allowed pixels
-        U = mov.YCt(Cf)
-        V = Cf @ Cf.T
-        allowed = _support_masks(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)
-        idx = [np.flatnonzero(allowed[:, k]) for k in range(K)]
-        Ab = np.asfortranarray(Ab)
-        for _ in range(n_inner):
-            for k in range(K + nb):
-                if V[k, k] <= 0:
-                    continue
-                if k < K:
-                    px = idx[k]
-                    new = Ab[px, k] + (U[px, k] - Ab[px] @ V[:, k]) / V[k, k]
-                    Ab[:, k] = 0
-                    Ab[px, k] = np.maximum(new, 0)
-                else:
-                    Ab[:, k] = np.maximum(Ab[:, k] + (U[:, k] - Ab @ V[:, k]) / V[k, k], 0)
+        sup = [As.indices[As.indptr[k] : As.indptr[k + 1]] for k in range(K)]
+        idx = _support_index(A, dims, radius, 3.0 * max(opts.gSig) + 1, [s[A[s, k] > 0] for k, s in enumerate(sup)])
+        ext = [np.union1d(sup[k], idx[k]) for k in range(K)]  # all it may touch in this sweep
+        U, Ub = mov.YCt_support(Cf[:K], idx, Cf[K:])
+        _footprint_sweeps(A, b, U, Ub, Cf @ Cf.T, idx, ext, n_inner)
         for k in range(K):
-            Ab[:, k] = _clean_footprint(Ab[:, k], dims, opts.maxthr, opts.extract_cc)
-    return (Ab[:, :K].astype(np.float32), Cf[:K].astype(np.float32),
-            Ab[:, K:].astype(np.float32), Cf[K:].astype(np.float32))
+            if ext[k].size:
+                _clean_in_box(A[:, k], ext[k], dims, opts.maxthr, opts.extract_cc)
+    return A.astype(np.float32), Cf[:K].astype(np.float32), b.astype(np.float32), Cf[K:].astype(np.float32)
+
+
+def _gram(As: sp.csc_matrix, b: np.ndarray) -> np.ndarray:
+    """``[A, b].T @ [A, b]`` (float64) with sparse footprints ``As``: only overlapping ones meet."""
+    K, nb = As.shape[1], b.shape[1]
+    G = np.empty((K + nb, K + nb))
+    G[:K, :K] = (As.T @ As).toarray()
+    Atb = np.asarray(As.T @ b)
+    G[:K, K:] = Atb
+    G[K:, :K] = Atb.T
+    G[K:, K:] = b.T @ b
+    return G
+
+
+def _trace_sweeps(Cf: np.ndarray, AtY: np.ndarray, AtA: np.ndarray, order: range, n_inner: int) -> None:
+    """HALS sweeps over the traces ``order`` of ``Cf``, in place. A trace meets only those whose
+    footprints overlap its own (the nonzero entries of its row of AtA): the others add zeros."""
+    nz = {k: np.flatnonzero(AtA[k]) for k in order}
+    for _ in range(n_inner):
+        for k in order:
+            if AtA[k, k] <= 0:
+                continue
+            Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k, nz[k]] @ Cf[nz[k]]) / AtA[k, k], 0)
+
+
+def _footprint_sweeps(A: np.ndarray, b: np.ndarray, U: list[np.ndarray], Ub: np.ndarray, V: np.ndarray,
+                      idx: list[np.ndarray], ext: list[np.ndarray], n_inner: int) -> None:
+    """HALS sweeps over the footprints (each on its allowed pixels ``idx[k]``), then the
+    background, in place. ``ext[k]``: every pixel where footprint k is or may become nonzero;
+    footprint k's update reads only the components whose ``ext`` meets its allowed pixels."""
+    P, K = A.shape
+    nb = b.shape[1]
+    near = (_support_matrix(idx, P).T @ _support_matrix(ext, P)).tocsr()
+    near.sort_indices()
+    if not A.flags.f_contiguous:
+        raise ValueError("_footprint_sweeps updates A through a flat view: A must be in Fortran order")
+    flat = A.reshape(-1, order="F")  # a view: (p, j) is p + j·P
+    todo = [k for k in range(K) if V[k, k] > 0]
+    # flat positions of each footprint's allowed pixels, of all it may touch, and of its
+    # neighbours' values there (fixed for the sweeps: 1-D takes, not 2-D fancy indexing)
+    own = {k: idx[k] + k * P for k in todo}
+    clear = {k: ext[k] + k * P for k in todo}
+    cross = {}
+    for k in todo:
+        nk = near.indices[near.indptr[k] : near.indptr[k + 1]]
+        cross[k] = (idx[k][:, None] + nk[None, :] * P, V[nk, k])
+    for _ in range(n_inner):
+        for k in todo:
+            pos, v = cross[k]
+            new = flat[own[k]] + (U[k] - flat.take(pos) @ v - b[idx[k]] @ V[K:, k]) / V[k, k]
+            flat[clear[k]] = 0
+            flat[own[k]] = np.maximum(new, 0)
+        for i in range(nb):
+            j = K + i
+            if V[j, j] > 0:
+                b[:, i] = np.maximum(b[:, i] + (Ub[:, i] - A @ V[:K, j] - b @ V[K:, j]) / V[j, j], 0)
+
+
+def _clean_in_box(a: np.ndarray, px: np.ndarray, dims: tuple[int, int], maxthr: float, extract_cc: bool) -> None:
+    """:func:`model.clean_footprint` of footprint ``a`` (a contiguous column, Fortran pixel
+    order) in place, on the bounding box of ``px``, the only pixels where it may be nonzero:
+    the same result as on the whole field, without a whole-field image per footprint."""
+    r, c = px % dims[0], px // dims[0]
+    img = a.reshape(dims, order="F")[r.min() : r.max() + 1, c.min() : c.max() + 1]
+    h, w = img.shape
+    img[...] = _clean_footprint(img.ravel(order="F"), (h, w), maxthr, extract_cc).reshape((h, w), order="F")
 
 
 def _drop_empty(A: np.ndarray, C: np.ndarray, min_pixels: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -707,7 +807,8 @@ def min_footprint_pixels(gSig: tuple[int, int]) -> int:
 def _footprint_cosine(A: np.ndarray) -> np.ndarray:
     """(K, K) cosine similarity of the footprints (columns of A)."""
     nA = np.linalg.norm(A, axis=0)
-    return (A.T @ A) / np.maximum(np.outer(nA, nA), 1e-12)
+    As = _sparse_columns(np.asfortranarray(A))  # footprints rarely overlap: the dense product was P·K² for zeros
+    return (As.T @ As).toarray() / np.maximum(np.outer(nA, nA), 1e-12)
 
 
 def _drop_small(A: np.ndarray, C: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
@@ -751,10 +852,11 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     K = A.shape[1]
     if K < 2:
         return A, C, []
-    S = (_support_masks(A, dims, touch) if dims is not None and touch > 0 else A > 0).astype(np.float32)
-    inter = S.T @ (A > 0).astype(np.float32)  # [i, j]: pixels of j's support inside i's
+    pos = _sparse_columns(np.asfortranarray(A > 0, np.float32))
+    S = _support_matrix(_support_index(A, dims, touch), A.shape[0]) if dims is not None and touch > 0 else pos
+    inter = (S.T @ pos).toarray()  # [i, j]: pixels of j's support inside i's
     overlap = (inter > 0) | (inter.T > 0)
-    contained = inter / np.maximum((A > 0).sum(0), 1)[None, :] >= PIECE_CONTAINMENT
+    contained = inter / np.maximum(np.diff(pos.indptr), 1)[None, :] >= PIECE_CONTAINMENT
     contained |= contained.T
     Cc = C - C.mean(1, keepdims=True)
     sd = np.linalg.norm(Cc, axis=1)
@@ -837,18 +939,18 @@ def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np
     """Block-coordinate update of each trace through OASIS (``ITER`` sweeps); returns the
     deconvolution outputs plus YrA (raw trace minus C, baseline included) and the updated f."""
     K, nb = A.shape[1], b.shape[1]
-    Ab = np.hstack([A, b]).astype(np.float64)
+    As = _sparse_columns(np.asfortranarray(A, np.float64))
+    b = np.asarray(b, np.float64)
     Cf = np.vstack([C, f]).astype(np.float64)
-    AtY = mov.AtY(Ab)
-    AtA = Ab.T @ Ab
+    AtY = mov.AtY_sparse(As, b)
+    AtA = _gram(As, b)
+    nz = [np.flatnonzero(AtA[k]) for k in range(K)]  # the traces each one's footprint overlaps
     res: dict[str, Any] = {}
-    Yk = np.zeros((K, mov.T))
+    Yk = np.zeros((K, mov.T), np.float32)  # the raw traces: float32 as the movie and AtY are
     for _ in range(max(1, opts.ITER)):
-        for k in range(K, K + nb):  # background traces first (plain HALS)
-            if AtA[k, k] > 0:
-                Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
+        _trace_sweeps(Cf, AtY, AtA, range(K, K + nb), 1)  # background traces first (plain HALS)
         for k in range(K):
-            Yk[k] = Cf[k] + (AtY[k] - AtA[k] @ Cf) / max(AtA[k, k], 1e-12)
+            Yk[k] = Cf[k] + (AtY[k] - AtA[k, nz[k]] @ Cf[nz[k]]) / max(AtA[k, k], 1e-12)
         res = deconvolve_traces(Yk, opts.p, opts.bas_nonneg, opts.noise_range)
         # the baseline is part of the model for the next sweep's residuals
         Cf[:K] = res["C"] + res["bl"][:, None]
@@ -981,9 +1083,20 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
             # traces came from the temporally downsampled movie: project the full movie
             A64 = A.astype(np.float64)
             G = A64.T @ A64
-            C = np.linalg.lstsq(G, A64.T @ Y3.reshape(-1, T, order="F") - (A64.T @ np.median(Y3, -1).reshape(-1, order="F"))[:, None], rcond=None)[0]
+            Yf = Y3.reshape(-1, T, order="F")
+            C = np.linalg.lstsq(G, A64.T @ Yf - (A64.T @ _median_under(Yf, A))[:, None], rcond=None)[0]
             C = np.maximum(C, 0).astype(np.float32)
     return A, C
+
+
+def _median_under(Y: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """Each pixel's median over time (rows of ``Y``), 0 where no footprint (column of ``A``)
+    lies: ``A.T @`` it is the same, and the median is the slowest step of a patch's projection."""
+    px = np.flatnonzero(np.any(A != 0, axis=1))
+    med = np.zeros(len(Y), np.float32 if Y.dtype == np.float32 else np.float64)
+    if px.size:
+        med[px] = np.median(Y[px], -1)
+    return med
 
 
 def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice, opts: Options,
@@ -1011,7 +1124,7 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
         return A, np.zeros((0, T), np.float32)
     if C.shape[1] != T:
         A64 = A.astype(np.float64)
-        base = A64.T @ np.median(Ys, -1).reshape(-1, order="F")
+        base = A64.T @ _median_under(Ys.reshape(-1, Ys.shape[-1], order="F"), A)
         rhs = budget.project_region(Yr, dims, rows, cols, A) - base[:, None]
         C = np.maximum(np.linalg.lstsq(A64.T @ A64, rhs, rcond=None)[0], 0).astype(np.float32)
     return A, C
@@ -1098,9 +1211,10 @@ def _residual_rows(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: 
     """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a time."""
     out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
+    As = _sparse_columns(np.asfortranarray(A)).tocsr()  # a block's rows meet a few footprints
     for blk in budget.index_blocks(idx, mov.T):
         R = mov.rows(blk)  # an index array: a copy, never a view of the memmap
-        R -= A[blk] @ C
+        R -= As[blk] @ C
         R -= b[blk] @ f
         out[pos : pos + len(blk)] = budget.average_frames(R, ts)
         pos += len(blk)

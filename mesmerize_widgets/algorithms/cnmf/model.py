@@ -12,6 +12,7 @@ import math
 
 import cv2
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["Movie", "activity_frames", "clean_footprint", "init_background", "pixel_blocks", "rank1"]
 
@@ -46,6 +47,51 @@ class Movie:
         for blk in self.blocks:
             out[blk] = self.rows(blk) @ Ct
         return out
+
+    def AtY_sparse(self, A: sp.spmatrix, b: np.ndarray) -> np.ndarray:
+        """``[A, b].T @ Y`` (float32, K + nb rows) for sparse footprints ``A`` (P, K) and a dense
+        background ``b`` (P, nb). Each footprint covers a few hundred pixels: a block of pixel rows
+        multiplies only the footprint entries on it (nnz(A)·T products, not P·T·K as
+        :meth:`AtY` takes); a block without any is not read when there is no background.
+        Float32 as the products are: a float64 K x T would double what grows with the movie."""
+        K, nb = A.shape[1], b.shape[1]
+        A = sp.csr_matrix(A, dtype=np.float32)
+        b32 = np.asarray(b, np.float32)
+        out = np.zeros((K + nb, self.T), np.float32)
+        for blk in self.blocks:
+            Ablk = A[blk]
+            if not Ablk.nnz and not nb:
+                continue
+            Y = self.rows(blk)
+            if Ablk.nnz:
+                out[:K] += Ablk.T @ Y
+            if nb:  # (Y.T @ b).T: OpenBLAS is ~2x slower with the 2-row b.T on the left
+                out[K:] += (Y.T @ b32[blk]).T
+        return out
+
+    def YCt_support(self, C: np.ndarray, idx: list[np.ndarray], Cb: np.ndarray
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """``Y @ C[k]`` on the pixels ``idx[k]`` only (sorted, one array per row of ``C``), and
+        ``Y @ Cb.T`` on every pixel (the background's traces), float64. HALS updates a footprint
+        on its allowed pixels alone, so the rest of a dense (P, K) product is never used."""
+        C32 = np.asarray(C, np.float32)
+        Cbt = np.ascontiguousarray(np.asarray(Cb, np.float32).T)
+        nb = Cbt.shape[1]
+        U = [np.zeros(len(i), np.float64) for i in idx]
+        Ub = np.zeros((self.P, nb), np.float64)
+        first = np.array([i[0] if len(i) else self.P for i in idx], np.int64)
+        last = np.array([i[-1] if len(i) else -1 for i in idx], np.int64)
+        for blk in self.blocks:
+            ks = np.flatnonzero((first < blk.stop) & (last >= blk.start))
+            if not ks.size and not nb:
+                continue
+            Y = self.rows(blk)
+            if nb:
+                Ub[blk] = Y @ Cbt
+            for k in ks:
+                lo, hi = np.searchsorted(idx[k], (blk.start, blk.stop))
+                U[k][lo:hi] = Y[idx[k][lo:hi] - blk.start] @ C32[k]
+        return U, Ub
 
     def mean(self) -> np.ndarray:
         return np.concatenate([self.rows(blk).mean(1) for blk in self.blocks])
