@@ -42,7 +42,7 @@ def test_sparse_movie_products_equal_the_dense_ones():
     np.testing.assert_allclose(mov.AtY_sparse(sp.csc_matrix(A), b), dense, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(mov.AtY_sparse(sp.csc_matrix(A), b[:, :0]), dense[:12], rtol=1e-5, atol=1e-3)
     C = rng.uniform(0, 1, (14, 300))
-    full = mov.YCt(C)
+    full = Y @ C.T.astype(np.float32)  # the dense product, every pixel and trace
     idx = [np.flatnonzero(A[:, k] > 0) for k in range(12)] + [np.zeros(0, int)]
     U, Ub = mov.YCt_support(C[:13], idx, C[13:])
     for k in range(13):
@@ -78,8 +78,10 @@ def _dense_hals(mov, A, C, b, f, dims, opts, n_outer=3, n_inner=3):
             for k in range(K + nb):
                 if AtA[k, k] > 0:
                     Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
-        U, V = mov.YCt(Cf), Cf @ Cf.T
-        allowed = core._support_masks(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)
+        U, V = (mov.Yr @ Cf.T.astype(np.float32)).astype(np.float64), Cf @ Cf.T
+        allowed = np.zeros(Ab[:, :K].shape, bool)
+        for k, ix in enumerate(core._support_index(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)):
+            allowed[ix, k] = True
         for _ in range(n_inner):
             for k in range(K + nb):
                 if V[k, k] <= 0:

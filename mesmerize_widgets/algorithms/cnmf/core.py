@@ -334,14 +334,6 @@ def _support_index(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius
     return out
 
 
-def _support_masks(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None) -> np.ndarray:
-    """Boolean (P, K) of :func:`_support_index`."""
-    M = np.zeros(A.shape, bool)
-    for k, ix in enumerate(_support_index(A, dims, radius, max_radius)):
-        M[ix, k] = True
-    return M
-
-
 def _sparse_columns(A: np.ndarray, where: list[np.ndarray] | None = None) -> sp.csc_matrix:
     """CSC of the dense (P, K) ``A`` (Fortran order), column by column; ``where[k]``: sorted
     pixels holding every nonzero of column k, when known (HALS keeps each footprint on its
@@ -991,7 +983,7 @@ def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.nda
         if px.size < 3:
             continue
         if dims is not None and surround > 0:
-            px = np.flatnonzero(_support_masks(A[:, i : i + 1], dims, surround)[:, 0])
+            px = _support_index(A[:, i : i + 1], dims, surround)[0]
         rows = mov.rows(px)
         y = rows[:, frames].mean(1)
         if b.shape[1]:

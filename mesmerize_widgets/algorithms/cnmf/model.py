@@ -41,13 +41,6 @@ class Movie:
             out += A[blk].T.astype(np.float32) @ self.rows(blk)
         return out
 
-    def YCt(self, C: np.ndarray) -> np.ndarray:
-        Ct = np.ascontiguousarray(C.T, np.float32)
-        out = np.empty((self.P, C.shape[0]), np.float64)
-        for blk in self.blocks:
-            out[blk] = self.rows(blk) @ Ct
-        return out
-
     def AtY_sparse(self, A: sp.spmatrix, b: np.ndarray) -> np.ndarray:
         """``[A, b].T @ Y`` (float32, K + nb rows) for sparse footprints ``A`` (P, K) and a dense
         background ``b`` (P, nb). Each footprint covers a few hundred pixels: a block of pixel rows
