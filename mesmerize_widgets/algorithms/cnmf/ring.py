@@ -143,24 +143,19 @@ class RingModel:
                     scratch: str | os.PathLike | None = None) -> np.ndarray:
         """``W·(ds(Y - A·C) - ds(b0))`` on the downsampled grid, (P_ds, T) float32.
 
-        It grows with the movie (P/ssub² x T, three copies while computed): past ``keep_bytes``
-        it is computed piece by piece into a file in ``scratch`` (see :func:`scratch_bytes`)."""
-        if scratch_bytes(self.D.shape[0], int(mov.T), keep_bytes):
-            return self._fluctuation_on_disk(mov, A, C, scratch or tempfile.gettempdir())
-        Xd = np.zeros((self.D.shape[0], int(mov.T)), np.float32)
-        for blk in mov.blocks:
-            Xd += self.D[:, blk] @ mov.rows(blk)
-        if A.shape[1]:
-            Xd -= (self.D @ A).astype(np.float32) @ C.astype(np.float32)
-        Xd -= (self.D @ self.b0)[:, None].astype(np.float32)
-        return np.asarray(self.W @ Xd, np.float32)
-
-    def _fluctuation_on_disk(self, mov: Any, A: np.ndarray, C: np.ndarray,
-                             directory: str | os.PathLike) -> np.ndarray:
-        """:meth:`fluctuation` with its two (P_ds, T) arrays in files, one block of rows at a time."""
+        It grows with the movie (P/ssub² x T, two arrays while computed, a block of rows of
+        the movie's size at a time): past ``keep_bytes`` they are files in ``scratch`` (see
+        :func:`scratch_bytes`), unlinked at once."""
         P_ds, T = self.D.shape[0], int(mov.T)
-        require_free_space(directory, scratch_bytes(P_ds, T, 0), "CNMF-E's ring background")
-        Xd = scratch_array((P_ds, T), directory)
+        directory = scratch or tempfile.gettempdir()
+        on_disk = scratch_bytes(P_ds, T, keep_bytes) > 0
+        if on_disk:
+            require_free_space(directory, scratch_bytes(P_ds, T, 0), "CNMF-E's ring background")
+
+        def array() -> np.ndarray:
+            return scratch_array((P_ds, T), directory) if on_disk else np.zeros((P_ds, T), np.float32)
+
+        Xd = array()
         Dc = self.D.tocsc()
         for blk in mov.blocks:  # a block of Fortran-order pixels lands on a run of grid rows
             up = self.up[blk]
@@ -172,7 +167,7 @@ class RingModel:
         rows = pixel_blocks(P_ds, T, budget=(first.stop - first.start) * T)  # the movie's block size
         for r in rows:
             Xd[r] -= DA[r] @ C32 + Db0[r, None]
-        out = scratch_array((P_ds, T), directory)
+        out = array()
         for r in rows:  # the ring of a run of rows reaches a wider, still contiguous run
             Wr = self.W[r]
             if Wr.nnz:
@@ -209,7 +204,8 @@ class RingModel:
 
 def scratch_bytes(n_ds: int, T: int, keep_bytes: float) -> int:
     """Disk the ring fluctuation of ``n_ds`` grid pixels x ``T`` frames needs (two float32 files),
-    or 0 where its three in-memory copies fit in ``keep_bytes``."""
+    or 0 where its two arrays and the blocks beside them fit in ``keep_bytes`` (three copies'
+    worth: the bound the in-memory computation had)."""
     size = 4 * n_ds * T
     return 0 if 3 * size <= keep_bytes else 2 * size
 
