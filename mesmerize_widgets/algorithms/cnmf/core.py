@@ -141,6 +141,13 @@ class Options:
         """Frames in one transient (CaImAn's N for event exceptionality)."""
         return max(1, int(math.ceil(self.fr * self.decay_time)))
 
+    @property
+    def held_bytes(self) -> float:
+        """What the refinement may hold whole beside the seeding (CNMF-E's ``Y - B`` and its ring
+        fluctuation, each): a quarter of ``memory_budget_mb``; past it, they are recomputed
+        per pass or kept in files."""
+        return self.memory_budget_mb * budget.MiB / 4
+
 
 def background_rank(opts: Options) -> int:
     """Rank of the low-rank background ``b·f`` fitted with the components: ``nb`` (0 when
@@ -1432,7 +1439,7 @@ def ring_scratch_bytes(dims: tuple[int, int], T: int, opts: Options) -> int:
     if not uses_ring(opts):
         return 0
     n_ds = int(np.prod(ds_dims(dims, max(1, int(opts.ssub_B)))))
-    return scratch_bytes(n_ds, T, opts.memory_budget_mb * budget.MiB / 4)
+    return scratch_bytes(n_ds, T, opts.held_bytes)
 
 
 def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], opts: Options, n_rounds: int,
@@ -1451,8 +1458,8 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
             # CaImAn's order: ring background from the current components, then A and C refitted
             # on Y - B with B held fixed; twice, so the second ring sees the refined neurons
             rm = RingModel.fit(raw, A, C, dims, opts.ring_size_factor * opts.gSiz[0], opts.ssub_B)
-            fluct = rm.fluctuation(raw, A, C, opts.memory_budget_mb * budget.MiB / 4, _scratch_dir(raw))
-            mov = _BackgroundSubtracted(raw, rm, fluct, opts.memory_budget_mb * budget.MiB / 4)
+            fluct = rm.fluctuation(raw, A, C, opts.held_bytes, _scratch_dir(raw))
+            mov = _BackgroundSubtracted(raw, rm, fluct, opts.held_bytes)
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
         A, C = drop(A, C)
         if r == 0 and not seeded and not opts.cnmfe:
