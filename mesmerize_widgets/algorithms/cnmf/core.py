@@ -353,18 +353,20 @@ def _sparse_columns(A: np.ndarray, where: list[np.ndarray] | None = None) -> sp.
         else:
             w = where[k]
             cols.append(w[A[w, k] != 0])
-    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols], dtype=np.int64)])
-    rows = np.concatenate(cols) if cols else np.zeros(0, np.intp)
     data = np.concatenate([A[c, k] for k, c in enumerate(cols)]) if cols else np.zeros(0, A.dtype)
-    return sp.csc_matrix((data, rows, ptr), shape=(P, K))
+    return _csc(cols, data, P)
 
 
 def _support_matrix(idx: list[np.ndarray], P: int) -> sp.csc_matrix:
     """Sparse (P, K) float32 indicator of the pixel sets ``idx``."""
-    n = np.array([len(i) for i in idx], np.int64)
-    ptr = np.concatenate([[0], np.cumsum(n)])
-    rows = np.concatenate(idx) if idx else np.zeros(0, np.intp)
-    return sp.csc_matrix((np.ones(len(rows), np.float32), rows, ptr), shape=(P, len(idx)))
+    return _csc(idx, np.ones(sum(len(i) for i in idx), np.float32), P)
+
+
+def _csc(cols: list[np.ndarray], data: np.ndarray, P: int) -> sp.csc_matrix:
+    """(P, len(cols)) CSC whose column k holds ``data``'s next ``len(cols[k])`` values at rows ``cols[k]``."""
+    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols], dtype=np.int64)])
+    rows = np.concatenate(cols) if cols else np.zeros(0, np.intp)
+    return sp.csc_matrix((data, rows, ptr), shape=(P, len(cols)))
 
 
 # ------------------------------------------------------------------------------------------
