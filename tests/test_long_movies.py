@@ -336,3 +336,27 @@ def test_cnmfe_seeding_over_its_budget_averages_frames_instead_of_refusing(tmp_p
     opts = core.Options.from_main({**main, "memory_budget_mb": 8.0}, cnmfe=True)
     with pytest.raises(MemoryBudgetError, match=r"10 frames averaged.*memory_budget_mb=8"):
         core.check_budget((64, 64), T, opts)
+
+
+def test_cnmfe_refuses_a_movie_whose_memmap_fits_the_disk_but_not_with_its_ring_background(tmp_path: Path):
+    """The ring background of a long CNMF-E run goes to files beside the memmap (half the
+    memmap's size at ssub_B 2): a movie whose memmap alone would fit, but not with them, is
+    refused before anything is written, with the numbers."""
+    import shutil
+
+    from mesmerize_widgets.algorithms import RunContext
+    from mesmerize_widgets.algorithms.cnmf.builtin import _preflight
+    from mesmerize_widgets.errors import DiskSpaceError
+
+    dims = (512, 512)
+    free = shutil.disk_usage(tmp_path).free
+    n = int(0.8 * free / (dims[0] * dims[1] * 4))  # the memmap takes 80 % of the free space
+    opts = core.Options.from_main({"gSig": (3, 3), "method_init": "corr_pnr", "K": None, "nb": 0}, cnmfe=True)
+    assert core.ring_scratch_bytes(dims, n, opts) > 0.25 * free
+    ctx = RunContext(input_path=None, params={"main": {}}, output_dir=tmp_path, prefix="x")
+    with pytest.raises(DiskSpaceError, match=r"memmap of \d+ frames and CNMF-E's ring background needs .* GiB free"):
+        _preflight(ctx, dims, n, opts, seeded=True)
+    assert not list(tmp_path.iterdir())
+    opts_cnmf = core.Options.from_main({"gSig": (3, 3), "nb": 1})  # no ring model: nothing more to check
+    assert core.ring_scratch_bytes(dims, n, opts_cnmf) == 0
+    _preflight(ctx, dims, n, opts_cnmf, seeded=True)
