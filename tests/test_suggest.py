@@ -178,6 +178,20 @@ def test_param_grid_suggest_without_input_says_so(batch):
     assert "choose an input" in pg.message.value
 
 
+@pytest.mark.parametrize("seed", [1, 3])
+def test_cells_silent_and_cells_dim_at_rest_are_both_counted(seed):
+    """A field of 20 cells that are bright but (nearly) never fire plus 20 that fire but have no
+    resting glow: the mean image shows the first, the activity image the second. The count took
+    the larger of the two images' counts (32 of 40 here); each cell seen in either counts once."""
+    still = simulate_2p(n_frames=300, dims=(128, 128), n_neurons=20, firing_rate=1e-4, motion=None,
+                        seed=seed)
+    active = simulate_2p(n_frames=300, dims=(128, 128), n_neurons=20, neuron_brightness=0.0,
+                         motion=None, seed=seed + 100)
+    n = still.truth.n_neurons + active.truth.n_neurons
+    stats = measure_movie(np.asarray(still.movie) + np.asarray(active.movie))
+    assert 0.85 * n <= stats.n_cells <= 1.15 * n
+
+
 @pytest.mark.skipif(not REAL.exists(), reason=f"real recordings not found at {REAL} (../shared/data/real)")
 def test_real_recordings():
     nf = suggest_params(REAL / "neurofinder-01.01-crop" / "movie.tif", "cnmf", {"main": {"fr": 7.5}})

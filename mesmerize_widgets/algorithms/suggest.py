@@ -14,7 +14,8 @@ How each value is measured (all on a frame sample, rigidly registered first):
   scale-space maximum at the footprint's Gaussian std, CaImAn's ``gSig``. The median scale of
   the strongest blobs is ``gSig``; the number of blobs gives the density of (active) cells.
 - two-photon somata also show in the mean image (silent ones too): there the same scale search
-  gives a steadier size, used when it finds at least 5 cells.
+  gives a steadier size, used when it finds at least 5 cells; the cells are then those of
+  either image, once (each image misses cells the other shows).
 - ``decay_time``: exponential fits to the falls after the brightest cells' transients (neuropil
   annulus subtracted), from the peak until the next rise; median of the clearest falls. Not
   measured (the reason says so, the given value is kept) when no fall drops below 40 % of its peak.
@@ -399,6 +400,19 @@ def _cell_size(image: np.ndarray) -> tuple[float | None, int, np.ndarray, np.nda
     return float(np.median(ranked)), int(strong.sum()), cen[strong], st[strong]
 
 
+def _union(a: np.ndarray, b: np.ndarray, gsig: float) -> np.ndarray:
+    """Centres of ``a`` plus those of ``b`` farther than ``gsig`` from every one of ``a``.
+
+    The activity image shows the cells that fired, the mean image the ones bright at rest: each
+    misses cells the other has (a dim cell beside a bright one is no blob of its own), so the
+    cells are those seen in either, once. Taking the larger of the two counts dropped the rest.
+    """
+    if not len(a) or not len(b):
+        return a if len(a) else b
+    d = np.hypot(*(b[:, None, :] - a[None, :, :]).transpose(2, 0, 1))
+    return np.vstack([a, b[d.min(1) > gsig]])
+
+
 def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
     """Decay time constant in frames: exponential fits to the falls after the cells' transients.
 
@@ -499,9 +513,10 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
     if not one_photon:
         # two-photon somata show in the mean image too, silent ones included: a steadier size
         mean = Y.mean(0)
-        g_mean, n_mean, _, _ = _cell_size(mean - np.median(mean))
+        g_mean, n_mean, cen_mean, _ = _cell_size(mean - np.median(mean))
         if g_mean is not None and n_mean >= 5:
-            gsig, ncells, size_from = g_mean, max(ncells, n_mean), "mean image"
+            gsig, size_from = g_mean, "mean image"
+            ncells = len(_union(cen, cen_mean, gsig))
     decay = _decay(Y, cen, gsig) if gsig else None
     extra: dict[str, np.ndarray] = {}
     if one_photon and gsig:
