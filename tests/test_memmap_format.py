@@ -11,6 +11,7 @@ from mesmerize_widgets.formats.memmap import (
     load_memmap,
     memmap_name,
     parse_memmap_name,
+    reserve,
     save_memmap,
 )
 
@@ -87,6 +88,25 @@ def test_writer_C_layout_matches_caiman(tmp_path, movie):
     Yr, dims, n = load_memmap(w.path)
     np.testing.assert_array_equal(np.asarray(Yr[:, t]), movie[t].ravel(order="F"))
     del Yr
+
+
+def test_reserve_allocates_the_blocks_and_keeps_what_is_written(tmp_path):
+    """The C-order memmap, mcorr's output and CNMF-E's ring files are written through memory
+    maps: their blocks are taken up front, so a disk that fills meanwhile cannot kill the
+    writer with SIGBUS, and an interrupted mcorr's frames survive a second reservation."""
+    f = tmp_path / "out.f32"
+    n = 8 << 20
+    reserve(f, n, "a test file")
+    st = f.stat()
+    assert st.st_size == n
+    assert st.st_blocks * 512 >= n  # allocated, not a sparse hole
+    mm = np.memmap(f, np.float32, "r+", shape=(n // 4,))
+    mm[12345] = 7.5
+    mm.flush()
+    del mm
+    reserve(f, n, "a test file")  # a resumed run reserves again
+    assert np.fromfile(f, np.float32)[12345] == 7.5
+    assert f.stat().st_size == n
 
 
 def test_writer_C_requires_frames(tmp_path, movie):

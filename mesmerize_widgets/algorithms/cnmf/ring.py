@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ...formats.memmap import require_free_space
+from ...formats.memmap import require_free_space, reserve
 from .model import pixel_blocks
 
 
@@ -217,7 +217,8 @@ def scratch_array(shape: tuple[int, int], directory: str | os.PathLike) -> np.nd
     fd, path = tempfile.mkstemp(prefix=".ring-fluct-", suffix=".f32", dir=directory)
     os.close(fd)
     try:
-        return np.memmap(path, np.float32, "w+", shape=shape)
+        reserve(path, 4 * shape[0] * shape[1], "CNMF-E's ring background")
+        return np.memmap(path, np.float32, "r+", shape=shape)
     finally:
         try:
             os.unlink(path)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from ...arrays import open_movie
-from ...formats.memmap import memmap_name, require_free_space
+from ...formats.memmap import memmap_name, require_free_space, reserve
 from ...processes import spawn_pool
 from ..checkpoint import fsync_file, report_resume
 from ..context import RunContext
@@ -447,8 +447,7 @@ def _pass_settings(s: Settings, p: dict[str, Any], final: bool, tmp: Path, n_fra
     folder, workers flush the frames they write before reporting a chunk done.
     """
     if final:  # kept if there: the chunks an interrupted attempt wrote are in it
-        tmp.touch(exist_ok=True)
-        os.truncate(tmp, n_frames * s.dims[0] * s.dims[1] * 4)
+        reserve(tmp, n_frames * s.dims[0] * s.dims[1] * 4, f"the motion-corrected movie of {n_frames} frames")
         add = -min_mov if p["nonneg_movie"] else 0.0
         return _replace(s, out_path=str(tmp), add_to_output=add,
                         summary_ref=(raw_mean + add).astype(np.float64))
