@@ -5,6 +5,7 @@ Run by hand from the repository root::
     .venv/bin/python benchmarks/bench_real.py                        # builtin backend
     /work/caiman-env/bin/python benchmarks/bench_real.py             # builtin and CaImAn
     .venv/bin/python benchmarks/bench_real.py --only neurofinder --backends builtin --n-processes 2
+    .venv/bin/python benchmarks/bench_real.py --stages               # where the builtin loses the ROIs
 
 For every recording (Neurofinder 01.01 crop, two Allen crops, an Inscopix 1p movie) and every
 params set -- ``suggested`` (``suggest_params`` on the raw movie for mcorr, then on mcorr's
@@ -31,7 +32,9 @@ Inscopix movie 95%, so its std image shows the field's brightness, not its cells
 recording with ROIs how many of them show activity of their own at all (:func:`roi_activity`): on the
 Neurofinder crop nearly every ROI's trace rises above 5 noise SDs, about a third once its
 neighbourhood's neuropil is subtracted, a handful once the signal the whole field shares is
-removed: that bounds the recall of any activity-based method.
+removed: that bounds the recall of any activity-based method. ``--stages`` follows the builtin
+cnmf on each recording with ROIs (see :func:`stages`): how many components match one after
+seeding, after the HALS rounds, after pruning and once accepted.
 """
 
 from __future__ import annotations
@@ -181,33 +184,38 @@ def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> dict[str, int]:
             "common": n_active(own)}
 
 
+def _mcorr_params(rec: Recording, movie: Path, params_set: str) -> dict[str, Any]:
+    var = {"var_name_hdf5": rec.var_name_hdf5} if rec.var_name_hdf5 else {}
+    if params_set == "suggested":
+        from mesmerize_widgets.algorithms.suggest import suggest_params
+
+        return suggest_params(movie, "mcorr", {"main": {**var, "fr": rec.fr}}, var_name_hdf5=rec.var_name_hdf5).params
+    return {"main": {**rec.mcorr, **var, "fr": rec.fr}}
+
+
+def _cnmf_params(rec: Recording, mc_movie: Path, params_set: str) -> dict[str, Any]:
+    if params_set == "suggested":
+        from mesmerize_widgets.algorithms.suggest import suggest_params
+
+        # fr: a memmap carries no frame rate, so give the recording's (suggest keeps it)
+        return suggest_params(mc_movie, rec.algo, {"main": {"fr": rec.fr, "use_cnn": False}}).params
+    return {"main": rec.cnmf}
+
+
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """mcorr -> cnmf/cnmfe for one recording, params set and backend (in this process)."""
-    from mesmerize_widgets.algorithms.suggest import suggest_params
-
     rec = Recording(**spec["recording"])
     data, work = Path(spec["data"]), Path(spec["workdir"])
     movie = data / rec.path
     backend, n_proc = spec["backend"], spec["n_processes"]
-    var = {"var_name_hdf5": rec.var_name_hdf5} if rec.var_name_hdf5 else {}
-    t_suggest = 0.0
-    if spec["params_set"] == "suggested":
-        t0 = time.perf_counter()
-        sug = suggest_params(movie, "mcorr", {"main": {**var, "fr": rec.fr}}, var_name_hdf5=rec.var_name_hdf5)
-        t_suggest += time.perf_counter() - t0
-        mc_params = sug.params
-    else:
-        mc_params = {"main": {**rec.mcorr, **var, "fr": rec.fr}}
+    t0 = time.perf_counter()
+    mc_params = _mcorr_params(rec, movie, spec["params_set"])
+    t_suggest = time.perf_counter() - t0
     t_mc, mc_out = _run_algo("mcorr", backend, movie, mc_params, work / "mcorr", n_proc)
     mc_movie = Path(mc_out["mcorr-output-path"])
-    if spec["params_set"] == "suggested":
-        t0 = time.perf_counter()
-        # fr: a memmap carries no frame rate, so give the recording's (suggest keeps it)
-        sug_c = suggest_params(mc_movie, rec.algo, {"main": {"fr": rec.fr, "use_cnn": False}})
-        t_suggest += time.perf_counter() - t0
-        cn_params = sug_c.params
-    else:
-        cn_params = {"main": rec.cnmf}
+    t0 = time.perf_counter()
+    cn_params = _cnmf_params(rec, mc_movie, spec["params_set"])
+    t_suggest += time.perf_counter() - t0
     t_cn, cn_out = _run_algo(rec.algo, backend, mc_movie, cn_params, work / rec.algo, n_proc)
     from mesmerize_widgets.algorithms import get_algorithm
 
@@ -222,6 +230,56 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
            "cnmf_params": _short(cn_used, cn_keys)}
     res.update(_score(Path(cn_out["cnmf-hdf5-path"]), data / rec.regions if rec.regions else None))
     return res
+
+
+def stages(rec: Recording, data: Path, params_set: str, work: Path, n_proc: int) -> None:
+    """Where the builtin cnmf loses a recording's ROIs: how many components match one (IoU >= 0.3,
+    footprints at 20 % of their peak, each ROI counted once) after seeding, after the HALS rounds
+    (residual seeds and merges included), after pruning, and accepted; then whether SNR_comp and
+    r_values, which pruning and evaluation go by, set the matching components apart."""
+    import numpy as np
+
+    from mesmerize_widgets.algorithms import RunContext, get_algorithm
+    from mesmerize_widgets.algorithms.cnmf import core
+    from mesmerize_widgets.algorithms.cnmf.builtin import write_c_memmap
+    from mesmerize_widgets.formats.memmap import load_memmap
+    from mesmerize_widgets.sim.scoring import (
+        binarize_footprints,
+        iou_matrix,
+        masks_from_coordinates,
+    )
+
+    movie = data / rec.path
+    _, mc_out = _run_algo("mcorr", "builtin", movie, _mcorr_params(rec, movie, params_set), work / "mcorr", n_proc)
+    mc_movie = Path(mc_out["mcorr-output-path"])
+    schema = get_algorithm(rec.algo).schema
+    params = schema.validate(_cnmf_params(rec, mc_movie, params_set), fill_defaults=True)
+    (work / "stages").mkdir(parents=True)
+    ctx = RunContext(input_path=mc_movie, params=params, output_dir=work / "stages", prefix="stages",
+                     n_processes=n_proc)
+    mmap, _, dims, _ = write_c_memmap(ctx)
+    Yr, _, _ = load_memmap(mmap)
+    seen: dict[str, np.ndarray] = {}
+    res = core.fit(Yr, dims, core.Options.from_main(params["main"], cnmfe=rec.algo == "cnmfe"), mmap_path=mmap,
+                   n_processes=n_proc, observe=lambda stage, A: seen.__setitem__(stage, A.copy()))
+    seen["pruned"] = res["A"]
+    seen["accepted"] = res["A"][:, res["idx_components"]]
+    ref = masks_from_coordinates(json.loads((data / rec.regions).read_text()), dims)
+    print(f"{rec.name} {params_set}, builtin {rec.algo}: {len(ref)} ROIs")
+    matched = np.zeros(0, bool)
+    for stage, A in seen.items():
+        iou = iou_matrix(binarize_footprints(A, dims), ref) if A.shape[1] else np.zeros((0, len(ref)))
+        matched = (iou >= 0.3).any(1)
+        print(f"  {stage:11} {A.shape[1]:4d} components, {int(matched.sum()):3d} match an ROI, "
+              f"{int((iou >= 0.3).any(0).sum()):3d} ROIs matched", flush=True)
+        if stage == "pruned":
+            kept = matched
+    for name in ("SNR_comp", "r_values"):
+        v = np.asarray(res[name])
+        print(f"  {name} of the pruned components, median (quartiles): matching an ROI "
+              f"{np.median(v[kept]):.2f} ({np.percentile(v[kept], 25):.2f}-{np.percentile(v[kept], 75):.2f}), "
+              f"the rest {np.median(v[~kept]):.2f} ({np.percentile(v[~kept], 25):.2f}-{np.percentile(v[~kept], 75):.2f})")
+    del Yr
 
 
 def _short(main: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -291,9 +349,18 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA, help=f"the real-data folder (default {DATA})")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run before it is killed")
     ap.add_argument("--verbose", action="store_true", help="print the params used and full tracebacks")
+    ap.add_argument("--stages", action="store_true",
+                    help="instead: where the builtin cnmf loses each recording's ROIs, stage by stage")
     args = ap.parse_args()
     if not args.data.is_dir():
         print(f"bench_real: no real data at {args.data} (../shared/data/real, outside the repository); nothing to run")
+        return 0
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="bench-real-stages-") as tmp:
+            for rec in RECORDINGS:
+                if rec.regions and (args.only is None or any(o in rec.name for o in args.only)):
+                    for pset in args.params:
+                        stages(rec, args.data, pset, Path(tmp) / f"{rec.name}-{pset}", args.n_processes)
         return 0
     backends = list(args.backends)
     if "caiman" in backends:

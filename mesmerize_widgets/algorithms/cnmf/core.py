@@ -1523,10 +1523,14 @@ def fit(
     n_processes: int = 1,
     progress: ProgressFn = _noprogress,
     checkpoint_dir: Path | None = None,
+    observe: Callable[[str, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Run CNMF (or CNMF-E with ``opts.cnmfe``) on a (P, T) movie; returns CaImAn's estimates
     as a dict of arrays (A dense P x K, l2-normalised columns), plus ``cn``/``pnr`` for CNMF-E.
-    With ``checkpoint_dir``, the patches (``rf``) of an interrupted attempt are reused."""
+    With ``checkpoint_dir``, the patches (``rf``) of an interrupted attempt are reused.
+    ``observe(stage, A)`` sees the footprints after seeding (``"initialised"``) and after the
+    HALS rounds (``"refined"``), so a benchmark can tell where a cell was lost; the returned
+    ``A`` is what pruning kept."""
     if opts.use_cnn:
         raise ValueError(
             "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
@@ -1546,7 +1550,11 @@ def fit(
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
         A, C = _init_patches(mov, dims, opts, mmap_path, n_processes, progress, checkpoint_dir)
+    if observe is not None:
+        observe("initialised", A)
     patched = not seeded and opts.rf is not None
     n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
     refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress)
+    if observe is not None:
+        observe("refined", refined.A)
     return _deconvolve_and_evaluate(Yr, refined, dims, opts, seeded, progress)
