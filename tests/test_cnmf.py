@@ -65,6 +65,23 @@ def test_cnmf_finds_the_simulated_neurons(tmp_path, sim2p):
 
 
 @pytest.mark.slow
+def test_fit_shows_its_stages_to_an_observer():
+    """``bench_real --stages`` follows where a cell is lost: the observer sees the seeds, then the
+    refined footprints, each a (pixels, K) array on the field, before pruning keeps some."""
+    sim = simulate_2p(n_frames=300, dims=(48, 48), n_neurons=8, motion=None, seed=2)
+    Yr = np.asarray(sim.movie, np.float32).transpose(1, 2, 0).reshape(-1, 300, order="F")
+    seen: list[tuple[str, np.ndarray]] = []
+    opts = core.Options.from_main({"K": 12, "gSig": (3, 3), "p": 1, "fr": 30.0})
+    res = core.fit(Yr, (48, 48), opts, observe=lambda stage, A: seen.append((stage, A.copy())))
+    assert [stage for stage, _ in seen] == ["initialised", "refined"]
+    seeds, refined = seen[0][1], seen[1][1]
+    assert seeds.shape[0] == refined.shape[0] == 48 * 48
+    truth = sim.truth.A.toarray()
+    cos = (truth / np.linalg.norm(truth, axis=0)).T @ (seeds / np.linalg.norm(seeds, axis=0))
+    assert (cos.max(1) >= 0.7).mean() >= 0.75  # the seeds sit on the cells
+    assert res["A"].shape[1] <= refined.shape[1]
+
+
 def test_cnmf_with_patches_in_parallel(tmp_path, sim2p):
     outputs, _ = _run(tmp_path, sim2p.movie, {"K": 12, "gSig": (4, 4), "p": 1, "rf": 24, "stride": 10})
     A, C = _accepted(load_cnmf(outputs["cnmf-hdf5-path"]))
@@ -178,6 +195,34 @@ def test_nan_frames_are_a_clear_error(tmp_path):
     movie[7, 3, 3] = np.nan
     with pytest.raises(ValueError, match="frame 7 .* NaN"):
         _run(tmp_path, movie, {"gSig": (3, 3)})
+
+
+def test_the_c_order_memmap_is_written_in_large_chunks_and_checked_frame_by_frame(tmp_path):
+    """Long movies are scattered into the memmap up to 1,024 frames at a time (far faster than
+    200), within what the memory budget lets a chunk hold; each frame is still checked, and the
+    summary images are those of the whole movie."""
+    rng = np.random.default_rng(3)
+    movie = (100 + rng.normal(0, 3, (1500, 16, 12))).astype(np.float32)
+    src = tmp_path / "movie.tif"
+    tifffile.imwrite(src, movie)
+    assert builtin.write_chunk_frames((16, 12), 1 << 30) == 1024
+    assert builtin.write_chunk_frames((512, 512), 256 * 2**20) == 256
+    assert builtin.write_chunk_frames((512, 512), 1 << 20) == 200
+    params = get_algorithm("cnmf").schema.validate({"main": {}})
+    ctx = RunContext(input_path=src, params=params, output_dir=tmp_path / "ok", prefix="m")
+    path, acc, dims, n = builtin.write_c_memmap(ctx, 1 << 30)
+    Yr, _, _ = builtin.load_memmap(path)
+    np.testing.assert_array_equal(np.asarray(Yr), movie.transpose(1, 2, 0).reshape(-1, 1500, order="F"))
+    m64 = movie.astype(np.float64)
+    np.testing.assert_allclose(acc.mean(), m64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(acc.std(), m64.std(0), rtol=1e-4)
+    del Yr
+    movie[1100, 5, 5] = np.inf  # in the second chunk, sixth block of 200
+    tifffile.imwrite(src, movie)
+    ctx = RunContext(input_path=src, params=params, output_dir=tmp_path / "bad", prefix="m")
+    with pytest.raises(ValueError, match="frame 1100 .* infinite"):
+        builtin.write_c_memmap(ctx, 1 << 30)
+    assert not list((tmp_path / "bad").glob("*.mmap*"))  # no partial memmap left
 
 
 @pytest.mark.parametrize("method", ["sparse_nmf", "pca_ica"])

@@ -19,6 +19,7 @@ from ..caiman_env import set_caiman_temp
 from ..context import RunContext
 from ..summary.builtin import save_summary_images
 from .builtin import load_masks, write_c_memmap
+from .core import Options
 
 # CaImAn's CNMF-E settings (its demo_pipeline_cnmfE) that are not init-group defaults of ours
 _CNMFE_CAIMAN = {"nb_patch": 0, "low_rank_background": None, "ssub_B": 2, "del_duplicates": True}
@@ -49,7 +50,7 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     restore_temp = set_caiman_temp(ctx.output_dir)
     dview = None
     try:
-        mmap, acc, dims, n = write_c_memmap(ctx)
+        mmap, acc, dims, n = write_c_memmap(ctx, Options().held_bytes)  # the builtin's default chunks
         main = _main_for_caiman(ctx.params, cnmfe)
         n_proc = int(main.pop("n_processes", None) or ctx.n_processes or 1)
         Ain = None
