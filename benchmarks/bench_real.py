@@ -266,7 +266,7 @@ def stages(rec: Recording, data: Path, params_set: str, work: Path, n_proc: int)
     seen["accepted"] = res["A"][:, res["idx_components"]]
     ref = masks_from_coordinates(json.loads((data / rec.regions).read_text()), dims)
     print(f"{rec.name} {params_set}, builtin {rec.algo}: {len(ref)} ROIs")
-    matched = np.zeros(0, bool)
+    kept = np.zeros(0, bool)
     for stage, A in seen.items():
         iou = iou_matrix(binarize_footprints(A, dims), ref) if A.shape[1] else np.zeros((0, len(ref)))
         matched = (iou >= 0.3).any(1)
@@ -276,6 +276,8 @@ def stages(rec: Recording, data: Path, params_set: str, work: Path, n_proc: int)
             kept = matched
     for name in ("SNR_comp", "r_values"):
         v = np.asarray(res[name])
+        if not (kept.any() and (~kept).any()):
+            break  # nothing to compare
         print(f"  {name} of the pruned components, median (quartiles): matching an ROI "
               f"{np.median(v[kept]):.2f} ({np.percentile(v[kept], 25):.2f}-{np.percentile(v[kept], 75):.2f}), "
               f"the rest {np.median(v[~kept]):.2f} ({np.percentile(v[~kept], 25):.2f}-{np.percentile(v[~kept], 75):.2f})")
