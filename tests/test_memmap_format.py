@@ -109,6 +109,52 @@ def test_reserve_allocates_the_blocks_and_keeps_what_is_written(tmp_path):
     assert f.stat().st_size == n
 
 
+_FULL_DISK = """
+import os, sys
+from mesmerize_widgets.errors import DiskSpaceError
+from mesmerize_widgets.formats.memmap import MemmapWriter, reserve
+d = sys.argv[1]
+with open(os.path.join(d, "kept"), "wb") as f:
+    f.write(b"frames" * 100)
+for target in ("new.f32", "kept"):
+    try:
+        reserve(os.path.join(d, target), 8 << 20, "a test file")
+    except DiskSpaceError as e:
+        print("refused:", e)
+try:
+    MemmapWriter(d, "m", (512, 512), order="C", n_frames=8)
+except DiskSpaceError:
+    print("writer refused")
+print(sorted(os.listdir(d)), os.path.getsize(os.path.join(d, "kept")))
+"""
+
+
+def test_reserve_on_a_full_disk_refuses_and_leaves_the_files_as_they_were(tmp_path):
+    """A 1 MiB file system (a tmpfs in a private mount namespace): reserving more is a clear
+    DiskSpaceError, a new file is not left behind half-reserved, an existing one keeps its size
+    and data, and a C-order memmap that cannot fit leaves no partial file."""
+    import shutil
+    import subprocess
+    import sys
+
+    d = tmp_path / "small"
+    d.mkdir()
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a small tmpfs")
+    mount = f"mount -t tmpfs -o size=1M none {d}"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a private namespace here: {probe.stderr.strip()}")
+    code = f"{mount} && exec {sys.executable} -c '{_FULL_DISK}' {d}"
+    r = subprocess.run(["unshare", "-m", "sh", "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(line.startswith("refused: a test file needs") and "could not be reserved" in line
+               for line in lines) == 2
+    assert "writer refused" in lines
+    assert lines[-1] == "['kept'] 600"
+
+
 def test_writer_C_requires_frames(tmp_path, movie):
     with pytest.raises(ValueError, match="n_frames"):
         MemmapWriter(tmp_path, "c", (D1, D2), order="C")
