@@ -68,7 +68,7 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
             frames = np.empty((min(chunk, n - start), *dims), np.float32)
             for s0 in range(0, len(frames), _SUM_FRAMES):
                 part = frames[s0 : s0 + _SUM_FRAMES]
-                part[:] = np.asarray(movie[start + s0 : start + s0 + len(part)], dtype=np.float32)
+                part[:] = movie[start + s0 : start + s0 + len(part)]  # cast in place, no float32 copy
                 finite = np.isfinite(part).reshape(len(part), -1).all(1)
                 if not finite.all():
                     bad = start + s0 + int(np.flatnonzero(~finite)[0])

@@ -1268,10 +1268,7 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         energy = np.linalg.norm(A2, axis=0) * np.linalg.norm(C2, axis=1)
         keep = np.sort(np.argsort(energy)[::-1][:k_extra])
         A2, C2 = A2[:, keep], C2[keep]
-    if C2.shape[1] != T:  # back to the full rate: each averaged value for its ts frames
-        C2 = np.repeat(C2, ts, axis=1)[:, :T]
-        C2 = np.pad(C2, ((0, 0), (0, T - C2.shape[1])), mode="edge")
-    return A2, np.maximum(C2, 0).astype(np.float32)
+    return A2, np.maximum(_hold_frames(C2, ts, T), 0)
 
 
 def _trace_metrics(dec: dict[str, Any], opts: Options) -> tuple[np.ndarray, np.ndarray]:
