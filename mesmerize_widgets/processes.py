@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import multiprocessing as mp
 import os
 import sys
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 _lock = threading.RLock()
@@ -128,22 +130,49 @@ def main_module_hidden() -> Iterator[None]:
 
 
 def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
-               initargs: tuple = (), threads_per_worker: int | None = None) -> ProcessPoolExecutor:
-    """A "spawn" ProcessPoolExecutor whose ``max_workers`` processes are all running on return.
+               initargs: tuple = (), threads_per_worker: int | None = None,
+               ready: bool = True) -> ProcessPoolExecutor:
+    """A "spawn" ProcessPoolExecutor whose ``max_workers`` processes are all started on return.
 
     The executor starts a worker per submission until it has ``max_workers`` (never later
     unless one dies, which breaks the pool anyway), so starting them all here, with the main
     module hidden, means no worker of it ever re-runs the caller's script. With
-    ``threads_per_worker`` the workers' thread pools (``THREAD_VARS``) start that size.
+    ``threads_per_worker`` the workers' thread pools (``THREAD_VARS``) start that size. With
+    ``ready=False`` it returns while the workers are still importing, so the caller's own work
+    overlaps their start (a second or two each).
     """
     ex = ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("spawn"),
                              initializer=initializer, initargs=initargs)
     threads = {} if threads_per_worker is None else dict.fromkeys(THREAD_VARS, str(threads_per_worker))
     with main_module_hidden(), environment(threads):
-        # each submission finds no idle worker (they take a second to start) and adds one
+        # each submission finds no idle worker (they take a second to start) and adds one;
+        # the process itself is started within submit
         started = [ex.submit(time.sleep, 0.01) for _ in range(max_workers)]
+    if ready:
         wait(started)
     return ex
+
+
+@dataclass
+class Workers:
+    """A job's pool of single-threaded worker processes and its size, shared by the steps of the
+    job that can spread their work (a pool per step would start its processes again each time)."""
+
+    pool: ProcessPoolExecutor
+    n: int
+
+    @classmethod
+    def start(cls, n: int, preload: str | None = None) -> Workers:
+        """``n`` workers, started without waiting for them; each imports the module ``preload``
+        as it starts (unpickling the first task would, with the task waiting)."""
+        init, args = (importlib.import_module, (preload,)) if preload else (None, ())
+        return cls(spawn_pool(n, initializer=init, initargs=args, threads_per_worker=1, ready=False), n)
+
+    def map(self, fn: Callable[..., Any], *iterables: Any) -> Iterator[Any]:
+        return self.pool.map(fn, *iterables)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def signal_on_parent_death(sig: int) -> None:

@@ -41,3 +41,25 @@ def run_caiman_backend(algo: str, movie: np.ndarray, params: dict, tmp_path: Pat
     out.mkdir()
     ctx = RunContext(input_path=src, params=algorithm.schema.validate(params), output_dir=out, prefix="u")
     return algorithm.run_function("caiman")(ctx)
+
+
+def cells_found(truth_A: np.ndarray, A: np.ndarray, min_corr: float = 0.7) -> set[int]:
+    """The simulated cells (columns of ``truth_A``) that some footprint of ``A`` matches with a
+    spatial correlation above ``min_corr``."""
+    if not A.shape[1]:
+        return set()
+    corr = (truth_A / np.linalg.norm(truth_A, axis=0)).T @ (A / np.linalg.norm(A, axis=0))
+    return {int(i) for i in np.flatnonzero(corr.max(1) > min_corr)}
+
+
+def assert_pieces_find_the_whole_fields_cells(truth_A: np.ndarray, whole: np.ndarray, pieces: np.ndarray,
+                                              min_found: int, max_overlap: float) -> None:
+    """Seeds found piece by piece (tiles, bands) hold the cells the whole-field pass finds (all
+    but one), and no cell twice (two pieces' seeds overlapping above ``max_overlap``)."""
+    found = cells_found(truth_A, whole)
+    assert len(found) >= min_found
+    assert len(cells_found(truth_A, pieces) & found) >= len(found) - 1
+    unit = pieces / np.linalg.norm(pieces, axis=0)
+    overlap = unit.T @ unit
+    np.fill_diagonal(overlap, 0)
+    assert overlap.max() < max_overlap

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_pieces_find_the_whole_fields_cells
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.algorithms.cnmf import budget, core
@@ -125,21 +126,8 @@ def test_the_residual_pass_by_tiles_finds_the_cells_the_whole_field_finds(tmp_pa
     opts.memory_budget_mb = 2.0  # the 64x64 field needs 3 MiB: tiles with cores of about 27x27
     tiled, C2 = core._seeds_from_residual(mov, A0, C0, b, f, (64, 64), opts)
     assert C2.shape == (tiled.shape[1], 400)
-    At = sim.truth.A.toarray()
-
-    def found(A: np.ndarray) -> set[int]:
-        if not A.shape[1]:
-            return set()
-        corr = (At / np.linalg.norm(At, axis=0)).T @ (A / np.linalg.norm(A, axis=0))
-        return {int(i) for i in np.flatnonzero(corr.max(1) > 0.7)}
-
-    assert len(found(whole)) >= 8
-    assert len(found(tiled) & found(whole)) >= len(found(whole)) - 1
     # no cell seeded twice across tiles
-    unit = tiled / np.linalg.norm(tiled, axis=0)
-    overlap = unit.T @ unit
-    np.fill_diagonal(overlap, 0)
-    assert overlap.max() < 0.5
+    assert_pieces_find_the_whole_fields_cells(sim.truth.A.toarray(), whole, tiled, 8, 0.5)
 
 
 def test_memory_limit_counts_private_memory_not_memmapped_files(tmp_path: Path):

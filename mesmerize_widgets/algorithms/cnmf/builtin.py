@@ -14,6 +14,7 @@ Documented results for degenerate input:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import scipy.sparse as sp
 from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, save_cnmf
 from ...formats.memmap import MemmapWriter, load_memmap, require_free_space
-from ...processes import private_memory
+from ...processes import Workers, private_memory
 from ..context import RunContext
 from ..images import SummaryAccumulator
 from ..summary.builtin import save_summary_images
@@ -175,6 +176,18 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     if opts.use_cnn:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     seeded = bool(params.get("Ain_path"))
+    n_proc = int(main.get("n_processes") or ctx.n_processes or 1)
+    # the fit's workers start (import) while the memmap is written
+    with contextlib.ExitStack() as stack:
+        workers = None
+        if n_proc > 1 and opts.rf is not None and not seeded:
+            workers = stack.enter_context(contextlib.closing(Workers.start(n_proc, preload=core.__name__)))
+        return _fit_and_save(ctx, params, opts, cnmfe, seeded, workers)
+
+
+def _fit_and_save(ctx: RunContext, params: dict[str, Any], opts: core.Options, cnmfe: bool, seeded: bool,
+                  workers: Workers | None) -> dict[str, Any]:
+    main = params["main"]
     mmap, acc, dims, n = write_c_memmap(ctx, opts.held_bytes,
                                         preflight=lambda dims, n: _preflight(ctx, dims, n, opts, seeded))
     final_mmap = ctx.final_output_dir / mmap.name
@@ -183,7 +196,6 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         Ain = load_masks(params["Ain_path"], dims, ctx.input_path)
         main = {**main, "rf": None, "only_init": False}
     Yr, _, _ = load_memmap(mmap)
-    n_proc = int(main.get("n_processes") or ctx.n_processes or 1)
     outputs: dict[str, Any] = {}
     if cnmfe:
         # the images CNMF-E seeds from, for the whole field (row.caiman.get_pnr_image)
@@ -196,7 +208,8 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         ctx.progress(0.1 + 0.85 * fraction, message)
 
     res = core.fit(Yr, dims, opts, mmap_path=mmap, Ain=Ain, refit=bool(params.get("refit")),
-                   n_processes=n_proc, progress=progress, checkpoint_dir=ctx.checkpoint_dir)
+                   n_processes=workers.n if workers else 1, progress=progress, checkpoint_dir=ctx.checkpoint_dir,
+                   workers=workers)
     del Yr
     outputs.update(save_summary_images(ctx, acc))
     if cnmfe:

@@ -25,6 +25,7 @@ patch (the whole field when ``rf`` is None) in memory.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -42,14 +43,16 @@ import scipy.special
 from scipy.stats import norm
 
 from ...errors import MemoryBudgetError, ParamError
-from ...processes import spawn_pool
+from ...processes import Workers
 from ..checkpoint import report_resume
 from . import budget, resume
+from .deconvolution import deconvolve_in
 from .evaluation import accept_thresholds, select_components
 from .model import Movie as _Movie
 from .model import activity_frames as _activity_frames
 from .model import clean_footprint as _clean_footprint
 from .model import init_background as _init_background
+from .model import noise_psd
 from .model import pixel_blocks as _blocks
 from .model import rank1 as _rank1
 from .ring import RingModel, ds_dims, scratch_bytes
@@ -163,22 +166,6 @@ def uses_ring(opts: Options) -> bool:
 # ------------------------------------------------------------------------------------------
 # small utilities
 # ------------------------------------------------------------------------------------------
-def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
-    """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2)."""
-    Y = np.asarray(Y)
-    T = Y.shape[-1]
-    flat = Y.reshape(-1, T)
-    if T < 8:
-        return np.std(flat, axis=1).astype(np.float32)
-    ff = np.fft.rfftfreq(T)
-    ind = (ff > noise_range[0]) & (ff <= noise_range[1])
-    out = np.empty(len(flat), np.float32)
-    for blk in _blocks(len(flat), T, 1 << 20):  # 4 MiB in, 8 MiB of spectrum out
-        X = np.fft.rfft(np.asarray(flat[blk], np.float32), axis=1)[:, ind]
-        out[blk] = np.sqrt(np.mean(X.real**2 + X.imag**2, axis=1) / T)
-    return out.reshape(Y.shape[:-1])
-
-
 def mode_robust(x: np.ndarray) -> float:
     """Half-sample mode (as CaImAn's ``mode_robust``), iteratively."""
     d = np.sort(np.asarray(x, np.float64).ravel())
@@ -893,52 +880,11 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
 # ------------------------------------------------------------------------------------------
 # deconvolution
 # ------------------------------------------------------------------------------------------
-def deconvolve_traces(Y: np.ndarray, p: int, bas_nonneg: bool, noise_range: tuple[float, float]) -> dict[str, Any]:
-    """OASIS AR(p) deconvolution of each raw trace: C (no baseline), S, g, bl, c1, sn, lam."""
-    K, T = Y.shape
-    out = {
-        "C": np.zeros((K, T), np.float32), "S": np.zeros((K, T), np.float32),
-        "g": np.zeros((K, max(p, 1)), np.float64), "bl": np.zeros(K), "c1": np.zeros(K),
-        "neurons_sn": np.zeros(K), "lam": np.zeros(K),
-    }
-    if K == 0:
-        return out
-    sn_all = noise_psd(Y, noise_range)
-    if p <= 0:
-        for k in range(K):
-            bl = float(np.percentile(Y[k], 8))
-            out["C"][k] = np.maximum(Y[k] - bl, 0)
-            out["bl"][k] = bl
-            out["neurons_sn"][k] = sn_all[k]
-            out["c1"][k] = out["C"][k, 0]
-        return out
-    from oasis.functions import deconvolve
-
-    for k in range(K):
-        y = np.asarray(Y[k], np.float64)
-        try:
-            res = deconvolve(y, g=(None,) * p, sn=float(sn_all[k]) or None, penalty=1, b_nonneg=bas_nonneg)
-            c, s, bl, g, lam = res[:5]
-            g = np.atleast_1d(np.asarray(g, np.float64))
-            if not (np.all(np.isfinite(c)) and np.isfinite(bl)):
-                raise FloatingPointError("non-finite deconvolution")
-        except Exception as e:  # degenerate traces: keep the baseline-removed trace
-            log.debug("OASIS failed on component %d: %s", k, e)
-            bl = float(np.percentile(y, 8))
-            c, s, g, lam = np.maximum(y - bl, 0), np.zeros(T), np.zeros(p), 0.0
-        out["C"][k] = c
-        out["S"][k] = s
-        out["g"][k, : min(p, len(g))] = g[:p]
-        out["bl"][k] = bl
-        out["c1"][k] = c[0]
-        out["neurons_sn"][k] = sn_all[k]
-        out["lam"][k] = lam
-    return out
-
-
-def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, opts: Options) -> dict[str, Any]:
+def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray, opts: Options,
+                                 workers: Workers | None = None) -> dict[str, Any]:
     """Block-coordinate update of each trace through OASIS (``ITER`` sweeps); returns the
-    deconvolution outputs plus YrA (raw trace minus C, baseline included) and the updated f."""
+    deconvolution outputs plus YrA (raw trace minus C, baseline included) and the updated f.
+    The deconvolution of each sweep is spread over ``workers``."""
     K, nb = A.shape[1], b.shape[1]
     As = _sparse_columns(np.asfortranarray(A, np.float64))
     b = np.asarray(b, np.float64)
@@ -952,7 +898,7 @@ def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np
         _trace_sweeps(Cf, AtY, AtA, range(K, K + nb), 1)  # background traces first (plain HALS)
         for k in range(K):
             Yk[k] = Cf[k] + (AtY[k] - AtA[k, nz[k]] @ Cf[nz[k]]) / max(AtA[k, k], 1e-12)
-        res = deconvolve_traces(Yk, opts.p, opts.bas_nonneg, opts.noise_range)
+        res = deconvolve_in(workers, Yk, opts.p, opts.bas_nonneg, opts.noise_range)
         # the baseline is part of the model for the next sweep's residuals
         Cf[:K] = res["C"] + res["bl"][:, None]
     res["YrA"] = (Yk - res["C"]).astype(np.float32)
@@ -1207,60 +1153,116 @@ def _residual_budget(dims: tuple[int, int], opts: Options) -> int:
     return max(5, int(math.ceil(int(opts.K or 0) * n_patches / 3)))
 
 
-def _residual_rows(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
+def _residual_rows(mov: _Movie, A_idx: sp.csr_matrix, C: np.ndarray, b_idx: np.ndarray, f: np.ndarray,
                    idx: np.ndarray, ts: int) -> np.ndarray:
-    """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a time."""
+    """``Y - A·C - b·f`` on the pixels ``idx`` (``A_idx``, ``b_idx``: the footprints' and the
+    background's rows there), averaged ``ts`` frames at a time, a block at a time."""
     out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
-    As = _sparse_columns(np.asfortranarray(A)).tocsr()  # a block's rows meet a few footprints
     for blk in budget.index_blocks(idx, mov.T):
+        n = len(blk)
         R = mov.rows(blk)  # an index array: a copy, never a view of the memmap
-        R -= As[blk] @ C
-        R -= b[blk] @ f
-        out[pos : pos + len(blk)] = budget.average_frames(R, ts)
-        pos += len(blk)
+        R -= A_idx[pos : pos + n] @ C
+        R -= b_idx[pos : pos + n] @ f
+        out[pos : pos + n] = budget.average_frames(R, ts)
+        pos += n
+    return out
+
+
+@dataclass
+class _ResidualTile:
+    """One tile of the residual pass: what a worker needs besides the movie."""
+
+    dims: tuple[int, int]
+    rows: slice
+    cols: slice
+    core_r: slice
+    core_c: slice
+    A_idx: sp.csr_matrix
+    C: np.ndarray
+    b_idx: np.ndarray
+    f: np.ndarray
+    ts: int
+    k: int
+    opts: Options
+
+
+def _tile_seeds(mov: _Movie, t: _ResidualTile) -> tuple[np.ndarray, np.ndarray]:
+    """The residual pass on one tile: the footprints (over the tile's pixels) and traces of the
+    seeds whose peak lies in the tile's core (the margin's are the neighbouring tiles')."""
+    h, w = t.rows.stop - t.rows.start, t.cols.stop - t.cols.start
+    idx = budget.region_pixels(t.dims, t.rows, t.cols)
+    R3 = _residual_rows(mov, t.A_idx, t.C, t.b_idx, t.f, idx, t.ts).reshape(w, h, -1).transpose(1, 0, 2)
+    A2, C2 = greedy_init(R3, t.opts, t.k, _decay_frames(t.opts, mov.T, R3.shape[-1], t.ts))
+    del R3
+    pr, pc = np.unravel_index(np.argmax(A2, axis=0), (h, w), order="F")
+    own = ((pr + t.rows.start >= t.core_r.start) & (pr + t.rows.start < t.core_r.stop)
+           & (pc + t.cols.start >= t.core_c.start) & (pc + t.cols.start < t.core_c.stop))
+    return A2[:, own], C2[own]
+
+
+def _tile_seeds_in_worker(path: str, tile: _ResidualTile) -> tuple[np.ndarray, np.ndarray]:
+    from ...formats.memmap import load_memmap
+
+    return _tile_seeds(_Movie(load_memmap(path)[0]), tile)
+
+
+def _bands(dims: tuple[int, int], n: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
+    """``n`` bands across the longer side of the field, as :func:`budget.core_tiles`' tiles."""
+    axis = 0 if dims[0] >= dims[1] else 1
+    edges = np.linspace(0, dims[axis], n + 1).round().astype(int)
+    out = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        core, grown = slice(int(a), int(b)), slice(max(int(a) - margin, 0), min(int(b) + margin, dims[axis]))
+        whole = slice(0, dims[1 - axis])
+        out.append((grown, whole, core, whole) if axis == 0 else (whole, grown, whole, core))
     return out
 
 
 def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray,
-                         dims: tuple[int, int], opts: Options) -> tuple[np.ndarray, np.ndarray]:
+                         dims: tuple[int, int], opts: Options, workers: Workers | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """A second greedy pass on the residual ``Y - A·C - b·f``: finds neurons the first pass
     missed because a brighter neighbour's window had swallowed part of them.
 
     The residual is seeded on ``tsub``-averaged frames, more when the field would not fit in
     ``memory_budget_mb``; when even one decay's averaging does not fit, tile by tile (each
-    seed kept by the tile whose core holds its peak)."""
+    seed kept by the tile whose core holds its peak). With ``workers`` and a memmap they can
+    open, the field is cut in as many bands, seeded side by side."""
     T, P = mov.T, mov.P
     k_extra = _residual_budget(dims, opts)
     ts = budget.seeding_tsub(P, T, opts.tsub, opts.n_samples, opts.memory_budget_mb)
-    whole = (slice(0, dims[0]), slice(0, dims[1]))
+    margin = 2 * max(opts.gSig)
+    path = getattr(mov.Yr, "filename", None)
+    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie
     if ts is not None:
-        tiles = [(*whole, *whole)]
+        tiles = _bands(dims, workers.n, margin) if spread else [(slice(0, dims[0]), slice(0, dims[1])) * 2]
     else:
         ts = max(1, int(opts.tsub), opts.n_samples)
-        margin = 2 * max(opts.gSig)
         tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
         log.info("residual pass in %d tiles to stay within memory_budget_mb=%g", len(tiles), opts.memory_budget_mb)
-    A_parts, C_parts = [], []
+    As = _sparse_columns(np.asfortranarray(A)).tocsr()  # a tile's rows meet a few footprints
+    b = np.asarray(b)
+    jobs = []
     for rows, cols, core_r, core_c in tiles:
         h, w = rows.stop - rows.start, cols.stop - cols.start
         idx = budget.region_pixels(dims, rows, cols)
-        R3 = _residual_rows(mov, A, C, b, f, idx, ts).reshape(w, h, -1).transpose(1, 0, 2)
         # the tile's share of the seeds (margins included: seeds there are the neighbours'), and
         # two more, as missed cells need not be spread evenly; greedy_init stops sooner where
         # a tile's residual is noise
         k = k_extra if len(tiles) == 1 else math.ceil(k_extra * h * w / P) + 2
-        A2, C2 = greedy_init(R3, opts, k, _decay_frames(opts, T, R3.shape[-1], ts))
-        del R3
-        if not A2.shape[1]:
-            continue
-        pr, pc = np.unravel_index(np.argmax(A2, axis=0), (h, w), order="F")
-        own = ((pr + rows.start >= core_r.start) & (pr + rows.start < core_r.stop)
-               & (pc + cols.start >= core_c.start) & (pc + cols.start < core_c.stop))
-        full = np.zeros((P, int(own.sum())), np.float32)
-        full[idx] = A2[:, own]
-        A_parts.append(full)
-        C_parts.append(C2[own])
+        jobs.append((idx, _ResidualTile(dims, rows, cols, core_r, core_c, As[idx], C, b[idx], f, ts, k, opts)))
+    if spread and len(jobs) > 1:
+        found = list(workers.map(_tile_seeds_in_worker, [str(path)] * len(jobs), [t for _, t in jobs]))
+    else:
+        found = [_tile_seeds(mov, t) for _, t in jobs]
+    A_parts, C_parts = [], []
+    for (idx, _), (A2, C2) in zip(jobs, found, strict=True):
+        if A2.shape[1]:
+            full = np.zeros((P, A2.shape[1]), np.float32)
+            full[idx] = A2
+            A_parts.append(full)
+            C_parts.append(C2)
     if not A_parts:
         return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
     A2, C2 = np.hstack(A_parts), np.vstack(C_parts)
@@ -1283,7 +1285,7 @@ def _trace_metrics(dec: dict[str, Any], opts: Options) -> tuple[np.ndarray, np.n
 
 
 def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims: tuple[int, int],
-           opts: Options) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray, np.ndarray]:
+           opts: Options, workers: Workers | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray, np.ndarray]:
     """After deconvolution: merge the pieces of one cell that the denoised traces reveal, and drop
     components whose trace is no more exceptional than white noise (:func:`noise_snr_floor`);
     such a component is noise that the fit shaped to itself, and its r-value is high because of
@@ -1294,7 +1296,7 @@ def _prune(mov: _Movie, A: np.ndarray, b: np.ndarray, dec: dict[str, Any], dims:
     def refit(A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.ndarray) -> tuple:
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=1)
         A, C = _unit_footprints(*_drop_small(A, C, opts))
-        dec = temporal_with_deconvolution(mov, A, C, b, f, opts)
+        dec = temporal_with_deconvolution(mov, A, C, b, f, opts, workers)
         return A, b, dec
 
     if opts.do_merge:
@@ -1375,9 +1377,9 @@ def _seed_from_masks(mov: _Movie, Ain: np.ndarray, progress: ProgressFn) -> tupl
 
 
 def _init_patches(mov: _Movie, dims: tuple[int, int], opts: Options, mmap_path: str | os.PathLike | None,
-                  n_processes: int, progress: ProgressFn, checkpoint_dir: Path | None = None
+                  workers: Workers | None, progress: ProgressFn, checkpoint_dir: Path | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Initialise every patch (in a process pool when ``n_processes > 1``), then put the pieces
+    """Initialise every patch (spread over ``workers`` when given), then put the pieces
     together and merge what the patches' overlaps found twice. Patches an interrupted attempt
     saved in ``checkpoint_dir`` are reused, and each patch fitted here is saved there."""
     if mmap_path is None:
@@ -1395,10 +1397,9 @@ def _init_patches(mov: _Movie, dims: tuple[int, int], opts: Options, mmap_path: 
         parts[i] = res
         progress(0.05 + 0.3 * len(parts) / len(grid), f"patch {len(parts)}/{len(grid)}" + (f" ({note})" if note else ""))
 
-    if n_processes > 1 and len(jobs) > 1:
-        with spawn_pool(min(n_processes, len(jobs))) as ex:
-            for i, res in zip(todo, ex.map(fit_patch, jobs), strict=True):
-                done(i, res)
+    if workers is not None and len(jobs) > 1:
+        for i, res in zip(todo, workers.map(fit_patch, jobs), strict=True):
+            done(i, res)
     else:
         for i, job in zip(todo, jobs, strict=True):
             done(i, fit_patch(job))
@@ -1442,7 +1443,8 @@ def ring_scratch_bytes(dims: tuple[int, int], T: int, opts: Options) -> int:
 
 
 def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], opts: Options, n_rounds: int,
-            seeded: bool, rng: np.random.Generator, progress: ProgressFn) -> _Refined:
+            seeded: bool, rng: np.random.Generator, progress: ProgressFn, workers: Workers | None = None
+            ) -> _Refined:
     """HALS rounds over the whole field: background, footprints and traces; in the first round
     a residual pass for missed neurons (not with given masks, nor CNMF-E), then merging."""
     A, C = _drop_empty(A, C)
@@ -1462,7 +1464,7 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
         A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=3 if r == 0 else 2)
         A, C = drop(A, C)
         if r == 0 and not seeded and not opts.cnmfe:
-            A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts)
+            A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts, workers)
             if A2.shape[1]:
                 A, C = np.hstack([A, A2]), np.vstack([C, C2])
                 A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
@@ -1476,24 +1478,45 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
     return _Refined(mov, A, C, b, f, rm, fluct)
 
 
+def _noise_of_rows(path: str, rows: slice, noise_range: tuple[float, float]) -> np.ndarray:
+    """:func:`noise_psd` of the pixels ``rows`` of the memmap at ``path`` (in a worker)."""
+    from ...formats.memmap import load_memmap
+
+    Yr, _, _ = load_memmap(path)
+    return np.concatenate([noise_psd(np.asarray(Yr[rows][blk]), noise_range)
+                           for blk in _blocks(rows.stop - rows.start, Yr.shape[1])])
+
+
+def pixel_noise(Yr: np.ndarray, noise_range: tuple[float, float], workers: Workers | None = None) -> np.ndarray:
+    """Each pixel's noise (the ``sn`` image): it reads the whole movie, so the pixels are split
+    among ``workers`` when the movie is a memmap they can open."""
+    P, T = Yr.shape
+    path = getattr(Yr, "filename", None)
+    if workers is None or workers.n <= 1 or path is None or P < 2 * workers.n:
+        return np.concatenate([noise_psd(np.asarray(Yr[blk]), noise_range) for blk in _blocks(P, T)])
+    edges = np.linspace(0, P, workers.n + 1).round().astype(int)
+    rows = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return np.concatenate(list(workers.map(_noise_of_rows, [str(path)] * len(rows), rows,
+                                           [noise_range] * len(rows))))
+
+
 def _deconvolve_and_evaluate(Yr: np.ndarray, m: _Refined, dims: tuple[int, int], opts: Options, seeded: bool,
-                             progress: ProgressFn) -> dict[str, Any]:
+                             progress: ProgressFn, workers: Workers | None = None) -> dict[str, Any]:
     """Deconvolve the traces, prune (unless the masks were given), classify; CaImAn's outputs."""
     A, C = _unit_footprints(m.A, m.C)
-    dec = temporal_with_deconvolution(m.mov, A, C, m.b, m.f, opts)
+    dec = temporal_with_deconvolution(m.mov, A, C, m.b, m.f, opts, workers)
     b = m.b
     if not seeded:
-        A, b, dec, snr, fast = _prune(m.mov, A, b, dec, dims, opts)
+        A, b, dec, snr, fast = _prune(m.mov, A, b, dec, dims, opts, workers)
     else:
         snr, fast = _trace_metrics(dec, opts)
     f = dec["f"]
     progress(0.85, "deconvolved")
     rv = r_values(m.mov, A, dec["C"], b, f, opts.fr, dims=dims, surround=_surround(opts))
-    P, T = Yr.shape
+    T = Yr.shape[1]
     snr_min = rv_only_snr_min(T, opts)
     good, bad = classify(snr, rv, opts, fast, snr_min)
-    sn = noise_psd(Yr, opts.noise_range) if P * T <= 1 << 28 else np.concatenate(
-        [noise_psd(np.asarray(Yr[blk]), opts.noise_range) for blk in m.mov.blocks])
+    sn = pixel_noise(Yr, opts.noise_range, workers)
     extra: dict[str, Any] = {}
     if m.ring is not None and m.fluct is not None:
         # CaImAn's nb=0 outputs (W, b0), plus b, f = a low-rank summary of the same background
@@ -1521,24 +1544,37 @@ def fit(
     progress: ProgressFn = _noprogress,
     checkpoint_dir: Path | None = None,
     observe: Callable[[str, np.ndarray], None] | None = None,
+    workers: Workers | None = None,
 ) -> dict[str, Any]:
     """Run CNMF (or CNMF-E with ``opts.cnmfe``) on a (P, T) movie; returns CaImAn's estimates
     as a dict of arrays (A dense P x K, l2-normalised columns), plus ``cn``/``pnr`` for CNMF-E.
     With ``checkpoint_dir``, the patches (``rf``) of an interrupted attempt are reused.
     ``observe(stage, A)`` sees the footprints after seeding (``"initialised"``) and after the
     HALS rounds (``"refined"``), so a benchmark can tell where a cell was lost; the returned
-    ``A`` is what pruning kept."""
+    ``A`` is what pruning kept. A fit with patches and ``n_processes > 1`` spreads its patches,
+    deconvolutions and noise image over ``workers`` (started here when not given, and closed on
+    return; a caller that starts them before writing the memmap has their start-up overlap it)."""
     if opts.use_cnn:
         raise ValueError(
             "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
             "(or run this item with backend='caiman')"
         )
-    rng = np.random.default_rng(opts.seed)
-    mov = _Movie(Yr)
     seeded = Ain is not None
     if seeded:
         opts.rf = None
     check_geometry(dims, opts)
+    if workers is None and opts.rf is not None and n_processes > 1:
+        with contextlib.closing(Workers.start(n_processes, preload=__name__)) as own:
+            return _fit(Yr, dims, opts, mmap_path, Ain, refit, own, progress, checkpoint_dir, observe)
+    return _fit(Yr, dims, opts, mmap_path, Ain, refit, workers, progress, checkpoint_dir, observe)
+
+
+def _fit(Yr: np.ndarray, dims: tuple[int, int], opts: Options, mmap_path: str | os.PathLike | None,
+         Ain: np.ndarray | None, refit: bool, workers: Workers | None, progress: ProgressFn,
+         checkpoint_dir: Path | None, observe: Callable[[str, np.ndarray], None] | None) -> dict[str, Any]:
+    rng = np.random.default_rng(opts.seed)
+    mov = _Movie(Yr)
+    seeded = Ain is not None
     if seeded:
         A, C = _seed_from_masks(mov, Ain, progress)
     elif opts.rf is None:
@@ -1546,12 +1582,12 @@ def fit(
                             _common_trace(mov, opts), "the whole field (rf=None)")
         progress(0.3, f"initialised {A.shape[1]} components")
     else:
-        A, C = _init_patches(mov, dims, opts, mmap_path, n_processes, progress, checkpoint_dir)
+        A, C = _init_patches(mov, dims, opts, mmap_path, workers, progress, checkpoint_dir)
     if observe is not None:
         observe("initialised", A)
     patched = not seeded and opts.rf is not None
     n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
-    refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress)
+    refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress, workers)
     if observe is not None:
         observe("refined", refined.A)
-    return _deconvolve_and_evaluate(Yr, refined, dims, opts, seeded, progress)
+    return _deconvolve_and_evaluate(Yr, refined, dims, opts, seeded, progress, workers)

@@ -14,13 +14,29 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Movie", "activity_frames", "clean_footprint", "init_background", "pixel_blocks", "rank1"]
+__all__ = ["Movie", "activity_frames", "clean_footprint", "init_background", "noise_psd", "pixel_blocks", "rank1"]
 
 
 def pixel_blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
     """Slices of ``n`` rows of ``T`` values, each at most about ``budget`` values."""
     step = max(1, budget // max(T, 1))
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
+    """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2)."""
+    Y = np.asarray(Y)
+    T = Y.shape[-1]
+    flat = Y.reshape(-1, T)
+    if T < 8:
+        return np.std(flat, axis=1).astype(np.float32)
+    ff = np.fft.rfftfreq(T)
+    ind = (ff > noise_range[0]) & (ff <= noise_range[1])
+    out = np.empty(len(flat), np.float32)
+    for blk in pixel_blocks(len(flat), T, 1 << 20):  # 4 MiB in, 8 MiB of spectrum out
+        X = np.fft.rfft(np.asarray(flat[blk], np.float32), axis=1)[:, ind]
+        out[blk] = np.sqrt(np.mean(X.real**2 + X.imag**2, axis=1) / T)
+    return out.reshape(Y.shape[:-1])
 
 
 class Movie:

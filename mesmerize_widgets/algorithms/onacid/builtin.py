@@ -41,6 +41,7 @@ from ...arrays import open_movie
 from ...formats.cnmf_hdf5 import Estimates, default_params, save_cnmf
 from ..cnmf import core, model
 from ..cnmf.builtin import load_masks
+from ..cnmf.deconvolution import deconvolve_traces
 from ..cnmf.evaluation import accept_thresholds, select_components
 from ..context import RunContext
 from ..images import SummaryAccumulator
@@ -446,7 +447,7 @@ def _results(ctx: RunContext, src: _Input, st: _Online, main: dict[str, Any]) ->
     on, dims, shifts = st.on, st.dims, st.shifts
     A = on.footprints()
     noisy, fb = on.traces()
-    dec = core.deconvolve_traces(noisy, int(main["p"]), False, (0.25, 0.5))
+    dec = deconvolve_traces(noisy, int(main["p"]), False, (0.25, 0.5))
     YrA = (noisy - dec["C"]).astype(np.float32)
     snr = core.snr_from_traces(dec["C"] + YrA, st.opts.n_samples)
 
