@@ -115,3 +115,17 @@ def test_a_patched_fit_with_workers_matches_the_single_process_fit(tmp_path, wor
     assert len(found(one)) >= 20
     assert len(found(two)) >= len(found(one)) - 1 and len(found(two) ^ found(one)) <= 2
     assert abs(len(two["idx_components"]) - len(one["idx_components"])) <= 2
+
+
+def test_the_noise_of_a_long_movie_is_measured_on_3072_frames():
+    """Past 3,072 frames the noise comes from three stretches of 1,024 (start, middle, end), as
+    CaImAn's does: as accurate for white noise, and frames between them are never read."""
+    rng = np.random.default_rng(3)
+    sd = np.linspace(1.0, 3.0, 200)
+    Y = (rng.standard_normal((200, 20_000)) * sd[:, None]).astype(np.float32)
+    np.testing.assert_allclose(core.noise_psd(Y), sd, rtol=0.08)
+    Y[:, 1024:9488] = np.nan  # between the first stretch and the middle one
+    Y[:, 10_512:18_976] = np.nan
+    assert np.all(np.isfinite(core.noise_psd(Y)))
+    short = Y[:, :3000]
+    assert np.isnan(core.noise_psd(short)).all()  # a movie up to 3,072 frames is read whole

@@ -13,6 +13,7 @@ A block is independent of every other, so a fit spreads the blocks over its work
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,15 +60,17 @@ def ar_coefficients(Y: np.ndarray, p: int, sn: np.ndarray, lags: int = AR_LAGS,
     return g
 
 
-def _time_constants(g: np.ndarray) -> dict[str, float] | None:
-    """OASIS's ``tau_d``/``tau_r`` in frames (``framerate=1``) for AR coefficients ``g``; None
-    where a root is 0 or 1 (no finite time constant): OASIS then estimates the trace itself."""
+def _time_constants(g: np.ndarray) -> dict[str, Any]:
+    """OASIS's ``tau_d`` (and ``tau_r`` for AR(2)) in frames (``framerate=1``) for the AR
+    coefficients ``g`` (``tau_r`` left out for AR(1): oasis-deconv 0.3.0 and 0.3.2 default it
+    differently, both to AR(1)). Where a root is 0 or 1 there is no finite time constant:
+    ``g=(None, ...)``, and OASIS estimates the trace itself."""
     roots = np.sort(np.roots(np.concatenate([[1.0], -np.asarray(g, np.float64)])).real)[::-1]
     if np.any(roots <= 0) or np.any(roots >= 1):
-        return None
+        return {"g": (None,) * len(roots)}
     taus = -1.0 / np.log(roots)
     if len(taus) == 1:
-        return {"tau_d": float(taus[0]), "tau_r": 0.0, "framerate": 1.0}
+        return {"tau_d": float(taus[0]), "framerate": 1.0}
     return {"tau_d": float(taus[0]), "tau_r": float(taus[1]), "framerate": 1.0}
 
 
@@ -95,10 +98,12 @@ def deconvolve_traces(Y: np.ndarray, p: int, bas_nonneg: bool, noise_range: tupl
     g_all = ar_coefficients(Y, p, sn_all.astype(np.float64))
     for k in range(K):
         y = np.asarray(Y[k], np.float64)
-        taus = _time_constants(g_all[k])
-        model = taus if taus is not None else {"tau_d": None, "tau_r": 0.0 if p == 1 else None}
+        model = _time_constants(g_all[k])
         try:
-            res = deconvolve(y, sn=float(sn_all[k]) or None, penalty=1, b_nonneg=bas_nonneg, **model)
+            with warnings.catch_warnings():
+                if "g" in model:  # g=(None, None) is deprecated: only for a degenerate trace
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                res = deconvolve(y, sn=float(sn_all[k]) or None, penalty=1, b_nonneg=bas_nonneg, **model)
             c, s, bl, g, lam = res[:5]
             g = np.atleast_1d(np.asarray(g, np.float64))
             if not (np.all(np.isfinite(c)) and np.isfinite(bl)):

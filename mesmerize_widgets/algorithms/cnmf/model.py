@@ -23,19 +23,32 @@ def pixel_blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5)) -> np.ndarray:
-    """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2)."""
+#: frames the noise is measured on, at most: three stretches of 1,024 (the start, the middle, the
+#: end), as CaImAn caps its own estimate at 3,072 samples; the noise of a long movie costs no more
+NOISE_FRAMES = 3072
+
+
+def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5),
+              max_frames: int = NOISE_FRAMES) -> np.ndarray:
+    """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2).
+    Past ``max_frames`` frames, the spectra of three stretches of a third of that each (start,
+    middle, end) are averaged."""
     Y = np.asarray(Y)
     T = Y.shape[-1]
     flat = Y.reshape(-1, T)
     if T < 8:
         return np.std(flat, axis=1).astype(np.float32)
-    ff = np.fft.rfftfreq(T)
+    n = T if T <= max_frames else max_frames // 3
+    starts = [0] if n == T else [0, (T - n) // 2, T - n]
+    ff = np.fft.rfftfreq(n)
     ind = (ff > noise_range[0]) & (ff <= noise_range[1])
     out = np.empty(len(flat), np.float32)
-    for blk in pixel_blocks(len(flat), T, 1 << 20):  # 4 MiB in, 8 MiB of spectrum out
-        X = np.fft.rfft(np.asarray(flat[blk], np.float32), axis=1)[:, ind]
-        out[blk] = np.sqrt(np.mean(X.real**2 + X.imag**2, axis=1) / T)
+    for blk in pixel_blocks(len(flat), n, 1 << 20):  # 4 MiB in, 8 MiB of spectrum out
+        power = np.zeros(blk.stop - blk.start)
+        for s in starts:
+            X = np.fft.rfft(np.asarray(flat[blk, s : s + n], np.float32), axis=1)[:, ind]
+            power += np.mean(X.real**2 + X.imag**2, axis=1)
+        out[blk] = np.sqrt(power / len(starts) / n)
     return out.reshape(Y.shape[:-1])
 
 
