@@ -1153,18 +1153,20 @@ def _residual_budget(dims: tuple[int, int], opts: Options) -> int:
     return max(5, int(math.ceil(int(opts.K or 0) * n_patches / 3)))
 
 
-def _residual_rows(mov: _Movie, A_idx: sp.csr_matrix, C: np.ndarray, b_idx: np.ndarray, f: np.ndarray,
+def _residual_rows(mov: _Movie, A_idx: sp.csr_matrix, C_seen: np.ndarray, b_idx: np.ndarray, f_seen: np.ndarray,
                    idx: np.ndarray, ts: int) -> np.ndarray:
-    """``Y - A·C - b·f`` on the pixels ``idx`` (``A_idx``, ``b_idx``: the footprints' and the
-    background's rows there), averaged ``ts`` frames at a time, a block at a time."""
+    """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a
+    time. ``A_idx``, ``b_idx``: the footprints' and the background's rows there; ``C_seen``,
+    ``f_seen``: the traces averaged as the movie is (the model is linear in them), so what a
+    worker is sent is as long as what seeding sees, not as the movie."""
     out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
     for blk in budget.index_blocks(idx, mov.T):
         n = len(blk)
-        R = mov.rows(blk)  # an index array: a copy, never a view of the memmap
-        R -= A_idx[pos : pos + n] @ C
-        R -= b_idx[pos : pos + n] @ f
-        out[pos : pos + n] = budget.average_frames(R, ts)
+        R = budget.average_frames(mov.rows(blk), ts)  # an index array: a copy, never a view of the memmap
+        R -= A_idx[pos : pos + n] @ C_seen
+        R -= b_idx[pos : pos + n] @ f_seen
+        out[pos : pos + n] = R
         pos += n
     return out
 
@@ -1234,7 +1236,8 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     ts = budget.seeding_tsub(P, T, opts.tsub, opts.n_samples, opts.memory_budget_mb)
     margin = 2 * max(opts.gSig)
     path = getattr(mov.Yr, "filename", None)
-    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie
+    # bands in workers only where the whole field fits the budget: each worker holds a band
+    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie and ts is not None
     if ts is not None:
         tiles = _bands(dims, workers.n, margin) if spread else [(slice(0, dims[0]), slice(0, dims[1])) * 2]
     else:
@@ -1242,7 +1245,9 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
         log.info("residual pass in %d tiles to stay within memory_budget_mb=%g", len(tiles), opts.memory_budget_mb)
     As = _sparse_columns(np.asfortranarray(A)).tocsr()  # a tile's rows meet a few footprints
-    b = np.asarray(b)
+    b = np.asarray(b, np.float32)
+    C_seen = budget.average_frames(np.asarray(C, np.float32), ts)
+    f_seen = budget.average_frames(np.asarray(f, np.float32), ts)
     jobs = []
     for rows, cols, core_r, core_c in tiles:
         h, w = rows.stop - rows.start, cols.stop - cols.start
@@ -1251,7 +1256,7 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         # two more, as missed cells need not be spread evenly; greedy_init stops sooner where
         # a tile's residual is noise
         k = k_extra if len(tiles) == 1 else math.ceil(k_extra * h * w / P) + 2
-        jobs.append((idx, _ResidualTile(dims, rows, cols, core_r, core_c, As[idx], C, b[idx], f, ts, k, opts)))
+        jobs.append((idx, _ResidualTile(dims, rows, cols, core_r, core_c, As[idx], C_seen, b[idx], f_seen, ts, k, opts)))
     if spread and len(jobs) > 1:
         found = list(workers.map(_tile_seeds_in_worker, [str(path)] * len(jobs), [t for _, t in jobs]))
     else:

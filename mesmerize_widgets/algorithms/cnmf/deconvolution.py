@@ -13,6 +13,7 @@ A block is independent of every other, so a fit spreads the blocks over its work
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ ROOT_ABOVE_ONE = 0.95
 ROOT_BELOW_ZERO = 0.15
 
 OUTPUT_KEYS = ("C", "S", "g", "bl", "c1", "neurons_sn", "lam")
+#: values of the traces sent to a worker at a time (32 MiB of float32)
+BLOCK_VALUES = 1 << 23
 
 
 def ar_coefficients(Y: np.ndarray, p: int, sn: np.ndarray, lags: int = AR_LAGS,
@@ -124,12 +127,20 @@ def deconvolve_traces(Y: np.ndarray, p: int, bas_nonneg: bool, noise_range: tupl
 def deconvolve_in(workers: Workers | None, Y: np.ndarray, p: int, bas_nonneg: bool,
                   noise_range: tuple[float, float]) -> dict[str, Any]:
     """:func:`deconvolve_traces` with the traces split among the ``workers`` (in this process
-    without them): each trace's deconvolution is independent of the others'."""
-    K = len(Y)
+    without them): each trace's deconvolution is independent of the others'. Blocks of at most
+    :data:`BLOCK_VALUES` values, so what is in transit at a time stays small beside the
+    K x T outputs, however long the movie."""
+    K, T = Y.shape
     if workers is None or workers.n <= 1 or K < 2 * workers.n:
         return deconvolve_traces(Y, p, bas_nonneg, noise_range)
-    n = workers.n
-    edges = np.linspace(0, K, n + 1).round().astype(int)
-    blocks = [np.ascontiguousarray(Y[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    parts = list(workers.map(deconvolve_traces, blocks, [p] * n, [bas_nonneg] * n, [noise_range] * n))
-    return {key: np.concatenate([part[key] for part in parts]) for key in OUTPUT_KEYS}
+    n_blocks = max(workers.n, math.ceil(K * T / BLOCK_VALUES))
+    edges = np.linspace(0, K, n_blocks + 1).round().astype(int)
+    spans = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    out = deconvolve_traces(Y[:0], p, bas_nonneg, noise_range)
+    out = {key: np.zeros((K, *v.shape[1:]), v.dtype) for key, v in out.items()}
+    n = len(spans)  # the blocks are pickled as workers take them, not all at once
+    parts = workers.map(deconvolve_traces, [Y[a:b] for a, b in spans], [p] * n, [bas_nonneg] * n, [noise_range] * n)
+    for (a, b), part in zip(spans, parts, strict=True):
+        for key in OUTPUT_KEYS:
+            out[key][a:b] = part[key]
+    return out
