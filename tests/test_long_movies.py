@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_pieces_find_the_whole_fields_cells
+from helpers import assert_pieces_find_the_whole_fields_cells, cells_found
 
 import mesmerize_widgets as mw
 from mesmerize_widgets.algorithms.cnmf import budget, core
@@ -348,3 +348,22 @@ def test_cnmfe_refuses_a_movie_whose_memmap_fits_the_disk_but_not_with_its_ring_
     opts_cnmf = core.Options.from_main({"gSig": (3, 3), "nb": 1})  # no ring model: nothing more to check
     assert core.ring_scratch_bytes(dims, n, opts_cnmf) == 0
     _preflight(ctx, dims, n, opts_cnmf, seeded=True)
+
+
+def test_seeding_holds_the_region_about_three_times_whatever_its_length():
+    """greedy_init's trend, squares and running sums are taken a block of rows at a time: beyond
+    its input it holds its own copy, the blurred movie and blocks, not five copies (before)."""
+    import tracemalloc
+
+    sim = simulate_2p(n_frames=2000, dims=(96, 96), n_neurons=20, motion=None, seed=3)
+    Y3 = np.ascontiguousarray(np.asarray(sim.movie, np.float32).transpose(1, 2, 0))
+    opts = core.Options.from_main({"gSig": (4, 4), "fr": 30, "K": 10, "nb": 1, "rf": None})
+    tracemalloc.start()
+    try:
+        A, _ = core.greedy_init(Y3, opts, 10, 12)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3.2 * Y3.nbytes
+    # and it still seeds the cells
+    assert len(cells_found(sim.truth.A.toarray(), A)) >= 8

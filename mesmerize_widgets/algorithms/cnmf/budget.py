@@ -20,9 +20,10 @@ import numpy as np
 
 from ...errors import MemoryBudgetError
 
-#: copies of the (pixels, frames) data greedy seeding holds at once: the data, its smoothed
-#: trend and that trend's padded envelope, the blurred movie, its squares and their running sum,
-#: and room for the transients beside them (noise spectra, window products)
+#: copies of the (pixels, frames) data seeding is budgeted for: the region read and its average,
+#: greedy_init's own copy and the blurred movie (its trend, squares and running sums are taken a
+#: block of rows at a time: 3.7 copies with the input, by tracemalloc, on a 96x96x2,000
+#: region), and room for what the memory limit counts beyond what is touched
 SEED_COPIES = 8
 
 #: float32 copies of a region that CNMF-E's correlation and PNR images hold at their peak, the

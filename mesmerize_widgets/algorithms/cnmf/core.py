@@ -382,19 +382,30 @@ def remove_slow_trend(Y: np.ndarray, n_decay: int) -> np.ndarray:
     baselines, vasomotion and slow neuropil swings, which hold for longer, go."""
     T = Y.shape[-1]
     w = 8 * max(1, int(n_decay)) + 1
-    if T >= 2 * w:
-        h = w // 2
-        sm = ndi.uniform_filter1d(Y, size=max(1, int(n_decay) // 2), axis=-1, mode="nearest")
-        # point-symmetric padding continues a trend past the ends (bleaching is steepest at
-        # the start): a flat padding would leave the first frames' decay in the trace
-        base = np.concatenate([2 * sm[..., :1] - sm[..., h:0:-1], sm, 2 * sm[..., -1:] - sm[..., -2 : -h - 2 : -1]], axis=-1)
-        del sm
-        ndi.minimum_filter1d(base, w, axis=-1, output=base, mode="nearest")
-        ndi.maximum_filter1d(base, w, axis=-1, output=base, mode="nearest")
-        Y -= base[..., h : h + T]
-        del base
-    Y -= np.median(Y, axis=-1, keepdims=True)
+    h = w // 2
+    for blk in _row_blocks(Y):  # the trend's copies a block of rows at a time, not the movie's
+        Yb = Y[blk]
+        if T >= 2 * w:
+            sm = ndi.uniform_filter1d(Yb, size=max(1, int(n_decay) // 2), axis=-1, mode="nearest")
+            # point-symmetric padding continues a trend past the ends (bleaching is steepest at
+            # the start): a flat padding would leave the first frames' decay in the trace
+            base = np.concatenate([2 * sm[..., :1] - sm[..., h:0:-1], sm, 2 * sm[..., -1:] - sm[..., -2 : -h - 2 : -1]],
+                                  axis=-1)
+            del sm
+            ndi.minimum_filter1d(base, w, axis=-1, output=base, mode="nearest")
+            ndi.maximum_filter1d(base, w, axis=-1, output=base, mode="nearest")
+            Yb -= base[..., h : h + T]
+            del base
+        Yb -= np.median(Yb, axis=-1, keepdims=True)
     return Y
+
+
+def _row_blocks(Y: np.ndarray, values: int = 1 << 22) -> list[slice]:
+    """Slices of ``Y``'s first axis holding about ``values`` values each (16 MiB of float32);
+    a single trace is one block."""
+    if Y.ndim < 2:
+        return [slice(None)]
+    return _blocks(len(Y), max(1, Y[:1].size), values)
 
 
 # long: one greedy loop whose state (the residual movie, its blur, the energy, the blocked
@@ -431,12 +442,16 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
     L = int(min(opts.rolling_length, T, 4 * n_decay if n_decay else T))
 
     def energy(r: np.ndarray) -> np.ndarray:
-        r2 = r * r
-        if opts.rolling_sum and L < T:
-            cs = np.cumsum(r2, axis=-1)
-            cs[..., L:] = cs[..., L:] - cs[..., :-L]
-            return cs[..., L - 1 :].max(axis=-1) / L
-        return r2.mean(axis=-1)
+        out = np.empty(r.shape[:-1], np.float32)
+        for blk in _row_blocks(r):  # squares and running sums a block of rows at a time
+            r2 = r[blk] * r[blk]
+            if opts.rolling_sum and L < T:
+                cs = np.cumsum(r2, axis=-1)
+                cs[..., L:] = cs[..., L:] - cs[..., :-L]
+                out[blk] = cs[..., L - 1 :].max(axis=-1) / L
+            else:
+                out[blk] = r2.mean(axis=-1)
+        return out
 
     v = energy(rho)
     # energy of pure noise at each pixel, and its fluctuation over the windows searched
