@@ -87,6 +87,15 @@ def test_frame_rate_absent_is_said(sims):
     assert "not in the file" in sug.reasons["fr"] and "your value 15" in sug.reasons["fr"]
 
 
+def test_slow_frame_rates_get_an_ar1_model_and_fast_ones_keep_the_order(sims):
+    """At 7.5 Hz a frame lasts as long as a GCaMP transient's rise: p 1, said why. At 30 Hz
+    the given order (or the default) is kept."""
+    slow = suggest_params(sims["moving"], "cnmf", {"main": {"fr": 7.5, "p": 2}})
+    assert slow.main["p"] == 1 and "133 ms" in slow.reasons["p"]
+    fast = suggest_params(sims["moving"], "cnmf", {"main": {"fr": 30.0, "p": 2}})
+    assert fast.main["p"] == 2 and "kept your value" in fast.reasons["p"]
+
+
 def test_decay_not_measurable_is_said_and_the_users_value_kept(tmp_path):
     """A slow indicator in a short movie: no transient falls back within it, so there is no
     decay to measure; the suggestion keeps the user's value and says why rather than guess."""

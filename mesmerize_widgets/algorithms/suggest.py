@@ -1,7 +1,7 @@
 """Parameters from the data: what a user would otherwise guess, measured on the movie itself.
 
 :func:`suggest_params` estimates CaImAn's ``fr``, ``gSig``/``gSiz``, ``K``, ``rf``/``stride``,
-``decay_time``, CNMF-E's ``min_corr``/``min_pnr`` and motion correction's ``max_shifts`` and
+``decay_time``, ``p``, CNMF-E's ``min_corr``/``min_pnr`` and motion correction's ``max_shifts`` and
 ``gSig_filt``, each with a one-line reason; :func:`check_params` names params that look wrong for
 the movie (``add_item`` turns them into warnings). Both read a bounded sample (at most a few
 hundred frames) and cache what they measured per file (path, size and mtime), so a grid of items
@@ -21,6 +21,8 @@ How each value is measured (all on a frame sample, rigidly registered first):
   measured (the reason says so, the given value is kept) when no fall drops below 40 % of its peak.
 - motion: integer phase correlation of frame bins spread over the whole movie against their
   median (the registration primitives of ``mcorr``).
+- ``p``: 1 below 15 Hz, where a frame lasts as long as a GCaMP transient's rise (a jump then a
+  decay); otherwise the given or default order.
 - ``fr``: the file's metadata (ImageJ ``finterval``/``fps``, ScanImage ``scanFrameRate``, OME
   ``TimeIncrement``, a JSON description, HDF5 attributes, the video's fps), never a guess.
 """
@@ -623,6 +625,7 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
         put("decay_time", _given_or_default(names, main, defaults, "decay_time"),
             f"not measured: no transient fell clearly in the {stats.frames_read} frames read "
             f"(kept {kept}; set your indicator's: about 0.4 s for GCaMP6f, 1 s or more for GCaMP6s)")
+    _suggest_ar_order(fr, main, names, defaults, put)
     g = _suggest_cell_size(stats, algo, put)
     if g is None and "gSig" in names:
         kept = "your value" if "gSig" in main else "the default"
@@ -653,6 +656,28 @@ def _suggest_frame_rate(stats: MovieStats, main: Mapping[str, Any], names: set[s
     kept = "your value" if "fr" in main else "the default"
     put("fr", fr, f"{stats.fr_source}; kept {kept} {fr:g} Hz (set it: decay_time depends on it)")
     return fr
+
+
+#: below this frame rate a frame lasts 67 ms or more, as long as a GCaMP transient's rise
+#: (GCaMP6f about 50 ms to half its peak, GCaMP6s about 180 ms): the rise falls within a frame
+#: or two, and the trace is a jump and a decay, AR(1)
+AR1_BELOW_HZ = 15.0
+
+
+def _suggest_ar_order(fr: float, main: Mapping[str, Any], names: set[str], defaults: Mapping[str, Any],
+                      put: Callable[[str, Any, str], None]) -> None:
+    """p: 1 when frames are too slow to resolve the indicator's rise, else the given or default
+    order."""
+    if "p" not in names:
+        return
+    if fr < AR1_BELOW_HZ:
+        put("p", 1, f"at {fr:g} Hz a frame lasts {1000 / fr:.0f} ms, as long as a GCaMP transient's rise: "
+            "a jump then a decay, AR(1)")
+        return
+    kept = "your value" if "p" in main else "the default"
+    p = _given_or_default(names, main, defaults, "p")
+    put("p", p, f"kept {kept}; at {fr:g} Hz a transient's rise spans frames (AR(2) models it, AR(1) "
+        "is faster and often enough)")
 
 
 def _suggest_cell_size(stats: MovieStats, algo: str, put: Callable[[str, Any, str], None]) -> int | None:
