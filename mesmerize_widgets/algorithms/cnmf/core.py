@@ -1224,9 +1224,17 @@ def _tile_seeds_in_worker(path: str, tile: _ResidualTile) -> tuple[np.ndarray, n
     return _tile_seeds(_Movie(load_memmap(path)[0]), tile)
 
 
-def _bands(dims: tuple[int, int], n: int, margin: int) -> list[tuple[slice, slice, slice, slice]]:
-    """``n`` bands across the longer side of the field, as :func:`budget.core_tiles`' tiles."""
+#: the residual pass cuts the field into bands of about this many rows (or columns, along its
+#: longer side), whatever the number of processes: the seeds depend on the cut, and a fit's
+#: result must not depend on how many processes ran it
+RESIDUAL_BAND = 128
+
+
+def _bands(dims: tuple[int, int], margin: int) -> list[tuple[slice, slice, slice, slice]]:
+    """Bands of about :data:`RESIDUAL_BAND` across the longer side of the field, as
+    :func:`budget.core_tiles`' tiles (one band, the whole field, under 1.5 bands)."""
     axis = 0 if dims[0] >= dims[1] else 1
+    n = max(1, round(dims[axis] / RESIDUAL_BAND))
     edges = np.linspace(0, dims[axis], n + 1).round().astype(int)
     out = []
     for a, b in zip(edges[:-1], edges[1:], strict=True):
@@ -1244,17 +1252,16 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
 
     The residual is seeded on ``tsub``-averaged frames, more when the field would not fit in
     ``memory_budget_mb``; when even one decay's averaging does not fit, tile by tile (each
-    seed kept by the tile whose core holds its peak). With ``workers`` and a memmap they can
-    open, the field is cut in as many bands, seeded side by side."""
+    seed kept by the tile whose core holds its peak), else in bands of :data:`RESIDUAL_BAND`
+    (side by side in ``workers`` when given, with a memmap they can open)."""
     T, P = mov.T, mov.P
     k_extra = _residual_budget(dims, opts)
     ts = budget.seeding_tsub(P, T, opts.tsub, opts.n_samples, opts.memory_budget_mb)
+    ts_fits = ts is not None
     margin = 2 * max(opts.gSig)
     path = getattr(mov.Yr, "filename", None)
-    # bands in workers only where the whole field fits the budget: each worker holds a band
-    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie and ts is not None
     if ts is not None:
-        tiles = _bands(dims, workers.n, margin) if spread else [(slice(0, dims[0]), slice(0, dims[1])) * 2]
+        tiles = _bands(dims, margin)
     else:
         ts = max(1, int(opts.tsub), opts.n_samples)
         tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
@@ -1272,7 +1279,10 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         # a tile's residual is noise
         k = k_extra if len(tiles) == 1 else math.ceil(k_extra * h * w / P) + 2
         jobs.append((idx, _ResidualTile(dims, rows, cols, core_r, core_c, As[idx], C_seen, b[idx], f_seen, ts, k, opts)))
-    if spread and len(jobs) > 1:
+    # bands in workers where the whole field fits the budget (each worker holds a band); the
+    # memory-driven tiles stay here, one at a time
+    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie
+    if spread and ts_fits and len(jobs) > 1:
         found = list(workers.map(_tile_seeds_in_worker, [str(path)] * len(jobs), [t for _, t in jobs]))
     else:
         found = [_tile_seeds(mov, t) for _, t in jobs]
