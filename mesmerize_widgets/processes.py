@@ -174,6 +174,12 @@ class Workers:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def signal_on_parent_death(sig: int) -> None:
     """Linux: this process receives ``sig`` when its parent dies (elsewhere: nothing).

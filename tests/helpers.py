@@ -59,7 +59,12 @@ def assert_pieces_find_the_whole_fields_cells(truth_A: np.ndarray, whole: np.nda
     found = cells_found(truth_A, whole)
     assert len(found) >= min_found
     assert len(cells_found(truth_A, pieces) & found) >= len(found) - 1
-    unit = pieces / np.linalg.norm(pieces, axis=0)
+    assert_each_cell_once(pieces, max_overlap)
+
+
+def assert_each_cell_once(A: np.ndarray, max_overlap: float) -> None:
+    """No two footprints (columns of ``A``) alike above ``max_overlap`` (cosine): no cell twice."""
+    unit = A / np.linalg.norm(A, axis=0)
     overlap = unit.T @ unit
     np.fill_diagonal(overlap, 0)
     assert overlap.max() < max_overlap

@@ -178,10 +178,8 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
     seeded = bool(params.get("Ain_path"))
     n_proc = int(main.get("n_processes") or ctx.n_processes or 1)
     # the fit's workers start (import) while the memmap is written
-    with contextlib.ExitStack() as stack:
-        workers = None
-        if n_proc > 1 and opts.rf is not None and not seeded:
-            workers = stack.enter_context(contextlib.closing(Workers.start(n_proc, preload=core.__name__)))
+    workers = Workers.start(n_proc, preload=core.__name__) if n_proc > 1 and opts.rf is not None and not seeded else None
+    with workers or contextlib.nullcontext():
         return _fit_and_save(ctx, params, opts, cnmfe, seeded, workers)
 
 
@@ -207,9 +205,8 @@ def _fit_and_save(ctx: RunContext, params: dict[str, Any], opts: core.Options, c
     def progress(fraction: float, message: str = "") -> None:
         ctx.progress(0.1 + 0.85 * fraction, message)
 
-    res = core.fit(Yr, dims, opts, mmap_path=mmap, Ain=Ain, refit=bool(params.get("refit")),
-                   n_processes=workers.n if workers else 1, progress=progress, checkpoint_dir=ctx.checkpoint_dir,
-                   workers=workers)
+    res = core.fit(Yr, dims, opts, mmap_path=mmap, Ain=Ain, refit=bool(params.get("refit")), progress=progress,
+                   checkpoint_dir=ctx.checkpoint_dir, workers=workers)
     del Yr
     outputs.update(save_summary_images(ctx, acc))
     if cnmfe:

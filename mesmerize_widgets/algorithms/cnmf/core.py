@@ -25,7 +25,6 @@ patch (the whole field when ``rf`` is None) in memory.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
@@ -51,8 +50,8 @@ from .evaluation import accept_thresholds, select_components
 from .model import Movie as _Movie
 from .model import activity_frames as _activity_frames
 from .model import clean_footprint as _clean_footprint
+from .model import even_slices, noise_psd
 from .model import init_background as _init_background
-from .model import noise_psd
 from .model import pixel_blocks as _blocks
 from .model import rank1 as _rank1
 from .ring import RingModel, ds_dims, scratch_bytes
@@ -1234,12 +1233,10 @@ def _bands(dims: tuple[int, int], margin: int) -> list[tuple[slice, slice, slice
     """Bands of about :data:`RESIDUAL_BAND` across the longer side of the field, as
     :func:`budget.core_tiles`' tiles (one band, the whole field, under 1.5 bands)."""
     axis = 0 if dims[0] >= dims[1] else 1
-    n = max(1, round(dims[axis] / RESIDUAL_BAND))
-    edges = np.linspace(0, dims[axis], n + 1).round().astype(int)
+    whole = slice(0, dims[1 - axis])
     out = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        core, grown = slice(int(a), int(b)), slice(max(int(a) - margin, 0), min(int(b) + margin, dims[axis]))
-        whole = slice(0, dims[1 - axis])
+    for core in even_slices(dims[axis], max(1, round(dims[axis] / RESIDUAL_BAND))):
+        grown = slice(max(core.start - margin, 0), min(core.stop + margin, dims[axis]))
         out.append((grown, whole, core, whole) if axis == 0 else (whole, grown, whole, core))
     return out
 
@@ -1257,11 +1254,14 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
     T, P = mov.T, mov.P
     k_extra = _residual_budget(dims, opts)
     ts = budget.seeding_tsub(P, T, opts.tsub, opts.n_samples, opts.memory_budget_mb)
-    ts_fits = ts is not None
     margin = 2 * max(opts.gSig)
     path = getattr(mov.Yr, "filename", None)
+    # bands in workers where the whole field fits the budget (each worker holds a band); the
+    # memory-driven tiles stay here, one at a time
+    spread = False
     if ts is not None:
         tiles = _bands(dims, margin)
+        spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie
     else:
         ts = max(1, int(opts.tsub), opts.n_samples)
         tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
@@ -1279,10 +1279,7 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         # a tile's residual is noise
         k = k_extra if len(tiles) == 1 else math.ceil(k_extra * h * w / P) + 2
         jobs.append((idx, _ResidualTile(dims, rows, cols, core_r, core_c, As[idx], C_seen, b[idx], f_seen, ts, k, opts)))
-    # bands in workers where the whole field fits the budget (each worker holds a band); the
-    # memory-driven tiles stay here, one at a time
-    spread = workers is not None and workers.n > 1 and path is not None and type(mov) is _Movie
-    if spread and ts_fits and len(jobs) > 1:
+    if spread and len(jobs) > 1:
         found = list(workers.map(_tile_seeds_in_worker, [str(path)] * len(jobs), [t for _, t in jobs]))
     else:
         found = [_tile_seeds(mov, t) for _, t in jobs]
@@ -1512,20 +1509,18 @@ def _noise_of_rows(path: str, rows: slice, noise_range: tuple[float, float]) -> 
     """:func:`noise_psd` of the pixels ``rows`` of the memmap at ``path`` (in a worker)."""
     from ...formats.memmap import load_memmap
 
-    Yr, _, _ = load_memmap(path)
-    return np.concatenate([noise_psd(np.asarray(Yr[rows][blk]), noise_range)
-                           for blk in _blocks(rows.stop - rows.start, Yr.shape[1])])
+    return noise_psd(load_memmap(path)[0][rows], noise_range)
 
 
 def pixel_noise(Yr: np.ndarray, noise_range: tuple[float, float], workers: Workers | None = None) -> np.ndarray:
-    """Each pixel's noise (the ``sn`` image): it reads the whole movie, so the pixels are split
-    among ``workers`` when the movie is a memmap they can open."""
-    P, T = Yr.shape
+    """Each pixel's noise (the ``sn`` image; :func:`noise_psd` reads a memmap a block of pixels
+    at a time): it reads the movie, so the pixels are split among ``workers`` when the movie
+    is a memmap they can open."""
+    P = Yr.shape[0]
     path = getattr(Yr, "filename", None)
     if workers is None or workers.n <= 1 or path is None or P < 2 * workers.n:
-        return np.concatenate([noise_psd(np.asarray(Yr[blk]), noise_range) for blk in _blocks(P, T)])
-    edges = np.linspace(0, P, workers.n + 1).round().astype(int)
-    rows = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return noise_psd(Yr, noise_range)
+    rows = even_slices(P, workers.n)
     return np.concatenate(list(workers.map(_noise_of_rows, [str(path)] * len(rows), rows,
                                            [noise_range] * len(rows))))
 
@@ -1582,8 +1577,9 @@ def fit(
     ``observe(stage, A)`` sees the footprints after seeding (``"initialised"``) and after the
     HALS rounds (``"refined"``), so a benchmark can tell where a cell was lost; the returned
     ``A`` is what pruning kept. A fit with patches and ``n_processes > 1`` spreads its patches,
-    deconvolutions and noise image over ``workers`` (started here when not given, and closed on
-    return; a caller that starts them before writing the memmap has their start-up overlap it)."""
+    residual pass, deconvolutions and noise image over ``workers`` (started here when not given,
+    and closed on return; a caller that starts them before writing the memmap has their start-up
+    overlap it). The result is the same whatever the number of processes."""
     if opts.use_cnn:
         raise ValueError(
             "the CNN classifier is CaImAn-only: set use_cnn=False for the builtin backend "
@@ -1594,7 +1590,7 @@ def fit(
         opts.rf = None
     check_geometry(dims, opts)
     if workers is None and opts.rf is not None and n_processes > 1:
-        with contextlib.closing(Workers.start(n_processes, preload=__name__)) as own:
+        with Workers.start(n_processes, preload=__name__) as own:
             return _fit(Yr, dims, opts, mmap_path, Ain, refit, own, progress, checkpoint_dir, observe)
     return _fit(Yr, dims, opts, mmap_path, Ain, refit, workers, progress, checkpoint_dir, observe)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.linalg
 
-from .model import noise_psd
+from .model import even_slices, noise_psd
 
 if TYPE_CHECKING:
     from ...processes import Workers
@@ -133,14 +133,12 @@ def deconvolve_in(workers: Workers | None, Y: np.ndarray, p: int, bas_nonneg: bo
     K, T = Y.shape
     if workers is None or workers.n <= 1 or K < 2 * workers.n:
         return deconvolve_traces(Y, p, bas_nonneg, noise_range)
-    n_blocks = max(workers.n, math.ceil(K * T / BLOCK_VALUES))
-    edges = np.linspace(0, K, n_blocks + 1).round().astype(int)
-    spans = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    blocks = even_slices(K, max(workers.n, math.ceil(K * T / BLOCK_VALUES)))
     out = deconvolve_traces(Y[:0], p, bas_nonneg, noise_range)
     out = {key: np.zeros((K, *v.shape[1:]), v.dtype) for key, v in out.items()}
-    n = len(spans)  # the blocks are pickled as workers take them, not all at once
-    parts = workers.map(deconvolve_traces, [Y[a:b] for a, b in spans], [p] * n, [bas_nonneg] * n, [noise_range] * n)
-    for (a, b), part in zip(spans, parts, strict=True):
+    n = len(blocks)  # the blocks are pickled as workers take them, not all at once
+    parts = workers.map(deconvolve_traces, [Y[blk] for blk in blocks], [p] * n, [bas_nonneg] * n, [noise_range] * n)
+    for blk, part in zip(blocks, parts, strict=True):
         for key in OUTPUT_KEYS:
-            out[key][a:b] = part[key]
+            out[key][blk] = part[key]
     return out

@@ -14,13 +14,21 @@ import cv2
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Movie", "activity_frames", "clean_footprint", "init_background", "noise_psd", "pixel_blocks", "rank1"]
+__all__ = ["Movie", "activity_frames", "clean_footprint", "even_slices", "init_background", "noise_psd", "pixel_blocks",
+           "rank1"]
 
 
 def pixel_blocks(n: int, T: int, budget: int = 1 << 24) -> list[slice]:
     """Slices of ``n`` rows of ``T`` values, each at most about ``budget`` values."""
     step = max(1, budget // max(T, 1))
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def even_slices(n: int, parts: int) -> list[slice]:
+    """``n`` items cut into ``parts`` consecutive slices of sizes differing by at most one
+    (empty slices left out)."""
+    edges = np.linspace(0, n, parts + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 #: frames the noise is measured on, at most: three stretches of 1,024 (the start, the middle, the
