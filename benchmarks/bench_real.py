@@ -31,9 +31,10 @@ the share of a pixel's variance that the field's common trace holds (:func:`comm
 Inscopix movie 95%, so its std image shows the field's brightness, not its cells), and for a
 recording with ROIs how many of them show activity of their own at all (:func:`roi_activity`): on the
 Neurofinder crop nearly every ROI's trace rises above 5 noise SDs, about a third once its
-neighbourhood's neuropil is subtracted, a handful once the signal the whole field shares is
-removed: that bounds the recall of any activity-based method. ``--stages`` follows the builtin
-cnmf on each recording with ROIs (see :func:`stages`): how many components match one after
+neighbourhood's neuropil is subtracted, a fifth once the field's brightness factor is divided out
+(the whole field brightens by about three quarters over its last 18 frames, as much around the
+ROIs as in them), a handful once the signal the whole field shares is removed: that bounds the
+recall of any activity-based method. ``--stages`` follows the builtin cnmf on each recording with ROIs (see :func:`stages`): how many components match one after
 seeding, after the HALS rounds, after pruning and once accepted.
 """
 
@@ -151,14 +152,18 @@ def common_share(mov: Any) -> float:
     return float(np.median(beta**2 * (g @ g) / np.maximum((Y * Y).sum(0), 1e-12)))
 
 
-def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> dict[str, int]:
-    """How many manual ROIs show activity of their own, three ways (keys ``rois``, ``raw``,
-    ``neuropil``, ``common``): the ROI's mean trace rising above ``z`` noise SDs as it is; the
-    same once its surrounding neuropil is subtracted (0.7 x the mean of a ring 3-8 px outside
-    every ROI, the usual correction of 2p traces); and once the field's common signal (the
-    movie's first temporal principal component) is regressed out. The first counts what the
-    whole field shares too; the last also removes a stimulus response many cells share. Cell
-    finding from activity can hope for about the neuropil-corrected count."""
+def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> dict[str, Any]:
+    """How many manual ROIs show activity of their own, four ways (keys ``rois``, ``raw``,
+    ``neuropil``, ``brightness``, ``common``): the ROI's mean trace rising above ``z`` noise SDs
+    as it is; the same once its surrounding neuropil is subtracted (0.7 x the mean of a ring
+    3-8 px outside every ROI, the usual correction of 2p traces); once the field's brightness
+    factor is divided out (every pixel scaled by the field's mean trace over its average: what a
+    laser-power or field-wide change does, and what CNMF's rank-1 background b ⊗ f models); and
+    once the field's common signal (the movie's first temporal principal component) is regressed
+    out. The first counts what the whole field shares too; the last also removes a stimulus
+    response many cells share. ``gain_in_rois`` is the field factor's slope in the ROIs' pixels
+    over its slope elsewhere, relative to their resting brightness: near 1, the field-wide change
+    is no more in the cells than around them, so it is not their activity."""
     import numpy as np
     from scipy import ndimage as ndi
 
@@ -180,8 +185,15 @@ def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> dict[str, int]:
     common = np.linalg.svd(Y[:, ::7] - Y[:, ::7].mean(0), full_matrices=False)[0][:, 0]
     centred = traces - traces.mean(1, keepdims=True)
     own = centred - np.outer(centred @ common, common)
+    field = Y.mean(1)
+    factor = field / field.mean() - 1
+    scaled = traces - np.outer(traces.mean(1), factor)
+    fc = field - field.mean()
+    relative = (fc @ (Y - Y.mean(0))) / (fc @ fc) / np.maximum(Y.mean(0), 1e-6)
+    in_roi = ref.any(0).ravel()
     return {"rois": len(ref), "raw": n_active(traces), "neuropil": n_active(traces - 0.7 * neuropil),
-            "common": n_active(own)}
+            "brightness": n_active(scaled), "common": n_active(own),
+            "gain_in_rois": float(np.median(relative[in_roi]) / np.median(relative[~in_roi]))}
 
 
 def _mcorr_params(rec: Recording, movie: Path, params_set: str) -> dict[str, Any]:
@@ -389,8 +401,11 @@ def main() -> int:
         if rec.regions:
             act = roi_activity(mov, args.data / rec.regions)
             print(f"{rec.name}: {act['raw']} of {act['rois']} manual ROIs rise above 5 noise SDs in their mean "
-                  f"trace, {act['neuropil']} with their neuropil subtracted, {act['common']} once the field's "
-                  "common signal (first principal component) is regressed out")
+                  f"trace, {act['neuropil']} with their neuropil subtracted, {act['brightness']} once the field's "
+                  f"brightness factor is divided out, {act['common']} once the field's common signal (first "
+                  "principal component) is regressed out")
+            print(f"{rec.name}: the field-wide change, relative to resting brightness, is "
+                  f"{act['gain_in_rois']:.2f}x as large in the ROIs as around them")
     head = (f"{'movie':18} {'algo':5} {'params':9} {'backend':7} {'K':>4} {'acc':>4} {'prec':>5} {'recall':>6} "
             f"{'F1':>5} {'mcorr s':>7} {'cnmf s':>7} {'sugg s':>6} {'peak MiB':>8}")
     print(head)

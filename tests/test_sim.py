@@ -25,7 +25,7 @@ from mesmerize_widgets.sim import (
     write_tiff,
 )
 from mesmerize_widgets.sim.io import _SAMPLES
-from mesmerize_widgets.sim.scene import bleach_factor, lowpass
+from mesmerize_widgets.sim.scene import bleach_factor, brightening_factor, lowpass
 
 SMALL = dict(n_frames=120, dims=(64, 80), n_neurons=12)
 
@@ -407,6 +407,22 @@ def test_baseline_drift_moves_resting_level_not_calcium() -> None:
         rel.append(np.abs(own).max() / rest[p, k])
         assert np.corrcoef(own[:-1], own[1:])[0, 1] > 0.99  # slow
     np.testing.assert_allclose(rel, 0.2, rtol=1e-3)  # wanders by baseline_drift x brightness
+
+
+def test_brightening_lifts_the_whole_field_late_in_the_movie() -> None:
+    """Neurofinder's field-wide rise: nothing changes for most of the movie, then all the
+    fluorescence (cells at rest and firing, tissue) rises by the fraction; spikes stay spikes."""
+    kw = dict(n_frames=200, dims=(64, 64), n_neurons=15, seed=24, motion=None)
+    plain, sim = simulate_2p(**kw), simulate_2p(**kw, brightening=0.6)
+    rise = brightening_factor(200, 0.6)
+    assert rise[:140].max() < 1.01 and rise[-10:].min() > 1.59
+    np.testing.assert_allclose(sim.truth.C, plain.truth.C * rise, rtol=1e-6)
+    np.testing.assert_allclose(sim.truth.f, plain.truth.f * rise, rtol=1e-6)
+    np.testing.assert_array_equal(sim.truth.S, plain.truth.S)
+    late = (sim.movie[-10:] - sim.truth.baseline).mean() / (plain.movie[-10:] - plain.truth.baseline).mean()
+    assert late == pytest.approx(1.6, abs=0.01)
+    with pytest.raises(ValueError, match="brightening"):
+        brightening_factor(10, -0.1)
 
 
 def test_bleaching_dims_everything_by_the_fraction() -> None:

@@ -435,6 +435,11 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
         decay = scene.bleach_factor(T, bleaching)
         C *= decay
         f *= decay
+    brightening = float(p.get("brightening", 0.0))
+    if brightening:  # the same for every fluorescent thing in the field
+        rise = scene.brightening_factor(T, brightening)
+        C *= rise
+        f *= rise
     shifts, coeffs = _motion(p, motion, T, fr, max_shift)
 
     truth = GroundTruth(
@@ -609,6 +614,7 @@ def simulate_2p(
     neuropil: float = 0.0,
     baseline_drift: float = 0.0,
     bleaching: float = 0.0,
+    brightening: float = 0.0,
     bright_vessels: int = 0,
     vessel_brightness: float = 1.0,
     seed: int | None = 0,
@@ -654,6 +660,10 @@ def simulate_2p(
     * ``bright_vessels``: meandering bands (std ~1.4-3 x gSig, wider than a soma) of peak
       brightness ``vessel_brightness`` x ``background`` whose brightness oscillates by
       +-25% at ~0.1 Hz (vasomotion) plus 10% faster flicker: a classic false positive.
+    * ``brightening``: the whole field's fluorescence rises by this fraction over a tenth of
+      the movie, about 80 % of the way through (a change of laser power or focus, or a
+      field-wide event; Neurofinder 01.01's first 101 frames brighten by three quarters so,
+      as much around the cells as in them). ``C`` and ``f`` rise with it, like bleaching.
     * residual motion: ``motion="rigid"`` with a sub-pixel ``max_shift`` (e.g. 0.5).
     """
     return _simulate("2p", dict(locals()))
@@ -687,6 +697,7 @@ def simulate_1p(
     neuropil: float = 0.0,
     baseline_drift: float = 0.0,
     bleaching: float = 0.0,
+    brightening: float = 0.0,
     seed: int | None = 0,
     dtype: str = "float32",
     lazy: bool = False,
@@ -700,7 +711,7 @@ def simulate_1p(
     varying (bleaching + a second fluctuating component when ``nb >= 2``).  The default
     values mostly fit an 8-bit camera range (rare burst peaks may exceed 255).  Motion is
     off by default (``"rigid"`` or ``"piecewise"`` to enable).  ``neuropil``,
-    ``baseline_drift`` and ``bleaching`` (off by default) work as in :func:`simulate_2p`
+    ``baseline_drift``, ``bleaching`` and ``brightening`` (off by default) work as in :func:`simulate_2p`
     (the neuropil is shadowed by the vignetting and vessels like the rest of the tissue);
     the built-in background already has a 5% linear decay, independent of ``bleaching``.
     """

@@ -266,6 +266,15 @@ def lowpass(x: np.ndarray, frames: float) -> np.ndarray:
     return lfilter([1.0 - a], [1.0, -a], x, axis=-1, zi=zi)[0]
 
 
+def brightening_factor(T: int, brightening: float) -> np.ndarray:
+    """1 until about 80 % of the movie, then a rise over a tenth of it to ``1 + brightening``
+    (float32): the whole field brightening at once, as a change of laser power or focus does."""
+    if brightening < 0:
+        raise ValueError(f"brightening must be >= 0, not {brightening}")
+    t = np.arange(T, dtype=np.float64)
+    return (1.0 + brightening / (1.0 + np.exp(-(t - 0.85 * T) / max(0.02 * T, 0.5)))).astype(np.float32)
+
+
 def bleach_factor(T: int, bleaching: float) -> np.ndarray:
     """``exp(-t / tau)`` per frame with ``1 - exp(-(T - 1) / tau) == bleaching`` (float32)."""
     if not 0.0 <= bleaching < 1.0:
