@@ -39,9 +39,7 @@ _TYPED = (
     Param("tsub", 2, "int", "temporal downsampling during initialisation (builtin: more, up to one decay, "
           "beyond tsub x 2,000 frames, so seeding sees about 2,000)", minimum=1),
     Param("nb", 1, "int", "number of global background components (CNMF-E: 0 = ring model)", minimum=-1),
-    Param("method_init", "greedy_roi", "str", "initialisation: greedy_roi or corr_pnr (CNMF-E); builtin "
-          "greedy_roi seeds on transients, each pixel's share of the field's typical (median) pixel "
-          "taken out, so a field-wide brightening seeds nothing",
+    Param("method_init", "greedy_roi", "str", "initialisation: greedy_roi or corr_pnr (CNMF-E)",
           choices=("greedy_roi", "corr_pnr", "sparse_nmf", "local_nmf", "graph_nmf", "pca_ica")),
     Param("min_corr", 0.85, "float", "CNMF-E: minimum local correlation of a seed pixel"),
     Param("min_pnr", 20.0, "float", "CNMF-E: minimum peak-to-noise ratio of a seed pixel"),

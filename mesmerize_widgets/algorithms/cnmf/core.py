@@ -407,16 +407,9 @@ def _row_blocks(Y: np.ndarray, values: int = 1 << 22) -> list[slice]:
     return _blocks(len(Y), max(1, Y[:1].size), values)
 
 
-#: the field's typical pixel is taken out of the seeding movie only where its spread is this
-#: many times its own noise (white noise gives 1, a field's shared swings 2 to 11 in the
-#: simulator and on Neurofinder): a field whose pixels share nothing but noise is left as it was
-SHARED_SNR = 1.5
-
-
 # long: one greedy loop whose state (the residual movie, its blur, the energy, the blocked
 # pixels) every step updates around the last seed; split, it would pass all of it back and forth
-def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None,
-                common: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's greedyROI idea on a (d1, d2, T) movie; returns A (P, K') and C (K', T).
 
     Stops before K when no pixel's blurred energy rises above what noise alone gives (5 sigma
@@ -426,10 +419,6 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
     slow trends are removed first (:func:`remove_slow_trend`) and the energy is the largest mean
     over ``4 * n_decay`` frames rather than ``rolling_length``, else a bleaching or drifting field
     outweighs every sparse neuron, and a neuron firing thrice ranks far below one firing often.
-    With ``common`` (the field's typical pixel, :func:`_field_median_trace`), each pixel's share
-    of it is removed too where it moves beyond its noise (``SHARED_SNR``): a brightness change
-    the whole field shares lifts every bright pixel at once, and would seed and chain the
-    resting cells it lights up.
     """
     d1, d2, T = Y3.shape
     P = d1 * d2
@@ -440,11 +429,6 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         remove_slow_trend(Y, n_decay)
     else:
         Y -= np.median(Y, axis=-1, keepdims=True)
-    if common is not None:
-        g = np.array(common, np.float32, ndmin=2)
-        g = (remove_slow_trend(g, n_decay) if n_decay else g - np.median(g))[0]
-        if g.std() > SHARED_SNR * float(noise_psd(g, opts.noise_range)):
-            without_common_signal(Y, g)
     if opts.normalize_init:
         sn = noise_psd(Y, opts.noise_range)
         Y /= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[..., None]
@@ -1040,30 +1024,10 @@ def _decay_frames(opts: Options, T: int, T_seen: int, ts: int | None = None) -> 
 
 
 def _common_trace(mov: _Movie, opts: Options) -> np.ndarray | None:
-    """What the field shares, which seeding removes (:func:`without_common_signal`): CNMF-E's
-    field mean, greedy seeding's :func:`_field_median_trace`."""
+    """The field's mean trace, which CNMF-E's seeding removes (:func:`without_common_signal`)."""
     if opts.method_init != "corr_pnr":
-        return _field_median_trace(mov)
+        return None
     return (mov.AtY(np.full((mov.P, 1), 1.0 / mov.P, np.float32))[0]).astype(np.float32)
-
-
-#: pixels of the field that :func:`_field_median_trace` samples, spread evenly over it
-MEDIAN_PIXELS = 2048
-
-
-def _field_median_trace(mov: _Movie, frames: int | None = None) -> np.ndarray:
-    """Each frame's median over the field (``MEDIAN_PIXELS`` of its pixels): the typical
-    pixel's trace. A cell's transient, on a few percent of the pixels at any one time, leaves
-    it be; a brightness change of the whole field moves it. Read ``frames`` at a time (by
-    default 16 MiB of the sampled pixels)."""
-    sample = slice(0, mov.P, max(1, mov.P // MEDIAN_PIXELS))
-    n = len(range(mov.P)[sample])
-    step = frames or max(1, (1 << 22) // n)
-    out = np.empty(mov.T, np.float32)
-    for t0 in range(0, mov.T, step):
-        frames_first = np.asarray(mov.Yr[sample, t0 : t0 + step], np.float32).T.copy()
-        out[t0 : t0 + step] = np.median(frames_first, axis=1)
-    return out
 
 
 def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray | None = None
@@ -1073,8 +1037,7 @@ def _init_patch(Y3: np.ndarray, opts: Options, K: int | None, common: np.ndarray
         A, C, _, _ = corr_pnr_init(Y3, opts, K, common)
     else:
         Ys = budget.average_frames(Y3, opts.tsub)
-        A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1]),
-                           None if common is None else budget.average_frames(common, opts.tsub))
+        A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1]))
         if not A.shape[1]:
             C = np.zeros((0, T), np.float32)
         elif C.shape[1] != T:
@@ -1117,8 +1080,7 @@ def _init_region(Yr: np.ndarray, dims: tuple[int, int], rows: slice, cols: slice
     if opts.method_init == "corr_pnr":
         A, C, _, _ = corr_pnr_init(Ys, opts, K, None if common is None else budget.average_frames(common, ts))
         return A, _hold_frames(C, ts, T)
-    A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1], ts),
-                       None if common is None else budget.average_frames(common, ts))
+    A, C = greedy_init(Ys, opts, int(K or 0), _decay_frames(opts, T, Ys.shape[-1], ts))
     if not A.shape[1]:
         return A, np.zeros((0, T), np.float32)
     if C.shape[1] != T:
