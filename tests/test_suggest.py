@@ -96,6 +96,21 @@ def test_slow_frame_rates_get_an_ar1_model_and_fast_ones_keep_the_order(sims):
     assert fast.main["p"] == 2 and "kept your value" in fast.reasons["p"]
 
 
+def test_a_field_that_brightens_as_a_whole_is_said_with_its_frames():
+    """Neurofinder 01.01's first 101 frames brighten by three quarters at the end, cells and
+    tissue alike; the suggestion says so (cells firing only then cannot be found), and a movie
+    without such a change gets no such warning."""
+    kw = dict(n_frames=200, dims=(64, 64), n_neurons=15, motion=None, seed=5, baseline=10.0)
+    rising = suggest_params(np.asarray(simulate_2p(**kw, brightening=0.8).movie), "cnmf", {"main": {"fr": 30.0}})
+    said = [w for w in rising.warnings if "whole field brightens" in w]
+    assert len(said) == 1, rising.warnings
+    a, b = rising.stats.field_rise_frames
+    assert 165 <= a <= 180 and b == 199  # the rise is centred on frame 170 (85 %) and holds to the end
+    assert 0.5 <= rising.stats.field_rise <= 0.9  # 0.8 of the fluorescence, over a detector offset
+    plain = suggest_params(np.asarray(simulate_2p(**kw).movie), "cnmf", {"main": {"fr": 30.0}})
+    assert not any("whole field" in w for w in plain.warnings) and plain.stats.field_rise < 0.15
+
+
 def test_decay_not_measurable_is_said_and_the_users_value_kept(tmp_path):
     """A slow indicator in a short movie: no transient falls back within it, so there is no
     decay to measure; the suggestion keeps the user's value and says why rather than guess."""
@@ -209,6 +224,8 @@ def test_real_recordings():
     # 101 frames at 7.5 Hz: the brightest cells' transients rise near the end and never fall
     # back, so decay_time is not measured, and the reason says so instead of staying silent
     assert "not measured" in nf.reasons["decay_time"] and nf.main["decay_time"] == 0.4
+    # its whole field brightens by three quarters over its last frames: said, with the frames
+    assert any("whole field brightens" in w and "-100 " in w for w in nf.warnings), nf.warnings
     print("\nneurofinder-01.01-crop:", nf, sep="\n")
     ix = suggest_params(REAL / "inscopix-1p" / "movie_part2_108x123x63.tiff", "cnmfe", {"main": {"fr": 10.0}})
     assert ix.stats.one_photon

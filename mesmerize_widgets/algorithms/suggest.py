@@ -25,6 +25,10 @@ How each value is measured (all on a frame sample, rigidly registered first):
   decay); otherwise the given or default order.
 - ``fr``: the file's metadata (ImageJ ``finterval``/``fps``, ScanImage ``scanFrameRate``, OME
   ``TimeIncrement``, a JSON description, HDF5 attributes, the video's fps), never a guess.
+- a warning, not a value: the tissue between the cells (the dimmer half of the mean image)
+  brightening by more than ``FIELD_RISE_WARN`` of its level, as a change of laser power or focus
+  does (cells firing together hardly lift it). Every cell bright at rest then rises with the
+  field, and a cell that fires only then cannot be told from it.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class MovieStats:
     n_cells: int  # blobs found in the field (active in the sample)
     decay_frames: float | None  # indicator decay time constant in frames
     motion: tuple[float, float]  # largest rigid displacement seen (rows, cols), px
+    #: the field's largest brightening over its median in the frames read, and the (first, last)
+    #: frame of the movie where it stays above half that (:func:`_field_rise`)
+    field_rise: float = 0.0
+    field_rise_frames: tuple[int, int] = (0, 0)
     corr_at_cells: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     pnr_at_cells: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     corr_background: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -498,6 +506,7 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
     n = int(min(T, max_frames, max(60, _ELEMENT_BUDGET // (d1 * d2))))
     start = (T - n) // 2
     Y = _read(arr, start, start + n)
+    rise, (r0, r1) = _field_rise(Y)
     fr, fr_source = frame_rate(arr)
     motion = _motion(arr, T, dims, Y if n >= T else None)
     motion = np.abs(motion - np.median(motion, axis=0)).max(0)
@@ -525,8 +534,27 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
         extra = _corr_pnr_stats(Y, cen, gsig)
     return MovieStats(shape=(T, d1, d2), frames_read=n, fr=fr, fr_source=fr_source,
                       one_photon=bool(one_photon), gsig=gsig, size_from=size_from, n_cells=ncells,
-                      decay_frames=decay,
-                      motion=(float(motion[0]), float(motion[1])), **extra)
+                      decay_frames=decay, motion=(float(motion[0]), float(motion[1])),
+                      field_rise=rise, field_rise_frames=(start + r0, start + r1), **extra)
+
+
+def _field_rise(Y: np.ndarray, smooth: int = 5) -> tuple[float, tuple[int, int]]:
+    """How far the tissue between the cells (the dimmer half of the mean image) rises over its
+    median, smoothed over ``smooth`` frames, and the first and last frame (of ``Y``) where it
+    stays above half that. Cells firing together hardly lift it; a change of laser power or
+    focus lifts it as much as the cells. Raw values: an offset of the detector only makes the
+    rise look smaller."""
+    flat = Y.reshape(len(Y), -1)
+    mean = flat.mean(0)
+    tissue = flat[:, mean <= np.median(mean)].mean(1).astype(np.float64)
+    g = ndi.uniform_filter1d(tissue, smooth, mode="nearest")
+    med = float(np.median(g))
+    if med <= 0:
+        return 0.0, (0, 0)
+    rel = g / med - 1
+    top = float(rel.max())
+    above = np.flatnonzero(rel > top / 2)
+    return max(top, 0.0), (int(above[0]), int(above[-1])) if top > 0 else (0, 0)
 
 
 def _corr_pnr_stats(Y: np.ndarray, cen: np.ndarray, gsig: float) -> dict[str, np.ndarray]:
@@ -642,7 +670,18 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
     out = schema.validate({**given, "main": {**main, **new}})
     sug = Suggestion(algo=algo, params=out, reasons=reasons, stats=stats)
     sug.warnings = check_params(movie, algo, given, var_name_hdf5=var, _stats=stats)
+    if algo in ("cnmf", "cnmfe", "onacid") and stats.field_rise > FIELD_RISE_WARN:
+        a, b = stats.field_rise_frames
+        sug.warnings.append(
+            f"the whole field brightens by {stats.field_rise:.0%} over frames {a}-{b} (laser power, focus "
+            "or a field-wide event): every cell bright at rest rises with it, so a cell that fires only "
+            "then cannot be told from it; expect fewer cells from these frames")
     return sug
+
+
+#: a field-wide brightening above this share of the field's median is worth a warning: the
+#: Neurofinder 01.01 crop's (+75 % over its last 18 frames) matches its manual ROIs' rise
+FIELD_RISE_WARN = 0.3
 
 
 def _suggest_frame_rate(stats: MovieStats, main: Mapping[str, Any], names: set[str],
