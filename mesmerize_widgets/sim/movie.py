@@ -430,16 +430,7 @@ def _simulate(kind: str, p: dict[str, Any]) -> SimulatedMovie:
     b = _crop_background(b_canvas, b_drift, pad, dims)
     if layers:
         p["background_layers"] = layers
-    bleaching = float(p.get("bleaching", 0.0))
-    if bleaching:  # all fluorescence dims (the detector baseline does not)
-        decay = scene.bleach_factor(T, bleaching)
-        C *= decay
-        f *= decay
-    brightening = float(p.get("brightening", 0.0))
-    if brightening:  # the same for every fluorescent thing in the field
-        rise = scene.brightening_factor(T, brightening)
-        C *= rise
-        f *= rise
+    _scale_fluorescence(p, C, f)
     shifts, coeffs = _motion(p, motion, T, fr, max_shift)
 
     truth = GroundTruth(
@@ -585,6 +576,18 @@ def _vessels(
         band = scene.vessel_band(rng, yy, xx, dims, gsig)
         out *= 1.0 - rng.uniform(0.2, 0.4) * band
     return out
+
+
+def _scale_fluorescence(p: dict[str, Any], C: np.ndarray, f: np.ndarray) -> None:
+    """Bleaching and a field-wide brightening, in place: they scale all the fluorescence (cells
+    and every background layer), not the detector's baseline."""
+    T = f.shape[-1]
+    if p.get("bleaching"):
+        C *= scene.bleach_factor(T, float(p["bleaching"]))
+        f *= scene.bleach_factor(T, float(p["bleaching"]))
+    if p.get("brightening"):
+        C *= scene.brightening_factor(T, float(p["brightening"]))
+        f *= scene.brightening_factor(T, float(p["brightening"]))
 
 
 def simulate_2p(
