@@ -34,8 +34,9 @@ Neurofinder crop nearly every ROI's trace rises above 5 noise SDs, about a third
 neighbourhood's neuropil is subtracted, a fifth once the field's brightness factor is divided out
 (the whole field brightens by about three quarters over its last 18 frames, as much around the
 ROIs as in them), a handful once the signal the whole field shares is removed: that bounds the
-recall of any activity-based method. ``--stages`` follows the builtin cnmf on each recording with ROIs (see :func:`stages`): how many components match one after
-seeding, after the HALS rounds, after pruning and once accepted.
+recall of any activity-based method. ``--stages`` follows the builtin cnmf on each recording with
+ROIs (see :func:`stages`): how many components match one after seeding, after the HALS rounds,
+after pruning and once accepted.
 """
 
 from __future__ import annotations
@@ -186,9 +187,8 @@ def roi_activity(mov: Any, regions: Path, z: float = 5.0) -> dict[str, Any]:
     centred = traces - traces.mean(1, keepdims=True)
     own = centred - np.outer(centred @ common, common)
     field = Y.mean(1)
-    factor = field / field.mean() - 1
-    scaled = traces - np.outer(traces.mean(1), factor)
     fc = field - field.mean()
+    scaled = traces - np.outer(traces.mean(1), fc / field.mean())  # each ROI over the field's factor
     relative = (fc @ (Y - Y.mean(0))) / (fc @ fc) / np.maximum(Y.mean(0), 1e-6)
     in_roi = ref.any(0).ravel()
     return {"rois": len(ref), "raw": n_active(traces), "neuropil": n_active(traces - 0.7 * neuropil),

@@ -75,8 +75,9 @@ class MovieStats:
     n_cells: int  # blobs found in the field (active in the sample)
     decay_frames: float | None  # indicator decay time constant in frames
     motion: tuple[float, float]  # largest rigid displacement seen (rows, cols), px
-    #: the field's largest brightening over its median in the frames read, and the (first, last)
-    #: frame of the movie where it stays above half that (:func:`_field_rise`)
+    #: the largest brightening of the tissue between the cells over its median in the frames
+    #: read, and the (first, last) frame of the movie where it stays above half that
+    #: (:func:`_field_rise`)
     field_rise: float = 0.0
     field_rise_frames: tuple[int, int] = (0, 0)
     corr_at_cells: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -553,8 +554,10 @@ def _field_rise(Y: np.ndarray, smooth: int = 5) -> tuple[float, tuple[int, int]]
         return 0.0, (0, 0)
     rel = g / med - 1
     top = float(rel.max())
+    if top <= 0:
+        return 0.0, (0, 0)
     above = np.flatnonzero(rel > top / 2)
-    return max(top, 0.0), (int(above[0]), int(above[-1])) if top > 0 else (0, 0)
+    return top, (int(above[0]), int(above[-1]))
 
 
 def _corr_pnr_stats(Y: np.ndarray, cen: np.ndarray, gsig: float) -> dict[str, np.ndarray]:
@@ -679,8 +682,8 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
     return sug
 
 
-#: a field-wide brightening above this share of the field's median is worth a warning: the
-#: Neurofinder 01.01 crop's (+75 % over its last 18 frames) matches its manual ROIs' rise
+#: a brightening of the tissue above this share of its median is worth a warning: the
+#: Neurofinder 01.01 crop's (+78 %, frames 86-100) is what lifts nearly all its manual ROIs
 FIELD_RISE_WARN = 0.3
 
 

@@ -582,12 +582,11 @@ def _scale_fluorescence(p: dict[str, Any], C: np.ndarray, f: np.ndarray) -> None
     """Bleaching and a field-wide brightening, in place: they scale all the fluorescence (cells
     and every background layer), not the detector's baseline."""
     T = f.shape[-1]
-    if p.get("bleaching"):
-        C *= scene.bleach_factor(T, float(p["bleaching"]))
-        f *= scene.bleach_factor(T, float(p["bleaching"]))
-    if p.get("brightening"):
-        C *= scene.brightening_factor(T, float(p["brightening"]))
-        f *= scene.brightening_factor(T, float(p["brightening"]))
+    for key, factor_of in (("bleaching", scene.bleach_factor), ("brightening", scene.brightening_factor)):
+        if p.get(key):
+            factor = factor_of(T, float(p[key]))
+            C *= factor
+            f *= factor
 
 
 def simulate_2p(
