@@ -128,7 +128,8 @@ def _score(h5: Path, regions: Path | None) -> dict[str, Any]:
         found = binarize_footprints(est.A.tocsc()[:, good].toarray(), dims)
         ref = masks_from_coordinates(json.loads(regions.read_text()), dims)
         s = score_masks(found, ref)
-        out.update(precision=s["precision"], recall=s["recall"], f1=s["f1"], n_rois=len(ref))
+        out.update(precision=s["precision"], recall=s["recall"], f1=s["f1"], n_rois=len(ref),
+                   matched=int(s["matched"]))
     return out
 
 
@@ -441,8 +442,8 @@ def main() -> int:
                     f"cnmf {b['t_cnmf'] / c['t_cnmf']:.2f}), memory {b['peak_mib'] / c['peak_mib']:.2f}, "
                     f"accepted {b['accepted']} vs {c['accepted']}")
             if "f1" in b:
-                line += (f", precision {b['precision']:.2f} vs {c['precision']:.2f}, "
-                         f"F1 {b['f1']:.2f} vs {c['f1']:.2f}")
+                line += (f", matching an ROI {b['matched']} vs {c['matched']}, precision {b['precision']:.3f} "
+                         f"vs {c['precision']:.3f}, F1 {b['f1']:.2f} vs {c['f1']:.2f}")
             print(line)
     print(f"\n(ran in {time.perf_counter() - t_all:.0f} s)")
     return 0

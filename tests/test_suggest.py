@@ -123,6 +123,24 @@ def test_decay_not_measurable_is_said_and_the_users_value_kept(tmp_path):
     assert "decay_time" in repr(sug)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_slow_indicator_whose_transients_never_fall_gets_a_slower_decay_than_the_default(tmp_path, seed):
+    """The same short, slow movie without a user's value: no fall can be fitted, but the cells'
+    transients stay high to the end. A decay of at least what they held is suggested (never
+    more than the truth, never the 0.4 s default that makes such cells look like background);
+    a user's own value is kept, and the reason names the bound."""
+    sim = simulate_2p(n_frames=40, dims=(96, 96), n_neurons=20, gSig=(4, 4), fr=30.0, decay_time=3.0,
+                      seed=seed)
+    path = _write(tmp_path / "slow.tif", sim.movie, fr=30.0)
+    sug = suggest_params(path, "cnmf")
+    assert sug.stats.decay_frames is None  # nothing fell: a bound, not a measurement
+    assert 0.5 <= sug.main["decay_time"] <= 3.0
+    assert "at least" in sug.reasons["decay_time"] and "slow indicator" in sug.reasons["decay_time"]
+    mine = suggest_params(path, "cnmf", {"main": {"decay_time": 0.3}})
+    assert mine.main["decay_time"] == 0.3
+    assert "kept your value" in mine.reasons["decay_time"] and "at least" in mine.reasons["decay_time"]
+
+
 def test_mcorr_max_shifts_from_motion(sims):
     sug = suggest_params(sims["moving"], "mcorr")
     assert min(sug.main["max_shifts"]) >= 9  # the simulation moves up to 9 px from its median
@@ -223,6 +241,7 @@ def test_real_recordings():
     assert 3 <= nf.main["gSig"][0] <= 7
     # 101 frames at 7.5 Hz: the brightest cells' transients rise near the end and never fall
     # back, so decay_time is not measured, and the reason says so instead of staying silent
+    # (only two cells' transients are clear in the raw movie: too few for a lower bound)
     assert "not measured" in nf.reasons["decay_time"] and nf.main["decay_time"] == 0.4
     # its whole field brightens by three quarters over its last frames: said, with the frames
     assert any("whole field brightens" in w and "-100 " in w for w in nf.warnings), nf.warnings

@@ -17,8 +17,10 @@ How each value is measured (all on a frame sample, rigidly registered first):
   gives a steadier size, used when it finds at least 5 cells; the cells are then those of
   either image, once (each image misses cells the other shows).
 - ``decay_time``: exponential fits to the falls after the brightest cells' transients (neuropil
-  annulus subtracted), from the peak until the next rise; median of the clearest falls. Not
-  measured (the reason says so, the given value is kept) when no fall drops below 40 % of its peak.
+  annulus subtracted), from the peak until the next rise; median of the clearest falls. When no
+  fall drops below 40 % of its peak, two-photon movies get the least decay the transients allow
+  (how long they stayed high), where it is slower than the default; else it is not measured (the
+  reason says so, the given value is kept).
 - motion: integer phase correlation of frame bins spread over the whole movie against their
   median (the registration primitives of ``mcorr``).
 - ``p``: 1 below 15 Hz, where a frame lasts as long as a GCaMP transient's rise (a jump then a
@@ -75,6 +77,8 @@ class MovieStats:
     n_cells: int  # blobs found in the field (active in the sample)
     decay_frames: float | None  # indicator decay time constant in frames
     motion: tuple[float, float]  # largest rigid displacement seen (rows, cols), px
+    #: where no fall could be fitted: the least decay constant (frames) the transients allow
+    decay_least_frames: float | None = None
     #: the largest brightening of the tissue between the cells over its median in the frames
     #: read, and the (first, last) frame of the movie where it stays above half that
     #: (:func:`_field_rise`)
@@ -424,8 +428,10 @@ def _union(a: np.ndarray, b: np.ndarray, gsig: float) -> np.ndarray:
     return np.vstack([a, b[d.min(1) > gsig]])
 
 
-def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
-    """Decay time constant in frames: exponential fits to the falls after the cells' transients.
+def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> tuple[float | None, float | None]:
+    """Decay time constant in frames: exponential fits to the falls after the cells' transients;
+    and, where no fall can be fitted, the least constant the transients allow (None: nothing
+    measurable).
 
     Each fall is followed from a transient's peak until the next rise, over 90% to 20% of the
     peak above the trace's resting level; a fall riding on an earlier one still decays with the
@@ -433,44 +439,86 @@ def _decay(Y: np.ndarray, centres: np.ndarray, gsig: float) -> float | None:
     the cell's disk minus its surrounding annulus (neuropil); the median over the clearest falls.
     A fall counts only once it drops below 40 % of its peak (about one decay seen), and not
     while the annulus brightens: a slow indicator in a short movie gave falls 4x too fast from
-    a misplaced resting level or a neighbour rising in the annulus. None: nothing measurable.
+    a misplaced resting level or a neighbour rising in the annulus.
+
+    The least constant: a transient that stays above 40 % of its peak for ``h`` frames (to the
+    end of the sample, or until it falls) has not decayed by ``h / ln 2.5`` frames unless the cell
+    fired again. Cells do fire again, so the bound is the median over the cells of their longest
+    hold: on short simulated movies where no fall could be fitted it gave 0.2-0.9 of the true
+    constant (the second-longest hold, up to 2.9x).
     """
     T = len(Y)
     if T < 20 or not len(centres):
-        return None
+        return None, None
     yy, xx = np.mgrid[: Y.shape[1], : Y.shape[2]]
     taus: list[float] = []
     snrs: list[float] = []
+    holds: list[int] = []
     for r, c in centres[:30]:
         d2 = (yy - r) ** 2 + (xx - c) ** 2
         ring = (d2 >= (2 * gsig) ** 2) & (d2 <= (3.5 * gsig) ** 2)
         tr = Y[:, d2 <= max(1.0, gsig) ** 2].mean(1).astype(np.float64)
         around = Y[:, ring].mean(1).astype(np.float64) if ring.any() else np.zeros(T)
-        for tau, snr, (a, b, amp) in zip(*_falls(tr - around), strict=True):
+        rest = _above_rest(tr - around)
+        if rest is None:
+            continue
+        for tau, snr, (a, b, amp) in zip(*_falls(*rest), strict=True):
             # a neighbour brightening inside the annulus makes the difference fall by itself
             if np.ptp(ndi.gaussian_filter1d(around, 1.0)[a:b]) < 0.25 * amp:
                 taus.append(tau)
                 snrs.append(snr)
+        holds.append(_longest_hold(*rest))
+    least = None
+    held = [h for h in holds if h > 0]
+    if len(held) >= 3 and np.median(held) >= MIN_HOLD_FRAMES:
+        least = float(np.median(held)) / math.log(1 / FALL_FRACTION)
     if len(taus) < 3:
-        return None
+        return None, least
     order = np.argsort(snrs)[::-1]
     best = np.asarray(taus)[order[: max(3, len(order) // 2)]]
-    return float(np.median(best))
+    return float(np.median(best)), least
 
 
-def _falls(tr: np.ndarray) -> tuple[list[float], list[float], list[tuple[int, int, float]]]:
-    """(decay constants in frames, peak SNRs, (start, stop, amplitude)) of one trace's clear falls."""
-    T = len(tr)
+#: a fall is measured once it drops below this share of its peak (about one decay seen)
+FALL_FRACTION = 0.4
+#: a hold shorter than this (frames) says nothing about a decay: frame noise gives as much
+MIN_HOLD_FRAMES = 4
+#: clear transients only: peak above this many noise SDs of the frame-to-frame difference
+_PEAK_SNR = 8
+
+
+def _above_rest(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(the trace, its smoothed height above the resting level, the frame noise SD), or None for
+    a flat trace. The resting level is the low tail of the smoothed trace lifted by its noise."""
     y = ndi.gaussian_filter1d(tr, 1.0)
     diff = np.diff(tr)
     sn = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
     if sn <= 0:
-        return [], [], []
-    # resting level: the low tail of the smoothed trace, lifted by its noise (1.645 sd)
-    y = y - (np.percentile(y, 5) + 1.645 * 0.53 * sn)
-    peaks = np.nonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:]) & (y[1:-1] > 8 * sn))[0] + 1
+        return None
+    return tr, y - (np.percentile(y, 5) + 1.645 * 0.53 * sn), sn
+
+
+def _peaks(y: np.ndarray, sn: float) -> np.ndarray:
+    return np.nonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:]) & (y[1:-1] > _PEAK_SNR * sn))[0] + 1
+
+
+def _longest_hold(tr: np.ndarray, y: np.ndarray, sn: float) -> int:
+    """Frames after its clearest transients that the trace stays above ``FALL_FRACTION`` of the
+    peak: the longest such run over the trace's peaks (0 without a clear peak)."""
+    best = 0
+    for t0 in _peaks(y, sn):
+        below = np.nonzero(y[t0 + 1:] < FALL_FRACTION * y[t0])[0]
+        best = max(best, int(below[0]) if len(below) else len(y) - t0 - 1)
+    return best
+
+
+def _falls(tr: np.ndarray, y: np.ndarray, sn: float
+           ) -> tuple[list[float], list[float], list[tuple[int, int, float]]]:
+    """(decay constants in frames, peak SNRs, (start, stop, amplitude)) of one trace's clear falls
+    (``y``, ``sn``: :func:`_above_rest`)."""
+    T = len(tr)
     taus, snrs, spans = [], [], []
-    for t0 in peaks:
+    for t0 in _peaks(y, sn):
         amp = y[t0]
         low, t = amp, t0 + 1
         while t < T and y[t] < low + 2 * sn:  # until the next rise
@@ -479,7 +527,7 @@ def _falls(tr: np.ndarray) -> tuple[list[float], list[float], list[tuple[int, in
         v = y[t0:t]
         bad = np.nonzero((v <= 0.2 * amp) | (v > amp))[0]
         n = int(bad[0]) if len(bad) else len(v)
-        if n >= 4 and v[n - 1] < 0.4 * amp:
+        if n >= 4 and v[n - 1] < FALL_FRACTION * amp:
             slope = np.polyfit(np.arange(n), np.log(v[:n]), 1)[0]
             if slope < 0:
                 taus.append(float(-1.0 / slope))
@@ -529,13 +577,15 @@ def _measure(arr: Any, one_photon: bool | None, max_frames: int) -> MovieStats:
         if g_mean is not None and n_mean >= 5:
             gsig, size_from = g_mean, "mean image"
             ncells = len(_union(cen, cen_mean, gsig))
-    decay = _decay(Y, cen, gsig) if gsig else None
+    decay, decay_least = _decay(Y, cen, gsig) if gsig else (None, None)
+    if one_photon:  # its background outlasts the annulus: holds of 30 frames beside 2-frame falls
+        decay_least = None
     extra: dict[str, np.ndarray] = {}
     if one_photon and gsig:
         extra = _corr_pnr_stats(Y, cen, gsig)
     return MovieStats(shape=(T, d1, d2), frames_read=n, fr=fr, fr_source=fr_source,
                       one_photon=bool(one_photon), gsig=gsig, size_from=size_from, n_cells=ncells,
-                      decay_frames=decay, motion=(float(motion[0]), float(motion[1])),
+                      decay_frames=decay, decay_least_frames=decay_least, motion=(float(motion[0]), float(motion[1])),
                       field_rise=rise, field_rise_frames=(start + r0, start + r1), **extra)
 
 
@@ -652,10 +702,7 @@ def suggest_params(movie: Any, algo: str, params: Mapping[str, Any] | None = Non
             f"exponential fits to the falls after transients of the brightest cells: "
             f"{stats.decay_frames:.1f} frames / {fr:g} Hz")
     elif "decay_time" in names:
-        kept = "your value" if "decay_time" in main else "the default"
-        put("decay_time", _given_or_default(names, main, defaults, "decay_time"),
-            f"not measured: no transient fell clearly in the {stats.frames_read} frames read "
-            f"(kept {kept}; set your indicator's: about 0.4 s for GCaMP6f, 1 s or more for GCaMP6s)")
+        _suggest_least_decay(stats, fr, main, names, defaults, put)
     _suggest_ar_order(fr, main, names, defaults, put)
     g = _suggest_cell_size(stats, algo, put)
     if g is None and "gSig" in names:
@@ -704,6 +751,36 @@ def _suggest_frame_rate(stats: MovieStats, main: Mapping[str, Any], names: set[s
 #: (GCaMP6f about 50 ms to half its peak, GCaMP6s about 180 ms): the rise falls within a frame
 #: or two, and the trace is a jump and a decay, AR(1)
 AR1_BELOW_HZ = 15.0
+
+
+#: slower than any common calcium indicator's decay (GCaMP6s: about 1.5 s): a bound above it is
+#: a cell that kept firing, not its indicator
+SLOWEST_DECAY_S = 2.0
+
+
+def _suggest_least_decay(stats: MovieStats, fr: float, main: Mapping[str, Any], names: set[str],
+                         defaults: Mapping[str, Any], put: Callable[[str, Any, str], None]) -> None:
+    """No fall could be fitted: the given or default ``decay_time``, or the least decay the
+    transients allow where that is slower (up to ``SLOWEST_DECAY_S``). A decay set too fast
+    makes CNMF judge a slow indicator's cells by too short a window: their transients look like
+    slow background and are rejected."""
+    given = float(_given_or_default(names, main, defaults, "decay_time"))
+    kept = "your value" if "decay_time" in main else "the default"
+    least = stats.decay_least_frames
+    if least and least / fr > given:
+        held = (f"no transient fell below {FALL_FRACTION:.0%} of its peak in the "
+                f"{stats.frames_read} frames read, so the indicator decays over at least "
+                f"{least:.1f} frames / {fr:g} Hz")
+        if "decay_time" in main:  # a bound, not a measurement: the user may know the indicator
+            put("decay_time", given, f"kept your value, though {held}")
+            return
+        value = round(min(least / fr, SLOWEST_DECAY_S), 3)
+        put("decay_time", value, f"{held} (a slow indicator, e.g. GCaMP6s; the default is {given:g} s)"
+            + (f", capped at {SLOWEST_DECAY_S:g} s" if least / fr > SLOWEST_DECAY_S else ""))
+        return
+    put("decay_time", given,
+        f"not measured: no transient fell clearly in the {stats.frames_read} frames read "
+        f"(kept {kept}; set your indicator's: about 0.4 s for GCaMP6f, 1 s or more for GCaMP6s)")
 
 
 def _suggest_ar_order(fr: float, main: Mapping[str, Any], names: set[str], defaults: Mapping[str, Any],
