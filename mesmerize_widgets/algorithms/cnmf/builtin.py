@@ -62,7 +62,7 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
         raise ValueError(f"{ctx.input_path} has {n} frame(s); CNMF needs a movie")
     if preflight is not None:
         preflight(dims, n)
-    acc = SummaryAccumulator(dims)
+    acc = SummaryAccumulator(dims, chunk_dtype=np.float32)  # sums of 200 frames: float32 is exact enough
     chunk = write_chunk_frames(dims, held_bytes)
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):

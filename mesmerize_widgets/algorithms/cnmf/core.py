@@ -39,7 +39,6 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 import scipy.special
-from scipy.stats import norm
 
 from ...errors import MemoryBudgetError, ParamError
 from ...processes import Workers
@@ -248,7 +247,7 @@ def snr_from_traces(traces: np.ndarray, N: int, skewed_noise: bool = True) -> np
     if skewed_noise and N >= 2:
         floor = noise_psd(tr).astype(np.float64) / SKEWED_NOISE_RATIO
     fitness = event_exceptionality(tr, N, sd_floor=floor)
-    return -norm.ppf(np.exp(fitness / N))
+    return -scipy.special.ndtri(np.exp(fitness / N))  # norm.ppf, without scipy.stats' import
 
 
 #: below this share of its variance at the indicator's time scale, a trace is background
