@@ -98,16 +98,16 @@ def test_seeding_past_the_budget_averages_frames_then_refuses():
 
 
 def test_seeding_sees_a_fixed_number_of_frames_whatever_the_length():
-    """A patch's seeding holds about as much at 20,000 frames as at 4,000: more frames averaged
-    (never more than a decay), not more frames held; short movies are seeded as before."""
+    """A patch's seeding holds about as much at 20,000 frames as at 2,000: more frames averaged
+    (never more than a decay), not more frames held; short movies are seeded at tsub."""
     n_px, tsub, n_decay = 49 * 49, 2, 12
-    assert budget.target_tsub(4000, tsub, n_decay) == tsub  # up to tsub * SEED_FRAMES: unchanged
-    ts = budget.seeding_tsub(n_px, 20_000, tsub, n_decay, 1024)
-    assert ts == 10 and budget.n_seen(20_000, ts) == budget.SEED_FRAMES
+    assert budget.target_tsub(tsub * budget.SEED_FRAMES, tsub, n_decay) == tsub  # unchanged up to there
+    ts = budget.seeding_tsub(n_px, 10_000, tsub, n_decay, 1024)
+    assert ts == 10 and budget.n_seen(10_000, ts) == budget.SEED_FRAMES
     assert budget.target_tsub(108_000, tsub, n_decay) == n_decay  # one decay at most
     opts = core.Options.from_main({"gSig": (4, 4), "fr": 30, "rf": 24, "tsub": tsub})
     assert core._seeding_plan(n_px, 1000, opts, "a patch") is None  # read whole at full rate
-    assert core._seeding_plan(n_px, 20_000, opts, "a patch") == 10  # averaged, traces projected
+    assert core._seeding_plan(n_px, 10_000, opts, "a patch") == 10  # averaged, traces projected
 
 
 def test_the_residual_pass_by_tiles_finds_the_cells_the_whole_field_finds(tmp_path):

@@ -274,7 +274,8 @@ class MemmapWriter:
             for c in range(d2):
                 for r in range(d1):
                     at = (r * d2 + c) * size
-                    os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize)
+                    if os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize) != size:
+                        raise OSError(errno.EIO, f"short write into {self._tmp}")
         finally:
             os.close(fd)
         self.n_written += n

@@ -37,7 +37,7 @@ _TYPED = (
           nullable=True, item="int", length=2, minimum=1),
     Param("ssub", 2, "int", "spatial downsampling during initialisation (builtin: not used)", minimum=1),
     Param("tsub", 2, "int", "temporal downsampling during initialisation (builtin: more, up to one decay, "
-          "beyond tsub x 2,000 frames, so seeding sees about 2,000)", minimum=1),
+          "beyond tsub x 1,000 frames, so seeding sees about 1,000)", minimum=1),
     Param("nb", 1, "int", "number of global background components (CNMF-E: 0 = ring model)", minimum=-1),
     Param("method_init", "greedy_roi", "str", "initialisation: greedy_roi or corr_pnr (CNMF-E)",
           choices=("greedy_roi", "corr_pnr", "sparse_nmf", "local_nmf", "graph_nmf", "pca_ica")),
