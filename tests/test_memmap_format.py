@@ -78,8 +78,9 @@ def test_writer_F_layout_matches_caiman(tmp_path, movie):
 
 def test_writer_C_layout_matches_caiman(tmp_path, movie):
     with MemmapWriter(tmp_path, "c", (D1, D2), order="C", n_frames=T) as w:
-        for s in range(0, T, 7):
-            w.write(movie[s : s + 7])
+        for s in range(0, T - 1, 7):
+            w.write(movie[s : min(s + 7, T - 1)])
+        w.write(movie[T - 1])  # a single frame, as (rows, cols)
     raw = np.fromfile(w.path, dtype="<f4")
     assert w.path.name.endswith("_order_C_frames_50.mmap")
     np.testing.assert_array_equal(raw.reshape(D2, D1, T).transpose(2, 1, 0), movie)
