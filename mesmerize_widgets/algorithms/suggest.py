@@ -487,22 +487,22 @@ MIN_HOLD_FRAMES = 4
 _PEAK_SNR = 8
 
 
-def _above_rest(tr: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """(the trace, its smoothed height above the resting level, the frame noise SD), or None for
-    a flat trace. The resting level is the low tail of the smoothed trace lifted by its noise."""
+def _above_rest(tr: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(the trace's smoothed height above its resting level, the frame noise SD), or None for a
+    flat trace. The resting level is the low tail of the smoothed trace lifted by its noise."""
     y = ndi.gaussian_filter1d(tr, 1.0)
     diff = np.diff(tr)
     sn = 1.4826 * float(np.median(np.abs(diff - np.median(diff)))) / math.sqrt(2)
     if sn <= 0:
         return None
-    return tr, y - (np.percentile(y, 5) + 1.645 * 0.53 * sn), sn
+    return y - (np.percentile(y, 5) + 1.645 * 0.53 * sn), sn
 
 
 def _peaks(y: np.ndarray, sn: float) -> np.ndarray:
     return np.nonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:]) & (y[1:-1] > _PEAK_SNR * sn))[0] + 1
 
 
-def _longest_hold(tr: np.ndarray, y: np.ndarray, sn: float) -> int:
+def _longest_hold(y: np.ndarray, sn: float) -> int:
     """Frames after its clearest transients that the trace stays above ``FALL_FRACTION`` of the
     peak: the longest such run over the trace's peaks (0 without a clear peak)."""
     best = 0
@@ -512,11 +512,10 @@ def _longest_hold(tr: np.ndarray, y: np.ndarray, sn: float) -> int:
     return best
 
 
-def _falls(tr: np.ndarray, y: np.ndarray, sn: float
-           ) -> tuple[list[float], list[float], list[tuple[int, int, float]]]:
+def _falls(y: np.ndarray, sn: float) -> tuple[list[float], list[float], list[tuple[int, int, float]]]:
     """(decay constants in frames, peak SNRs, (start, stop, amplitude)) of one trace's clear falls
     (``y``, ``sn``: :func:`_above_rest`)."""
-    T = len(tr)
+    T = len(y)
     taus, snrs, spans = [], [], []
     for t0 in _peaks(y, sn):
         amp = y[t0]

@@ -240,11 +240,7 @@ class MemmapWriter:
         if self.order == "F":
             data.tofile(self._fh)
         else:
-            t0 = self.n_written
-            if t0 + n > self.n_frames_expected:
-                raise ValueError(
-                    f"writing {n} frames at {t0} exceeds n_frames={self.n_frames_expected}"
-                )
+            t0 = self._start_of(n)
             mm = np.memmap(
                 self._tmp, dtype=DTYPE, mode="r+", shape=(self._n_pixels, self.n_frames_expected)
             )
@@ -257,6 +253,13 @@ class MemmapWriter:
                 del mm
         self.n_written += n
 
+    def _start_of(self, n: int) -> int:
+        """The frame where ``n`` more frames go in a C-order file, refused past its end."""
+        t0 = self.n_written
+        if t0 + n > self.n_frames_expected:
+            raise ValueError(f"writing {n} frames at {t0} exceeds n_frames={self.n_frames_expected}")
+        return t0
+
     def _scatter(self, frames: np.ndarray) -> None:
         """C order, 2-D frames (n, d1, d2): one cache-blocked transpose (OpenCV's: 3-4x faster than
         numpy's strided copy, which took most of the write) to pixel series in C pixel order, then
@@ -265,9 +268,7 @@ class MemmapWriter:
         n = len(frames)
         if n == 0:
             return
-        t0 = self.n_written
-        if t0 + n > self.n_frames_expected:
-            raise ValueError(f"writing {n} frames at {t0} exceeds n_frames={self.n_frames_expected}")
+        t0 = self._start_of(n)
         d1, d2, _ = self.dims
         series = cv2.transpose(np.ascontiguousarray(frames.reshape(n, d1 * d2), DTYPE))  # (d1*d2, n)
         raw = memoryview(series).cast("B")
