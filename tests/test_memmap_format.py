@@ -163,6 +163,13 @@ def test_writer_C_requires_frames(tmp_path, movie):
         with MemmapWriter(tmp_path, "c", (D1, D2), order="C", n_frames=T) as w:
             w.write(movie[:10])
     assert not list(tmp_path.iterdir())
+    # more frames than declared, as frames or as a 3-D stack: refused by name, no file left behind
+    for extra in (movie[:1], movie[:1, :, :, None]):
+        with pytest.raises(ValueError, match=f"exceeds n_frames={T}"):
+            with MemmapWriter(tmp_path, "c", (D1, D2), order="C", n_frames=T) as w:
+                w.write(movie)
+                w.write(extra)
+        assert not list(tmp_path.iterdir())
 
 
 def test_writer_aborts_on_error(tmp_path, movie):
