@@ -114,7 +114,7 @@ def test_footprints_smaller_than_half_a_cell_are_dropped():
     A = np.stack([_disk(dims, (15, 15), 8), _disk(dims, (5, 5), 1.5)], 1)
     C = np.ones((2, 10))
     A2, _ = core._drop_small(A, C, opts)
-    assert A2.shape[1] == 1 and np.array_equal(A2[:, 0], A[:, 0])
+    assert A2.shape[1] == 1 and np.array_equal(A2.toarray()[:, 0], A[:, 0])
 
 
 # ------------------------------------------------------------------------------------------

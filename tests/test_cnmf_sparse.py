@@ -1,4 +1,5 @@
-"""CNMF's HALS on sparse footprints gives what the dense (pixels x K) products gave."""
+"""CNMF's sparse footprints and fast paths give what the dense (pixels x K) products and the
+reference numpy/scipy functions gave."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 
-from mesmerize_widgets.algorithms.cnmf import core, model
+from mesmerize_widgets.algorithms.cnmf import core, footprints, model
 
 DIMS = (40, 36)
 
@@ -56,7 +57,7 @@ def test_support_index_equals_the_whole_field_dilation():
     A[:, 3] = 0  # an empty footprint has no support
     A[: DIMS[0], 4] = 1.0  # one touching the field's edge, flat (ties for its brightest pixel)
     cross = ndi.generate_binary_structure(2, 1)
-    idx = core._support_index(A, DIMS, 2, 5.0)
+    idx = footprints.support_index(A, DIMS, 2, 5.0)
     for k in range(A.shape[1]):
         img = A[:, k].reshape(DIMS, order="F")
         want = ndi.binary_dilation(img > 0, cross, iterations=2) if img.any() else np.zeros(DIMS, bool)
@@ -80,7 +81,7 @@ def _dense_hals(mov, A, C, b, f, dims, opts, n_outer=3, n_inner=3):
                     Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k] @ Cf) / AtA[k, k], 0)
         U, V = (mov.Yr @ Cf.T.astype(np.float32)).astype(np.float64), Cf @ Cf.T
         allowed = np.zeros(Ab[:, :K].shape, bool)
-        for k, ix in enumerate(core._support_index(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)):
+        for k, ix in enumerate(footprints.support_index(Ab[:, :K], dims, radius, 3.0 * max(opts.gSig) + 1)):
             allowed[ix, k] = True
         for _ in range(n_inner):
             for k in range(K + nb):
@@ -113,8 +114,54 @@ def test_sparse_hals_gives_the_dense_hals_result():
     opts = core.Options(gSig=(2, 2), nb=1)
     mov = model.Movie(Y)
     b0, f0 = model.init_background(mov, A0, C0, 1, np.random.default_rng(0))
-    got = core.hals(mov, A0, C0, b0, f0, DIMS, opts)
+    A, C, b, f = core.hals(mov, A0, C0, b0, f0, DIMS, opts)
+    got = (A.toarray(), C, b, f)  # the footprints come back sparse
     want = _dense_hals(mov, A0, C0, b0, f0, DIMS, opts)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * np.abs(w).max())
     np.testing.assert_array_equal(got[0] > 0, want[0] > 0)
+
+
+def test_footprints_stay_sparse_through_merging_dropping_and_scaling():
+    """The fit hands footprints from step to step as canonical CSC matrices: the values the
+    dense arrays held, nothing stored for the zeros."""
+    rng = np.random.default_rng(4)
+    A = _blobs(rng, 8)
+    A[:, 2] = 0
+    C = np.maximum(rng.standard_normal((8, 50)), 0)
+    kept, C2 = core._drop_empty(A, C)
+    assert sp.isspmatrix_csc(kept) and kept.has_canonical_format and not np.any(kept.data == 0)
+    np.testing.assert_array_equal(kept.toarray(), A[:, [0, 1, 3, 4, 5, 6, 7]])
+    unit, C3 = core._unit_footprints(kept, C2)
+    np.testing.assert_allclose(np.linalg.norm(unit.toarray(), axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(unit.toarray() @ C3, kept.toarray() @ C2, rtol=1e-6, atol=1e-9)
+    cos = footprints.cosine(kept)
+    dense = kept.toarray() / np.linalg.norm(kept.toarray(), axis=0)
+    np.testing.assert_allclose(cos, dense.T @ dense, atol=1e-12)
+
+
+def test_a_patch_footprint_lands_on_its_pixels_of_the_field():
+    dims, rows, cols = (30, 40), slice(5, 17), slice(20, 31)
+    rng = np.random.default_rng(5)
+    local = np.where(rng.random((12 * 11, 3)) < 0.3, rng.random((12 * 11, 3)), 0).astype(np.float32)
+    got = footprints.embed(sp.csc_matrix(local), rows, cols, dims)
+    for k in range(3):
+        img = np.zeros(dims, np.float32)
+        img[rows, cols] = local[:, k].reshape(12, 11, order="F")
+        np.testing.assert_array_equal(got[:, k].toarray().ravel(), img.reshape(-1, order="F"))
+
+
+def test_the_fast_median_and_rolling_envelope_give_numpy_and_scipy_values():
+    """Seeding's per-pixel median (one partition) and lower envelope (OpenCV's erode/dilate)
+    replace np.median and scipy's filters: the same values, ties and both parities included."""
+    rng = np.random.default_rng(6)
+    for shape in [(7, 500), (3, 4, 501), (5, 2), (9,)]:
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            x[..., ::3] = x[..., :1]  # ties
+            np.testing.assert_array_equal(model.median_last(x), np.median(x, axis=-1, keepdims=True))
+    for w in (1, 3, 49):
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((6, 5, 130)).astype(dtype)
+            want = ndi.maximum_filter1d(ndi.minimum_filter1d(x, w, axis=-1, mode="nearest"), w, axis=-1, mode="nearest")
+            np.testing.assert_array_equal(model.running_min_max(x.copy(), w), want)

@@ -44,12 +44,12 @@ from ...errors import MemoryBudgetError, ParamError
 from ...processes import Workers
 from ..checkpoint import report_resume
 from . import budget, resume
+from . import footprints as fp
 from .deconvolution import deconvolve_in
 from .evaluation import accept_thresholds, select_components
 from .model import Movie as _Movie
 from .model import activity_frames as _activity_frames
-from .model import clean_footprint as _clean_footprint
-from .model import even_slices, noise_psd
+from .model import even_slices, median_last, noise_psd, running_min_max
 from .model import init_background as _init_background
 from .model import pixel_blocks as _blocks
 from .model import rank1 as _rank1
@@ -291,69 +291,6 @@ def _img(a: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
     return a.reshape(dims, order="F")
 
 
-_CROSS = ndi.generate_binary_structure(2, 1)
-
-
-def _support_index(A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None,
-                   support: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Per footprint (column of ``A``), the sorted pixels (Fortran order) of its support dilated
-    by ``radius`` pixels and kept within ``max_radius`` of its brightest pixel (so a footprint
-    cannot creep over its neighbours). Worked out on each footprint's bounding box: a few
-    hundred pixels, where a whole-field image per footprint cost more than HALS' products.
-    ``support``: each footprint's pixels above 0, when known (else found in ``A``)."""
-    d1, d2 = dims
-    out = []
-    for k in range(A.shape[1]):
-        col = A[:, k]
-        nz = np.flatnonzero(col > 0) if support is None else support[k]
-        if not nz.size:
-            out.append(np.zeros(0, np.intp))
-            continue
-        r, c = nz % d1, nz // d1
-        r0, r1 = max(int(r.min()) - radius, 0), min(int(r.max()) + radius + 1, d1)
-        c0, c1 = max(int(c.min()) - radius, 0), min(int(c.max()) + radius + 1, d2)
-        sub = np.zeros((r1 - r0, c1 - c0), bool)
-        sub[r - r0, c - c0] = True
-        sub = ndi.binary_dilation(sub, _CROSS, iterations=radius)
-        if max_radius is not None:
-            vals = col[nz]
-            top = vals == vals.max()  # ties: the first in row-major order, as np.argmax of the image
-            pi, pj = min(zip(r[top].tolist(), c[top].tolist(), strict=True))
-            yy, xx = np.ogrid[r0:r1, c0:c1]
-            sub &= (yy - pi) ** 2 + (xx - pj) ** 2 <= max_radius**2
-        cc, rr = np.nonzero(sub.T)  # column-major: sorted Fortran pixel indices
-        out.append((rr + r0) + (cc + c0) * d1)
-    return out
-
-
-def _sparse_columns(A: np.ndarray, where: list[np.ndarray] | None = None) -> sp.csc_matrix:
-    """CSC of the dense (P, K) ``A`` (Fortran order), column by column; ``where[k]``: sorted
-    pixels holding every nonzero of column k, when known (HALS keeps each footprint on its
-    allowed pixels), so that the whole array is not scanned again."""
-    P, K = A.shape
-    cols = []
-    for k in range(K):
-        if where is None:
-            cols.append(np.flatnonzero(A[:, k]))
-        else:
-            w = where[k]
-            cols.append(w[A[w, k] != 0])
-    data = np.concatenate([A[c, k] for k, c in enumerate(cols)]) if cols else np.zeros(0, A.dtype)
-    return _csc(cols, data, P)
-
-
-def _support_matrix(idx: list[np.ndarray], P: int) -> sp.csc_matrix:
-    """Sparse (P, K) float32 indicator of the pixel sets ``idx``."""
-    return _csc(idx, np.ones(sum(len(i) for i in idx), np.float32), P)
-
-
-def _csc(cols: list[np.ndarray], data: np.ndarray, P: int) -> sp.csc_matrix:
-    """(P, len(cols)) CSC whose column k holds ``data``'s next ``len(cols[k])`` values at rows ``cols[k]``."""
-    ptr = np.concatenate([[0], np.cumsum([len(c) for c in cols], dtype=np.int64)])
-    rows = np.concatenate(cols) if cols else np.zeros(0, np.intp)
-    return sp.csc_matrix((data, rows, ptr), shape=(P, len(cols)))
-
-
 # ------------------------------------------------------------------------------------------
 # initialisation
 # ------------------------------------------------------------------------------------------
@@ -390,11 +327,10 @@ def remove_slow_trend(Y: np.ndarray, n_decay: int) -> np.ndarray:
             base = np.concatenate([2 * sm[..., :1] - sm[..., h:0:-1], sm, 2 * sm[..., -1:] - sm[..., -2 : -h - 2 : -1]],
                                   axis=-1)
             del sm
-            ndi.minimum_filter1d(base, w, axis=-1, output=base, mode="nearest")
-            ndi.maximum_filter1d(base, w, axis=-1, output=base, mode="nearest")
+            running_min_max(base, w)
             Yb -= base[..., h : h + T]
             del base
-        Yb -= np.median(Yb, axis=-1, keepdims=True)
+        Yb -= median_last(Yb)
     return Y
 
 
@@ -427,7 +363,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
     if n_decay:
         remove_slow_trend(Y, n_decay)
     else:
-        Y -= np.median(Y, axis=-1, keepdims=True)
+        Y -= median_last(Y)
     if opts.normalize_init:
         sn = noise_psd(Y, opts.noise_range)
         Y /= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[..., None]
@@ -685,7 +621,7 @@ class _BackgroundSubtracted(_Movie):
 
 def hals(
     mov: _Movie,
-    A: np.ndarray,
+    A: np.ndarray | sp.spmatrix,
     C: np.ndarray,
     b: np.ndarray,
     f: np.ndarray,
@@ -694,36 +630,31 @@ def hals(
     n_outer: int = 3,
     n_inner: int = 3,
     radius: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
     """Alternate HALS updates of C (with f) and A (with b); footprints stay inside a dilation of
-    their support, are thresholded at ``maxthr`` and reduced to one connected piece.
+    their support, are thresholded at ``maxthr`` and reduced to one connected piece. Returns
+    the footprints as a float32 CSC (:mod:`.footprints`).
 
     Each footprint covers a few hundred of the field's pixels, so the products with the movie
     are taken on them alone (:meth:`Movie.AtY_sparse`, :meth:`Movie.YCt_support`) and each
     update meets only the components it overlaps: the same sweeps, in the same order, as with
     dense (P, K) products, at a fraction of their cost."""
+    A = fp.as_csc(A, np.float64)
     K, nb = A.shape[1], b.shape[1]
     if K + nb == 0:
-        return A, C, b, f
+        return A.astype(np.float32), C, b, f
     radius = max(1, int(round(np.mean(opts.gSig) / 2))) if radius is None else radius
-    A = np.array(A, np.float64, order="F")
     b = np.array(b, np.float64)
     Cf = np.vstack([C, f]).astype(np.float64)
-    ext: list[np.ndarray] | None = None  # per footprint, pixels holding all its nonzeros
     for _ in range(n_outer):
         # temporal
-        As = _sparse_columns(A, ext)
-        AtA = _gram(As, b)
-        _trace_sweeps(Cf, mov.AtY_sparse(As, b), AtA, range(K + nb), n_inner)
+        AtA = _gram(A, b)
+        _trace_sweeps(Cf, mov.AtY_sparse(A, b), AtA, range(K + nb), n_inner)
         # spatial: each footprint only on its allowed pixels
-        sup = [As.indices[As.indptr[k] : As.indptr[k + 1]] for k in range(K)]
-        idx = _support_index(A, dims, radius, 3.0 * max(opts.gSig) + 1, [s[A[s, k] > 0] for k, s in enumerate(sup)])
-        ext = [np.union1d(sup[k], idx[k]) for k in range(K)]  # all it may touch in this sweep
+        idx = fp.support_index(A, dims, radius, 3.0 * max(opts.gSig) + 1)
+        ext = [np.union1d(fp.pixels(A, k), idx[k]) for k in range(K)]  # all it may touch in this sweep
         U, Ub = mov.YCt_support(Cf[:K], idx, Cf[K:])
-        _footprint_sweeps(A, b, U, Ub, Cf @ Cf.T, idx, ext, n_inner)
-        for k in range(K):
-            if ext[k].size:
-                _clean_in_box(A[:, k], ext[k], dims, opts.maxthr, opts.extract_cc)
+        A = _footprint_sweeps(A, b, U, Ub, Cf @ Cf.T, idx, ext, n_inner, dims, opts)
     return A.astype(np.float32), Cf[:K].astype(np.float32), b.astype(np.float32), Cf[K:].astype(np.float32)
 
 
@@ -750,51 +681,90 @@ def _trace_sweeps(Cf: np.ndarray, AtY: np.ndarray, AtA: np.ndarray, order: range
             Cf[k] = np.maximum(Cf[k] + (AtY[k] - AtA[k, nz[k]] @ Cf[nz[k]]) / AtA[k, k], 0)
 
 
-def _footprint_sweeps(A: np.ndarray, b: np.ndarray, U: list[np.ndarray], Ub: np.ndarray, V: np.ndarray,
-                      idx: list[np.ndarray], ext: list[np.ndarray], n_inner: int) -> None:
+class _OnPixels:
+    """Footprints held as their values on given pixels (``ext[k]``: every pixel where footprint k
+    is or may become nonzero in a sweep), one flat float64 array, footprint after footprint,
+    with one zero at the end: where a neighbour's pixels miss a footprint, its value is read
+    there."""
+
+    def __init__(self, A: sp.csc_matrix, ext: list[np.ndarray]):
+        self.ext = ext
+        self.lens = np.array([len(e) for e in ext], np.int64)
+        self.start = np.concatenate([[0], np.cumsum(self.lens)])
+        self.zero = int(self.start[-1])
+        self.vals = np.zeros(self.zero + 1)
+        self.px = np.concatenate(ext) if ext else np.zeros(0, np.intp)
+        for k in range(A.shape[1]):
+            self.vals[self.where(k, fp.pixels(A, k))] = fp.values(A, k)
+
+    def where(self, k: int, px: np.ndarray) -> np.ndarray:
+        """Positions in ``vals`` of footprint k's values on the pixels ``px`` (within ``ext[k]``)."""
+        return self.start[k] + np.searchsorted(self.ext[k], px)
+
+    def reading(self, j: int, px: np.ndarray) -> np.ndarray:
+        """Positions of footprint j's values on the pixels ``px``: the zero where it has none."""
+        p = np.searchsorted(self.ext[j], px)
+        hit = p < self.lens[j]
+        hit[hit] = self.ext[j][p[hit]] == px[hit]
+        return np.where(hit, self.start[j] + p, self.zero)
+
+    def span(self, k: int) -> slice:
+        return slice(int(self.start[k]), int(self.start[k + 1]))
+
+    def times(self, w: np.ndarray, P: int) -> np.ndarray:
+        """``A @ w`` over the P pixels."""
+        return np.bincount(self.px, self.vals[:-1] * np.repeat(w, self.lens), minlength=P)
+
+    def to_csc(self, P: int) -> sp.csc_matrix:
+        out = sp.csc_matrix((self.vals[:-1], self.px, self.start), shape=(P, len(self.ext)))
+        out.eliminate_zeros()
+        return out
+
+
+def _footprint_sweeps(A: sp.csc_matrix, b: np.ndarray, U: list[np.ndarray], Ub: np.ndarray, V: np.ndarray,
+                      idx: list[np.ndarray], ext: list[np.ndarray], n_inner: int, dims: tuple[int, int],
+                      opts: Options) -> sp.csc_matrix:
     """HALS sweeps over the footprints (each on its allowed pixels ``idx[k]``), then the
-    background, in place. ``ext[k]``: every pixel where footprint k is or may become nonzero;
-    footprint k's update reads only the components whose ``ext`` meets its allowed pixels."""
+    background (``b``, in place), then each footprint cleaned (:func:`footprints.clean_on_pixels`).
+    ``ext[k]``: every pixel where footprint k is or may become nonzero; footprint k's update
+    reads only the components whose ``ext`` meets its allowed pixels. Returns the new footprints."""
     P, K = A.shape
     nb = b.shape[1]
-    near = (_support_matrix(idx, P).T @ _support_matrix(ext, P)).tocsr()
+    near = (fp.indicator(idx, P).T @ fp.indicator(ext, P)).tocsr()
     near.sort_indices()
-    if not A.flags.f_contiguous:
-        raise ValueError("_footprint_sweeps updates A through a flat view: A must be in Fortran order")
-    flat = A.reshape(-1, order="F")  # a view: (p, j) is p + j·P
+    on = _OnPixels(A, ext)
+    vals = on.vals
     todo = [k for k in range(K) if V[k, k] > 0]
-    # flat positions of each footprint's allowed pixels, of all it may touch, and of its
-    # neighbours' values there (fixed for the sweeps: 1-D takes, not 2-D fancy indexing)
-    own = {k: idx[k] + k * P for k in todo}
-    clear = {k: ext[k] + k * P for k in todo}
+    # positions of each footprint's allowed pixels, and of its neighbours' values there (fixed
+    # for the sweeps: 1-D takes)
+    own = {k: on.where(k, idx[k]) for k in todo}
     cross = {}
     for k in todo:
         nk = near.indices[near.indptr[k] : near.indptr[k + 1]]
-        cross[k] = (idx[k][:, None] + nk[None, :] * P, V[nk, k])
+        pos = np.empty((len(idx[k]), len(nk)), np.int64)
+        for m, j in enumerate(nk):
+            pos[:, m] = on.reading(j, idx[k])
+        cross[k] = (pos, V[nk, k])
     for _ in range(n_inner):
         for k in todo:
             pos, v = cross[k]
-            new = flat[own[k]] + (U[k] - flat.take(pos) @ v - b[idx[k]] @ V[K:, k]) / V[k, k]
-            flat[clear[k]] = 0
-            flat[own[k]] = np.maximum(new, 0)
+            new = vals[own[k]] + (U[k] - vals.take(pos) @ v - b[idx[k]] @ V[K:, k]) / V[k, k]
+            vals[on.span(k)] = 0
+            vals[own[k]] = np.maximum(new, 0)
         for i in range(nb):
             j = K + i
             if V[j, j] > 0:
-                b[:, i] = np.maximum(b[:, i] + (Ub[:, i] - A @ V[:K, j] - b @ V[K:, j]) / V[j, j], 0)
+                b[:, i] = np.maximum(b[:, i] + (Ub[:, i] - on.times(V[:K, j], P) - b @ V[K:, j]) / V[j, j], 0)
+    for k in range(K):
+        if ext[k].size:
+            vals[on.span(k)] = fp.clean_on_pixels(vals[on.span(k)], ext[k], dims, opts.maxthr, opts.extract_cc)
+    return on.to_csc(P)
 
 
-def _clean_in_box(a: np.ndarray, px: np.ndarray, dims: tuple[int, int], maxthr: float, extract_cc: bool) -> None:
-    """:func:`model.clean_footprint` of footprint ``a`` (a contiguous column, Fortran pixel
-    order) in place, on the bounding box of ``px``, the only pixels where it may be nonzero:
-    the same result as on the whole field, without a whole-field image per footprint."""
-    r, c = px % dims[0], px // dims[0]
-    img = a.reshape(dims, order="F")[r.min() : r.max() + 1, c.min() : c.max() + 1]
-    h, w = img.shape
-    img[...] = _clean_footprint(img.ravel(order="F"), (h, w), maxthr, extract_cc).reshape((h, w), order="F")
-
-
-def _drop_empty(A: np.ndarray, C: np.ndarray, min_pixels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    keep = ((A > 0).sum(0) >= min_pixels) & (C.max(1) > 0) if A.shape[1] else np.zeros(0, bool)
+def _drop_empty(A: np.ndarray | sp.spmatrix, C: np.ndarray, min_pixels: int = 3) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Footprints (as CSC) with at least ``min_pixels`` pixels above 0 and a trace above 0."""
+    A = fp.as_csc(A)
+    keep = (fp.positive_pixels(A) >= min_pixels) & (C.max(1) > 0) if A.shape[1] else np.zeros(0, bool)
     return A[:, keep], C[keep]
 
 
@@ -805,22 +775,15 @@ def min_footprint_pixels(gSig: tuple[int, int]) -> int:
     return max(3, int(math.ceil(math.pi * gSig[0] * gSig[1] / 2)))
 
 
-def _footprint_cosine(A: np.ndarray) -> np.ndarray:
-    """(K, K) cosine similarity of the footprints (columns of A)."""
-    nA = np.linalg.norm(A, axis=0)
-    As = _sparse_columns(np.asfortranarray(A))  # footprints rarely overlap: the dense product was P·K² for zeros
-    return (As.T @ As).toarray() / np.maximum(np.outer(nA, nA), 1e-12)
-
-
-def _drop_small(A: np.ndarray, C: np.ndarray, opts: Options) -> tuple[np.ndarray, np.ndarray]:
+def _drop_small(A: np.ndarray | sp.spmatrix, C: np.ndarray, opts: Options) -> tuple[sp.csc_matrix, np.ndarray]:
     return _drop_empty(A, C, min_footprint_pixels(opts.gSig))
 
 
-def _unit_footprints(A: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unit_footprints(A: sp.csc_matrix, C: np.ndarray) -> tuple[sp.csc_matrix, np.ndarray]:
     """Footprints scaled to unit l2 norm (CaImAn's convention), traces scaled to keep A·C."""
-    nrm = np.linalg.norm(A, axis=0)
+    nrm = fp.norms(A)
     nrm[nrm == 0] = 1
-    return A / nrm, C * nrm[:, None]
+    return fp.scale_columns(A, 1.0 / nrm), (C * nrm[:, None]).astype(C.dtype)
 
 
 # ------------------------------------------------------------------------------------------
@@ -835,8 +798,8 @@ PIECE_CORR = 0.6
 SAME_FOOTPRINT = 0.8
 
 
-def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, int] | None = None,
-                     touch: int = 2, touching: bool = True) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+def merge_components(A: np.ndarray | sp.spmatrix, C: np.ndarray, thr: float, dims: tuple[int, int] | None = None,
+                     touch: int = 2, touching: bool = True) -> tuple[sp.csc_matrix, np.ndarray, list[list[int]]]:
     """Merge groups of spatially overlapping components whose traces correlate above ``thr``.
 
     With ``dims``, supports count as overlapping when they come within ``touch`` pixels (a
@@ -848,13 +811,17 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     which share the unfitted background and would chain neighbouring cells into one group.
 
     A group (connected through such pairs) becomes one rank-1 component fitted to the sum of
-    its members' contributions ``sum_i a_i c_i`` on the union of their supports.
+    its members' contributions ``sum_i a_i c_i`` on the union of their supports. The
+    footprints come back as a CSC (:mod:`.footprints`).
     """
-    K = A.shape[1]
+    A = fp.as_csc(A)
+    P, K = A.shape
     if K < 2:
         return A, C, []
-    pos = _sparse_columns(np.asfortranarray(A > 0, np.float32))
-    S = _support_matrix(_support_index(A, dims, touch), A.shape[0]) if dims is not None and touch > 0 else pos
+    pos = A.copy()
+    pos.data = (pos.data > 0).astype(np.float32)
+    pos.eliminate_zeros()
+    S = fp.indicator(fp.support_index(A, dims, touch), P) if dims is not None and touch > 0 else pos
     inter = (S.T @ pos).toarray()  # [i, j]: pixels of j's support inside i's
     overlap = (inter > 0) | (inter.T > 0)
     contained = inter / np.maximum(np.diff(pos.indptr), 1)[None, :] >= PIECE_CONTAINMENT
@@ -862,7 +829,7 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     Cc = C - C.mean(1, keepdims=True)
     sd = np.linalg.norm(Cc, axis=1)
     corr = (Cc @ Cc.T) / np.maximum(np.outer(sd, sd), 1e-12)
-    same = _footprint_cosine(A) >= SAME_FOOTPRINT
+    same = fp.cosine(A) >= SAME_FOOTPRINT
     if touching:
         adj = (overlap & (corr > thr)) | (contained & (corr > min(thr, PIECE_CORR))) | same
     else:
@@ -871,23 +838,27 @@ def merge_components(A: np.ndarray, C: np.ndarray, thr: float, dims: tuple[int, 
     if not adj.any():
         return A, C, []
     n, lab = sp.csgraph.connected_components(sp.csr_matrix(adj), directed=False)
-    newA, newC, groups = [], [], []
+    cols, data, newC, groups = [], [], [], []
     for g in range(n):
         idx = np.flatnonzero(lab == g)
         if len(idx) == 1:
-            newA.append(A[:, idx[0]])
+            cols.append(fp.pixels(A, idx[0]))
+            data.append(fp.values(A, idx[0]))
             newC.append(C[idx[0]])
             continue
         groups.append(idx.tolist())
-        px = np.flatnonzero(A[:, idx].sum(1) > 0)
-        Y = A[px][:, idx].astype(np.float64) @ C[idx].astype(np.float64)
-        best = idx[np.argmax((A[:, idx] ** 2).sum(0) * (C[idx] ** 2).sum(1))]
+        Ag = A[:, idx]
+        px = np.flatnonzero(np.asarray(Ag.sum(1)).ravel() > 0)
+        Ad = Ag[px].toarray().astype(np.float64)
+        Y = Ad @ C[idx].astype(np.float64)
+        best = idx[np.argmax((Ad**2).sum(0) * (C[idx] ** 2).sum(1))]
         a, c = _rank1(Y, C[best], 10)
-        full = np.zeros(A.shape[0], np.float32)
-        full[px] = a
-        newA.append(full)
+        cols.append(px)
+        data.append(a.astype(A.dtype))
         newC.append(c.astype(np.float32))
-    return np.stack(newA, 1), np.stack(newC), groups
+    out = fp.from_columns(cols, np.concatenate(data), P)
+    out.eliminate_zeros()
+    return out, np.stack(newC), groups
 
 
 # ------------------------------------------------------------------------------------------
@@ -899,7 +870,7 @@ def temporal_with_deconvolution(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np
     deconvolution outputs plus YrA (raw trace minus C, baseline included) and the updated f.
     The deconvolution of each sweep is spread over ``workers``."""
     K, nb = A.shape[1], b.shape[1]
-    As = _sparse_columns(np.asfortranarray(A, np.float64))
+    As = fp.as_csc(A, np.float64)
     b = np.asarray(b, np.float64)
     Cf = np.vstack([C, f]).astype(np.float64)
     AtY = mov.AtY_sparse(As, b)
@@ -936,7 +907,8 @@ def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.nda
     rv = np.zeros(K)
     if K == 0:
         return rv
-    AA = _footprint_cosine(A)
+    A = fp.as_csc(A)
+    AA = fp.cosine(A)
     np.fill_diagonal(AA, 0)
     loc = _activity_frames(C, fr)
     for i in range(K):
@@ -947,18 +919,18 @@ def r_values(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarray, f: np.nda
             if loc[j] is not None:
                 idx -= set(loc[j].tolist())
         frames = np.array(sorted(idx if idx else set(loc[i].tolist())), int)
-        px = np.flatnonzero(A[:, i] > 0)
+        px = fp.pixels(A, i)[fp.values(A, i) > 0]
         if px.size < 3:
             continue
         if dims is not None and surround > 0:
-            px = _support_index(A[:, i : i + 1], dims, surround)[0]
+            px = fp.support_index(A[:, i : i + 1], dims, surround)[0]
         rows = mov.rows(px)
         y = rows[:, frames].mean(1)
         if b.shape[1]:
             y = y - b[px] @ f[:, frames].mean(1)
         if surround > 0:  # the transient's image: what the active frames add to the pixels' mean
             y = y - (rows.mean(1) - (b[px] @ f.mean(1) if b.shape[1] else 0))
-        a = A[px, i]
+        a = fp.dense_column(A, i)[px]
         if np.std(y) <= 0 or np.std(a) <= 0:
             continue
         rv[i] = float(np.corrcoef(y, a)[0, 1])
@@ -1055,7 +1027,7 @@ def _median_under(Y: np.ndarray, A: np.ndarray) -> np.ndarray:
     px = np.flatnonzero(np.any(A != 0, axis=1))
     med = np.zeros(len(Y), np.float32 if Y.dtype == np.float32 else np.float64)
     if px.size:
-        med[px] = np.median(Y[px], -1)
+        med[px] = median_last(Y[px])[:, 0]
     return med
 
 
@@ -1141,17 +1113,6 @@ def fit_patch(args: tuple) -> tuple[tuple[slice, slice], sp.csc_matrix, np.ndarr
         A, C, b, f = hals(mov, A, C, b, f, pdims, opts, n_outer=2)
         A, C = _drop_empty(A, C)
     return (rows, cols), sp.csc_matrix(A), C
-
-
-def _embed(A_local: sp.csc_matrix, rows: slice, cols: slice, dims: tuple[int, int]) -> np.ndarray:
-    h, w = rows.stop - rows.start, cols.stop - cols.start
-    Ad = A_local.toarray()
-    out = np.zeros((dims[0] * dims[1], Ad.shape[1]), np.float32)
-    for k in range(Ad.shape[1]):
-        img = np.zeros(dims, np.float32)
-        img[rows, cols] = Ad[:, k].reshape(h, w, order="F")
-        out[:, k] = img.reshape(-1, order="F")
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -1265,7 +1226,7 @@ def _seeds_from_residual(mov: _Movie, A: np.ndarray, C: np.ndarray, b: np.ndarra
         ts = max(1, int(opts.tsub), opts.n_samples)
         tiles = budget.core_tiles(dims, budget.tile_side(T, ts, margin, opts.memory_budget_mb), margin)
         log.info("residual pass in %d tiles to stay within memory_budget_mb=%g", len(tiles), opts.memory_budget_mb)
-    As = _sparse_columns(np.asfortranarray(A)).tocsr()  # a tile's rows meet a few footprints
+    As = fp.as_csc(A).tocsr()  # a tile's rows meet a few footprints
     b = np.asarray(b, np.float32)
     C_seen = budget.average_frames(np.asarray(C, np.float32), ts)
     f_seen = budget.average_frames(np.asarray(f, np.float32), ts)
@@ -1430,9 +1391,8 @@ def _init_patches(mov: _Movie, dims: tuple[int, int], opts: Options, mmap_path: 
         for i, job in zip(todo, jobs, strict=True):
             done(i, fit_patch(job))
     ordered = [parts[i] for i in range(len(grid))]  # the grid's order, however many were resumed
-    As = [_embed(Al, r, c, dims) for (r, c), Al, _ in ordered]
+    A = fp.hstack([fp.embed(Al, r, c, dims) for (r, c), Al, _ in ordered], mov.P)
     Cs = [Cl for _, _, Cl in ordered]
-    A = np.hstack(As) if As else np.zeros((mov.P, 0), np.float32)
     C = np.vstack(Cs) if Cs else np.zeros((0, mov.T), np.float32)
     A, C = _drop_empty(A, C)
     if opts.do_merge:
@@ -1446,7 +1406,7 @@ class _Refined:
     """The model after the HALS rounds; ``mov`` is ``Y - B`` when CNMF-E's ring model is used."""
 
     mov: _Movie
-    A: np.ndarray
+    A: sp.csc_matrix
     C: np.ndarray
     b: np.ndarray
     f: np.ndarray
@@ -1492,7 +1452,7 @@ def _refine(raw: _Movie, A: np.ndarray, C: np.ndarray, dims: tuple[int, int], op
         if r == 0 and not seeded and not opts.cnmfe:
             A2, C2 = _seeds_from_residual(mov, A, C, b, f, dims, opts, workers)
             if A2.shape[1]:
-                A, C = np.hstack([A, A2]), np.vstack([C, C2])
+                A, C = fp.hstack([A, fp.as_csc(A2)], mov.P), np.vstack([C, C2])
                 A, C, b, f = hals(mov, A, C, b, f, dims, opts, n_outer=2)
                 A, C = drop(A, C)
         if opts.do_merge and not seeded:
@@ -1549,7 +1509,7 @@ def _deconvolve_and_evaluate(Yr: np.ndarray, m: _Refined, dims: tuple[int, int],
         b, f = m.ring.low_rank(m.fluct)
     progress(0.95, f"{len(good)} of {A.shape[1]} components accepted")
     return dict(
-        A=A.astype(np.float32), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
+        A=A.toarray().astype(np.float32, copy=False), C=dec["C"], S=dec["S"], YrA=dec["YrA"], b=b.astype(np.float32), f=f,
         g=dec["g"], bl=dec["bl"], c1=dec["c1"], neurons_sn=dec["neurons_sn"], lam=dec["lam"],
         sn=sn.astype(np.float32), SNR_comp=snr, r_values=rv, fast_fraction=fast, idx_components=good,
         idx_components_bad=bad, rv_only_snr_min=snr_min, **extra,
@@ -1609,10 +1569,10 @@ def _fit(Yr: np.ndarray, dims: tuple[int, int], opts: Options, mmap_path: str | 
     else:
         A, C = _init_patches(mov, dims, opts, mmap_path, workers, progress, checkpoint_dir)
     if observe is not None:
-        observe("initialised", A)
+        observe("initialised", A.toarray() if sp.issparse(A) else A)
     patched = not seeded and opts.rf is not None
     n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
     refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress, workers)
     if observe is not None:
-        observe("refined", refined.A)
+        observe("refined", refined.A.toarray())
     return _deconvolve_and_evaluate(Yr, refined, dims, opts, seeded, progress, workers)

@@ -36,6 +36,30 @@ def even_slices(n: int, parts: int) -> list[slice]:
 NOISE_FRAMES = 3072
 
 
+def median_last(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=-1, keepdims=True)``, the same values for arrays without NaN, from one
+    partition at the middle (the lower middle of an even count is the largest value below it):
+    numpy partitions at both middles, 5x slower on a patch's pixels."""
+    n = x.shape[-1]
+    m = n // 2
+    part = np.partition(x, m, axis=-1)
+    mid = part[..., m : m + 1]
+    if n % 2:
+        return mid.copy()
+    return (mid + part[..., :m].max(axis=-1, keepdims=True)) / x.dtype.type(2) if n else mid
+
+
+def running_min_max(x: np.ndarray, w: int) -> np.ndarray:
+    """A minimum then a maximum filter of width ``w`` (odd) along the last axis of the float32
+    ``x`` (``scipy.ndimage`` modes "nearest"), in place: OpenCV's erode/dilate give the same
+    values as ``minimum_filter1d``/``maximum_filter1d``, 3x faster."""
+    flat = x.reshape(-1, x.shape[-1])
+    kernel = np.ones((1, w), np.uint8)
+    flat[...] = cv2.dilate(cv2.erode(flat, kernel, borderType=cv2.BORDER_REPLICATE), kernel,
+                           borderType=cv2.BORDER_REPLICATE)
+    return x
+
+
 def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5),
               max_frames: int = NOISE_FRAMES) -> np.ndarray:
     """Per-row noise std from the mean power spectral density in ``noise_range`` (x Nyquist*2).
