@@ -225,6 +225,39 @@ def test_the_c_order_memmap_is_written_in_large_chunks_and_checked_frame_by_fram
     assert not list((tmp_path / "bad").glob("*.mmap*"))  # no partial memmap left
 
 
+@pytest.mark.parametrize("frames", [1500, 300], ids=["two chunks", "one chunk"])
+def test_mcorrs_order_f_memmap_is_written_as_stored_with_the_same_file_and_images(tmp_path, frames):
+    """mcorr's output (an order-F memmap) goes into the C-order memmap without being turned into
+    images: the same file, and the same summary images (the correlation image summed over the
+    transposed frames), as from the same movie in a TIFF; a bad frame is still named."""
+    from mesmerize_widgets.formats.memmap import save_memmap
+
+    rng = np.random.default_rng(4)
+    movie = (100 + rng.normal(0, 3, (frames, 16, 12))).astype(np.float32)
+    movie[:, 4:9, 3:7] += rng.normal(0, 5, (frames, 1, 1)).astype(np.float32)  # a correlated blob
+    params = get_algorithm("cnmf").schema.validate({"main": {}})
+    tif = tmp_path / "movie.tif"
+    tifffile.imwrite(tif, movie)
+    fmm = save_memmap(movie, tmp_path, "mc", order="F")
+    got, want = {}, {}
+    for src, out in ((fmm, got), (tif, want)):
+        ctx = RunContext(input_path=src, params=params, output_dir=tmp_path / src.suffix[1:], prefix="m")
+        path, acc, dims, n = builtin.write_c_memmap(ctx, 1 << 30)
+        out["file"] = path.read_bytes()
+        out.update(mean=acc.mean(), std=acc.std(), max=acc.max(), cn=acc.correlation_image())
+    assert got["file"] == want["file"]
+    for key in ("mean", "std", "max"):
+        np.testing.assert_array_equal(got[key], want[key])
+    assert got["cn"].shape == (16, 12) and got["cn"][6, 5] > 0.5
+    np.testing.assert_allclose(got["cn"], want["cn"], atol=1e-6)
+    movie[frames - 2, 3, 5] = np.nan
+    bad = save_memmap(movie, tmp_path / "bad", "mc", order="F")
+    ctx = RunContext(input_path=bad, params=params, output_dir=tmp_path / "badout", prefix="m")
+    with pytest.raises(ValueError, match=f"frame {frames - 2} .* NaN"):
+        builtin.write_c_memmap(ctx, 1 << 30)
+    assert not list((tmp_path / "badout").glob("*.mmap*"))
+
+
 @pytest.mark.parametrize("method", ["sparse_nmf", "pca_ica"])
 def test_caiman_only_method_init_is_a_clear_error(tmp_path, method):
     movie = np.ones((30, 20, 20), np.float32)

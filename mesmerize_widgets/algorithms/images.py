@@ -118,3 +118,25 @@ class SummaryAccumulator:
             count[ra, ca] += 1
             count[rb, cb] += 1
         return (total / np.maximum(count, 1)).astype(np.float32)
+
+
+class TransposedSummary:
+    """The images of an accumulator fed each frame transposed, turned back: the projections are
+    per pixel, and a pixel's 4 or 8 neighbours are the same pixels in the transposed frame, so
+    the correlation image is the transposed movie's, transposed. For movies stored with each
+    frame's pixels in Fortran order (CaImAn's memmaps), which read that way need no copy."""
+
+    def __init__(self, acc: SummaryAccumulator):
+        self.acc = acc
+
+    def mean(self) -> np.ndarray:
+        return np.ascontiguousarray(self.acc.mean().T)
+
+    def std(self) -> np.ndarray:
+        return np.ascontiguousarray(self.acc.std().T)
+
+    def max(self) -> np.ndarray:
+        return np.ascontiguousarray(self.acc.max().T)
+
+    def correlation_image(self) -> np.ndarray:
+        return np.ascontiguousarray(self.acc.correlation_image().T)

@@ -83,6 +83,24 @@ class LazyMemmap(LazyArray):
         block = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return np.ascontiguousarray(self._to_frames(block))
 
+    def read_pixel_frames(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Frames ``start`` on of an order-F memmap into ``out`` ((n, P) float32), as the file
+        holds them: each frame's pixels in Fortran order, with no transpose to images (a
+        C-order memmap is written from exactly that). Returns ``out``."""
+        if self.order != "F":
+            raise ValueError(f"{self.path}: read_pixel_frames reads order-F memmaps; this one is order C")
+        self._check_size()
+        n, P = out.shape
+        if P != self.info.n_pixels or out.dtype != DTYPE or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of (n, {self.info.n_pixels})")
+        if start < 0 or start + n > self.info.n_frames:
+            raise IndexError(f"frames {start}:{start + n} outside the movie's {self.info.n_frames}")
+        with open(self.path, "rb") as fh:
+            fh.seek(start * P * DTYPE.itemsize)
+            if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                raise MovieReadError(f"{self.path}: truncated memmap while reading frames {start}:{start + n}")
+        return out
+
     def _read_range(self, start: int, stop: int) -> np.ndarray:
         if self.order == "C":
             return self._read_c(slice(start, stop), stop - start)

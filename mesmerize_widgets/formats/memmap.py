@@ -174,6 +174,16 @@ def reserve(path: str | os.PathLike, n_bytes: int, what: str) -> None:
             os.close(fd)
 
 
+def _write_all(fd: int, data: memoryview, offset: int, path: Path) -> None:
+    """``data`` at ``offset`` of the open file ``fd``, however many writes that takes."""
+    done = 0
+    while done < len(data):
+        n = os.pwrite(fd, data[done : done + (1 << 30)], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"short write into {path}")
+        done += n
+
+
 class MemmapWriter:
     """Streaming writer of a CaImAn memmap.
 
@@ -206,6 +216,7 @@ class MemmapWriter:
         self._tmp = self.directory / f".{self.base}.{uuid.uuid4().hex}.mmap.partial"
         n_pixels = self.dims[0] * self.dims[1] * self.dims[2]
         self._n_pixels = n_pixels
+        self._series: np.ndarray | None = None  # write_pixel_frames' transposed chunk
         if self.order == "F":
             self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
         else:
@@ -280,6 +291,36 @@ class MemmapWriter:
                 for r in range(d1):
                     at = (r * d2 + c) * size
                     if os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize) != size:
+                        raise OSError(errno.EIO, f"short write into {self._tmp}")
+        finally:
+            os.close(fd)
+        self.n_written += n
+
+    def write_pixel_frames(self, block: np.ndarray) -> None:
+        """C order, 2-D frames given as (n, P) with each frame's pixels in Fortran order (an
+        order-F memmap's layout): one transpose to the pixel series, which are then in the file's
+        order, so they go in one write when they are the whole movie, else one per pixel."""
+        if self._closed:
+            raise ValueError("write to a closed MemmapWriter")
+        n = len(block)
+        if self.order != "C" or self.dims[2] != 1 or block.shape[1:] != (self._n_pixels,):
+            raise ValueError(f"write_pixel_frames takes (n, {self._n_pixels}) blocks for a 2-D C-order memmap")
+        if n == 0:
+            return
+        t0 = self._start_of(n)
+        if self._series is None or self._series.size < block.size:
+            self._series = np.empty(block.size, DTYPE)  # reused: its pages fault in once, not per chunk
+        series = self._series[: block.size].reshape(self._n_pixels, n)
+        cv2.transpose(np.ascontiguousarray(block, DTYPE), dst=series)
+        raw = memoryview(series).cast("B")
+        size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
+        fd = os.open(self._tmp, os.O_RDWR)
+        try:
+            if n == self.n_frames_expected:
+                _write_all(fd, raw, 0, self._tmp)
+            else:
+                for p in range(self._n_pixels):
+                    if os.pwrite(fd, raw[p * size : (p + 1) * size], p * stride + t0 * DTYPE.itemsize) != size:
                         raise OSError(errno.EIO, f"short write into {self._tmp}")
         finally:
             os.close(fd)

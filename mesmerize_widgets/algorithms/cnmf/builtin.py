@@ -28,7 +28,7 @@ from ...formats.cnmf_hdf5 import Estimates, save_cnmf
 from ...formats.memmap import MemmapWriter, load_memmap, require_free_space
 from ...processes import Workers, private_memory
 from ..context import RunContext
-from ..images import SummaryAccumulator
+from ..images import SummaryAccumulator, TransposedSummary
 from ..summary.builtin import save_summary_images
 from . import CNMF_GROUPS, core
 
@@ -49,7 +49,7 @@ def write_chunk_frames(dims: tuple[int, int], held_bytes: float) -> int:
 
 def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
                    preflight: Callable[[tuple[int, int], int], None] | None = None
-                   ) -> tuple[Path, SummaryAccumulator, tuple[int, int], int]:
+                   ) -> tuple[Path, SummaryAccumulator | TransposedSummary, tuple[int, int], int]:
     """Stream the input movie into a C-order memmap, checking every frame for NaN/inf;
     ``preflight(dims, n_frames)`` may refuse the run first, before minutes of writing.
     ``held_bytes``: what a chunk of frames may hold (see :func:`write_chunk_frames`)."""
@@ -62,23 +62,37 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
         raise ValueError(f"{ctx.input_path} has {n} frame(s); CNMF needs a movie")
     if preflight is not None:
         preflight(dims, n)
-    acc = SummaryAccumulator(dims, chunk_dtype=np.float32)  # sums of 200 frames: float32 is exact enough
     chunk = write_chunk_frames(dims, held_bytes)
+    # an order-F memmap (mcorr's output) holds each frame's pixels in the order the C-order file
+    # does: read as they are, they go to the file with one transpose, not three, and the summary
+    # images are summed over the frames transposed
+    as_stored = getattr(movie, "order", None) == "F" and hasattr(movie, "read_pixel_frames")
+    # sums of 200 frames: float32 is exact enough
+    acc = SummaryAccumulator(dims[::-1] if as_stored else dims, chunk_dtype=np.float32)
+    buf = np.empty((min(chunk, n), dims[0] * dims[1]), np.float32)  # reused: its pages fault in once
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
-            frames = np.empty((min(chunk, n - start), *dims), np.float32)
-            for s0 in range(0, len(frames), _SUM_FRAMES):
-                part = frames[s0 : s0 + _SUM_FRAMES]
-                part[:] = movie[start + s0 : start + s0 + len(part)]  # cast in place, no float32 copy
-                finite = np.isfinite(part).reshape(len(part), -1).all(1)
+            block = buf[: min(chunk, n - start)]
+            for s0 in range(0, len(block), _SUM_FRAMES):
+                part = block[s0 : s0 + _SUM_FRAMES]
+                if as_stored:
+                    movie.read_pixel_frames(start + s0, part)
+                    frames = part.reshape(len(part), dims[1], dims[0])
+                else:
+                    frames = part.reshape(len(part), *dims)
+                    frames[:] = movie[start + s0 : start + s0 + len(part)]  # cast in place, no float32 copy
+                finite = np.isfinite(part).all(1)
                 if not finite.all():
                     bad = start + s0 + int(np.flatnonzero(~finite)[0])
                     raise ValueError(f"frame {bad} of {ctx.input_path} contains NaN or infinite values")
-                acc.add(part)
+                acc.add(frames)
                 done = start + s0 + len(part)
                 ctx.progress(0.1 * done / n, f"memmap {done}/{n} frames")
-            w.write(frames)
-    return w.path, acc, dims, n
+            if as_stored:
+                w.write_pixel_frames(block)
+            else:
+                w.write(block.reshape(len(block), *dims))
+    return w.path, TransposedSummary(acc) if as_stored else acc, dims, n
 
 
 def _preflight(ctx: RunContext, dims: tuple[int, int], n: int, opts: core.Options, seeded: bool) -> None:

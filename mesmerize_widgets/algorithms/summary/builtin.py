@@ -8,10 +8,10 @@ import numpy as np
 
 from ...arrays import open_movie
 from ..context import RunContext
-from ..images import SummaryAccumulator
+from ..images import SummaryAccumulator, TransposedSummary
 
 
-def save_summary_images(ctx: RunContext, acc: SummaryAccumulator) -> dict[str, Any]:
+def save_summary_images(ctx: RunContext, acc: SummaryAccumulator | TransposedSummary) -> dict[str, Any]:
     """Write the images with mesmerize-core's file names and output keys."""
     outputs: dict[str, Any] = {}
     for kind, image in (("mean", acc.mean()), ("std", acc.std()), ("max", acc.max())):
