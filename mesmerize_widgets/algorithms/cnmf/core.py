@@ -1,7 +1,7 @@
 """Numerical core of the built-in CNMF and CNMF-E (numpy/scipy/OpenCV + OASIS).
 
 The model is CaImAn's: ``Y ≈ A·C + B`` with nonnegative footprints ``A`` (pixels x K, Fortran
-pixel order), traces ``C`` (K x T) following an AR(p) process and a background ``B``. Steps:
+pixel order; sparse from seeding to pruning, :mod:`.footprints`), traces ``C`` (K x T) following an AR(p) process and a background ``B``. Steps:
 
 * initialisation: CaImAn's greedyROI idea (Gaussian-blurred movie, the pixel of highest
   blurred energy seeds a rank-1 NMF on a local window, which is then subtracted) or, for
@@ -380,9 +380,8 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         for blk in _row_blocks(r):  # squares and running sums a block of rows at a time
             r2 = r[blk] * r[blk]
             if opts.rolling_sum and L < T:
-                cs = np.cumsum(r2, axis=-1)
-                cs[..., L:] = cs[..., L:] - cs[..., :-L]
-                out[blk] = cs[..., L - 1 :].max(axis=-1) / L
+                cs = np.cumsum(r2, axis=-1, out=r2)  # windows' sums: the first, then differences
+                out[blk] = np.maximum(cs[..., L - 1], (cs[..., L:] - cs[..., :-L]).max(axis=-1)) / L
             else:
                 out[blk] = r2.mean(axis=-1)
         return out

@@ -51,12 +51,12 @@ def median_last(x: np.ndarray) -> np.ndarray:
 
 def running_min_max(x: np.ndarray, w: int) -> np.ndarray:
     """A minimum then a maximum filter of width ``w`` (odd) along the last axis of the float32
-    ``x`` (``scipy.ndimage`` modes "nearest"), in place: OpenCV's erode/dilate give the same
+    contiguous ``x`` (``scipy.ndimage`` modes "nearest"), in place: OpenCV's erode/dilate give the same
     values as ``minimum_filter1d``/``maximum_filter1d``, 3x faster."""
-    flat = x.reshape(-1, x.shape[-1])
+    flat = x.reshape(-1, x.shape[-1])  # a view: x is contiguous
     kernel = np.ones((1, w), np.uint8)
-    flat[...] = cv2.dilate(cv2.erode(flat, kernel, borderType=cv2.BORDER_REPLICATE), kernel,
-                           borderType=cv2.BORDER_REPLICATE)
+    cv2.erode(flat, kernel, dst=flat, borderType=cv2.BORDER_REPLICATE)
+    cv2.dilate(flat, kernel, dst=flat, borderType=cv2.BORDER_REPLICATE)
     return x
 
 
