@@ -31,9 +31,12 @@ def _pair_slices(dy: int, dx: int, shape: tuple[int, int]):
 class SummaryAccumulator:
     """Feed frames in chunks, then read the projections and the correlation image."""
 
-    def __init__(self, frame_shape: tuple[int, int], neighbours: int = 8, chunk_dtype: Any = np.float64):
+    def __init__(self, frame_shape: tuple[int, int], neighbours: int = 8, chunk_dtype: Any = np.float64,
+                 keep_buffer: bool = False):
         """``chunk_dtype=np.float32`` sums each chunk in float32 (the totals stay float64): exact
-        enough over tens of frames, and half the memory traffic on big frames."""
+        enough over tens of frames, and half the memory traffic on big frames. ``keep_buffer``
+        keeps the centred chunk's array between chunks (a new one per chunk has its pages faulted
+        in each time: a third of a C-order memmap's write) at the cost of holding it throughout."""
         if neighbours not in (4, 8):
             raise ValueError("neighbours must be 4 or 8")
         self.shape = tuple(frame_shape)
@@ -45,6 +48,7 @@ class SummaryAccumulator:
         self._s2 = np.zeros(self.shape)
         self._max = np.full(self.shape, -np.inf)
         self._cross = [np.zeros(self.shape) for _ in self.offsets]
+        self._keep = keep_buffer
         self._buf: np.ndarray | None = None  # see _centred
 
     def add(self, frames: np.ndarray) -> None:
@@ -67,12 +71,14 @@ class SummaryAccumulator:
             acc[ra, ca] += np.einsum("tij,tij->ij", x[:, ra, ca], x[:, rb, cb])
 
     def _centred(self, frames: np.ndarray) -> np.ndarray:
-        """``frames - shift`` in the chunk dtype, in a buffer kept between chunks: a new array per
-        chunk had its pages faulted in each time, a third of a C-order memmap's write."""
+        """``frames - shift`` in the chunk dtype, in one pass (in the kept buffer with ``keep_buffer``)."""
         n = len(frames)
-        if self._buf is None or len(self._buf) < n:
-            self._buf = np.empty((n, *self.shape), self._chunk_dtype)
-        return np.subtract(frames, self._shift.astype(self._chunk_dtype), out=self._buf[:n], dtype=self._chunk_dtype)
+        out = None
+        if self._keep:
+            if self._buf is None or len(self._buf) < n:
+                self._buf = np.empty((n, *self.shape), self._chunk_dtype)
+            out = self._buf[:n]
+        return np.subtract(frames, self._shift.astype(self._chunk_dtype), out=out, dtype=self._chunk_dtype)
 
     def state(self) -> dict[str, np.ndarray]:
         """The partial sums as plain arrays, so a piece of a pass can be saved and added later."""

@@ -68,7 +68,7 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
     # images are summed over the frames transposed
     as_stored = getattr(movie, "order", None) == "F" and hasattr(movie, "read_pixel_frames")
     # sums of 200 frames: float32 is exact enough
-    acc = SummaryAccumulator(dims[::-1] if as_stored else dims, chunk_dtype=np.float32)
+    acc = SummaryAccumulator(dims[::-1] if as_stored else dims, chunk_dtype=np.float32, keep_buffer=True)
     buf = np.empty((min(chunk, n), dims[0] * dims[1]), np.float32)  # reused: its pages fault in once
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
