@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -273,28 +274,16 @@ class MemmapWriter:
 
     def _scatter(self, frames: np.ndarray) -> None:
         """C order, 2-D frames (n, d1, d2): one cache-blocked transpose (OpenCV's: 3-4x faster than
-        numpy's strided copy, which took most of the write) to pixel series in C pixel order, then
-        one ``pwrite`` per series at its Fortran-order row of the reserved file (the page faults
-        of a mapped write cost twice as much)."""
+        numpy's strided copy, which took most of the write) to pixel series in C pixel order,
+        written at their Fortran-order rows of the reserved file (:meth:`_write_series`)."""
         n = len(frames)
         if n == 0:
             return
         t0 = self._start_of(n)
         d1, d2, _ = self.dims
         series = cv2.transpose(np.ascontiguousarray(frames.reshape(n, d1 * d2), DTYPE))  # (d1*d2, n)
-        raw = memoryview(series).cast("B")
-        size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
-        fd = os.open(self._tmp, os.O_RDWR)
-        try:
-            # one write per pixel, in the file's order (pixel c*d1 + r is series row r*d2 + c)
-            for c in range(d2):
-                for r in range(d1):
-                    at = (r * d2 + c) * size
-                    if os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize) != size:
-                        raise OSError(errno.EIO, f"short write into {self._tmp}")
-        finally:
-            os.close(fd)
-        self.n_written += n
+        # the file's pixel c*d1 + r is series row r*d2 + c
+        self._write_series(series, t0, (r * d2 + c for c in range(d2) for r in range(d1)))
 
     def write_pixel_frames(self, block: np.ndarray) -> None:
         """C order, 2-D frames given as (n, P) with each frame's pixels in Fortran order (an
@@ -312,15 +301,23 @@ class MemmapWriter:
             self._series = np.empty(block.size, DTYPE)  # reused: its pages fault in once, not per chunk
         series = self._series[: block.size].reshape(self._n_pixels, n)
         cv2.transpose(np.ascontiguousarray(block, DTYPE), dst=series)
+        self._write_series(series, t0)
+
+    def _write_series(self, series: np.ndarray, t0: int, rows: Iterable[int] | None = None) -> None:
+        """Pixel series (the rows of ``series``, n frames each) into the reserved C-order file from
+        frame ``t0``: the file's pixel p from row ``rows``' p-th (row p when None). One ``pwrite``
+        per pixel (the page faults of a mapped write cost twice as much), or one write in all
+        when they are the whole movie in the file's order."""
+        n = series.shape[1]
         raw = memoryview(series).cast("B")
         size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
         fd = os.open(self._tmp, os.O_RDWR)
         try:
-            if n == self.n_frames_expected:
+            if rows is None and n == self.n_frames_expected:
                 _write_all(fd, raw, 0, self._tmp)
             else:
-                for p in range(self._n_pixels):
-                    if os.pwrite(fd, raw[p * size : (p + 1) * size], p * stride + t0 * DTYPE.itemsize) != size:
+                for p, row in enumerate(range(self._n_pixels) if rows is None else rows):
+                    if os.pwrite(fd, raw[row * size : (row + 1) * size], p * stride + t0 * DTYPE.itemsize) != size:
                         raise OSError(errno.EIO, f"short write into {self._tmp}")
         finally:
             os.close(fd)

@@ -1,7 +1,8 @@
 """Numerical core of the built-in CNMF and CNMF-E (numpy/scipy/OpenCV + OASIS).
 
 The model is CaImAn's: ``Y ≈ A·C + B`` with nonnegative footprints ``A`` (pixels x K, Fortran
-pixel order; sparse from seeding to pruning, :mod:`.footprints`), traces ``C`` (K x T) following an AR(p) process and a background ``B``. Steps:
+pixel order; sparse from seeding to pruning, :mod:`.footprints`), traces ``C`` (K x T)
+following an AR(p) process and a background ``B``. Steps:
 
 * initialisation: CaImAn's greedyROI idea (Gaussian-blurred movie, the pixel of highest
   blurred energy seeds a rank-1 NMF on a local window, which is then subtracted) or, for
