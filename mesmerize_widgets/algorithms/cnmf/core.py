@@ -363,13 +363,15 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         Y -= median_last(Y)
     if opts.normalize_init:
         sn = noise_psd(Y, opts.noise_range)
-        Y /= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[..., None]
+        sn = np.maximum(sn, np.percentile(sn, 10) + 1e-6)
+        Y /= sn[..., None]
     else:
         sn = None
     # the rank-1 window reaches 2*gSig from the seed: a gSiz (2*gSig+1) box would leave the
     # footprint's tails behind, and they would seed duplicates
     gHalf = np.maximum(np.array(opts.gSiz) // 2, 2 * np.array(opts.gSig))
     rho = _blur(Y, opts.gSig, opts.gSiz)
+    kh = ((int(opts.gSiz[0]) | 1) // 2, (int(opts.gSiz[1]) | 1) // 2)  # the blur kernel's reach
     L = int(min(opts.rolling_length, T, 4 * n_decay if n_decay else T))
 
     def energy(r: np.ndarray) -> np.ndarray:
@@ -419,19 +421,23 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         Y[r0:r1, c0:c1] -= patch.reshape(r1 - r0, c1 - c0, T)
         img = np.zeros((d1, d2), np.float32)
         img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
-        if sn is not None:  # undo the normalisation for the footprint
-            img[r0:r1, c0:c1] *= np.maximum(sn, np.percentile(sn, 10) + 1e-6)[r0:r1, c0:c1]
         A[:, n_ok] = img.reshape(-1, order="F")
+        if sn is not None:  # undo the normalisation for the footprint
+            A[:, n_ok] *= sn.reshape(-1, order="F")
         C[n_ok] = c
         n_ok += 1
-        # update the blurred movie and the energy around the new component
         m0, m1 = max(i - 2 * gHalf[0], 0), min(i + 2 * gHalf[0] + 1, d1)
         n0, n1 = max(j - 2 * gHalf[1], 0), min(j + 2 * gHalf[1] + 1, d2)
-        # re-blur the updated movie there (with a margin, so borders match the first pass)
         e0, e1 = max(m0 - gHalf[0], 0), min(m1 + gHalf[0], d1)
         f0, f1 = max(n0 - gHalf[1], 0), min(n1 + gHalf[1], d2)
-        rho[m0:m1, n0:n1] = _blur(Y[e0:e1, f0:f1], opts.gSig, opts.gSiz)[m0 - e0 : m1 - e0, n0 - f0 : n1 - f0]
-        v[m0:m1, n0:n1] = energy(rho[m0:m1, n0:n1])
+        # the blur is linear and frame by frame: the movie's less a ⊗ c is its blur less
+        # blur(a) ⊗ c, which differs from zero within the kernel's reach of a (the window's
+        # margin keeps its border rule out of it), and only there does the energy change
+        u0, u1 = max(r0 - kh[0], 0), min(r1 + kh[0], d1)
+        w0, w1 = max(c0 - kh[1], 0), min(c1 + kh[1], d2)
+        blur_a = _blur(img[e0:e1, f0:f1, None], opts.gSig, opts.gSiz)[u0 - e0 : u1 - e0, w0 - f0 : w1 - f0]
+        rho[u0:u1, w0:w1] -= blur_a * c.astype(np.float32)
+        v[u0:u1, w0:w1] = energy(rho[u0:u1, w0:w1])
         # local maxima again there: a neuron on the flank of the one just removed becomes one;
         # the halo an imperfect subtraction leaves does not, as it loses most of its energy
         loc = v[e0:e1, f0:f1] >= ndi.maximum_filter(v[e0:e1, f0:f1], size=size, mode="nearest")
