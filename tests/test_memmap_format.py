@@ -156,6 +156,32 @@ def test_reserve_on_a_full_disk_refuses_and_leaves_the_files_as_they_were(tmp_pa
     assert lines[-1] == "['kept'] 600"
 
 
+def test_writer_C_from_pixel_frames_in_reused_blocks(tmp_path, movie):
+    """An order-F memmap's frames (pixels in Fortran order), given 7 at a time in one reused
+    buffer as a reader hands them, make the same file as the frames written as images; a
+    chunk that comes short of what was promised is refused and leaves no file."""
+    flat = np.ascontiguousarray(movie.transpose(0, 2, 1)).reshape(T, D1 * D2)  # order-F layout
+
+    def blocks(start, stop, buf):
+        for s in range(start, stop, 7):
+            k = min(7, stop - s)
+            buf[:k] = flat[s : s + k]
+            yield buf[:k]
+            buf[:] = np.nan  # a block is not held after the next one is asked for
+
+    buf = np.empty((7, D1 * D2), np.float32)
+    with MemmapWriter(tmp_path / "a", "c", (D1, D2), order="C", n_frames=T) as w:
+        w.write_pixel_frames(blocks(0, 30, buf), 30)
+        w.write_pixel_frames(blocks(30, T, buf), T - 30)
+    with MemmapWriter(tmp_path / "b", "c", (D1, D2), order="C", n_frames=T) as ref:
+        ref.write(movie)
+    assert w.path.read_bytes() == ref.path.read_bytes()
+    with pytest.raises(ValueError, match="promised 30 frames and given 21"):
+        with MemmapWriter(tmp_path / "c", "c", (D1, D2), order="C", n_frames=T) as w:
+            w.write_pixel_frames(blocks(0, 21, buf), 30)
+    assert not list((tmp_path / "c").iterdir())
+
+
 def test_writer_C_requires_frames(tmp_path, movie):
     with pytest.raises(ValueError, match="n_frames"):
         MemmapWriter(tmp_path, "c", (D1, D2), order="C")

@@ -217,7 +217,7 @@ class MemmapWriter:
         self._tmp = self.directory / f".{self.base}.{uuid.uuid4().hex}.mmap.partial"
         n_pixels = self.dims[0] * self.dims[1] * self.dims[2]
         self._n_pixels = n_pixels
-        self._series: np.ndarray | None = None  # write_pixel_frames' transposed chunk
+        self._series: np.ndarray | None = None  # write_pixel_frames' pixel series
         if self.order == "F":
             self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
         else:
@@ -285,23 +285,34 @@ class MemmapWriter:
         # the file's pixel c*d1 + r is series row r*d2 + c
         self._write_series(series, t0, (r * d2 + c for c in range(d2) for r in range(d1)))
 
-    def write_pixel_frames(self, block: np.ndarray) -> None:
-        """C order, 2-D frames given as (n, P) with each frame's pixels in Fortran order (an
-        order-F memmap's layout): one transpose to the pixel series, which are then in the file's
-        order, so they go in one write when they are the whole movie, else one per pixel."""
+    def write_pixel_frames(self, parts: Iterable[np.ndarray], n: int) -> None:
+        """C order: the next ``n`` 2-D frames, given as consecutive (k, P) blocks with each frame's
+        pixels in Fortran order (an order-F memmap's layout). Each block is transposed into its
+        columns of one (P, n) buffer of pixel series, which are then in the file's order: one
+        write when they are the whole movie, else one per pixel. ``parts`` may be a generator
+        that reuses one block buffer: a block is not held after the next is asked for."""
         if self._closed:
             raise ValueError("write to a closed MemmapWriter")
-        n = len(block)
-        if self.order != "C" or self.dims[2] != 1 or block.shape[1:] != (self._n_pixels,):
-            raise ValueError(f"write_pixel_frames takes (n, {self._n_pixels}) blocks for a 2-D C-order memmap")
-        if n == 0:
-            return
+        if self.order != "C" or self.dims[2] != 1:
+            raise ValueError("write_pixel_frames writes 2-D C-order memmaps")
         t0 = self._start_of(n)
-        if self._series is None or self._series.size < block.size:
-            self._series = np.empty(block.size, DTYPE)  # reused: its pages fault in once, not per chunk
-        series = self._series[: block.size].reshape(self._n_pixels, n)
-        cv2.transpose(np.ascontiguousarray(block, DTYPE), dst=series)
-        self._write_series(series, t0)
+        if self._series is None or self._series.size < self._n_pixels * n:
+            self._series = np.empty(self._n_pixels * n, DTYPE)  # reused: its pages fault in once
+        series = self._series[: self._n_pixels * n].reshape(self._n_pixels, n)
+        filled = 0
+        for block in parts:
+            k = len(block)
+            if block.shape[1:] != (self._n_pixels,) or filled + k > n:
+                raise ValueError(f"write_pixel_frames takes {n} frames as (k, {self._n_pixels}) blocks; "
+                                 f"got {block.shape} after {filled}")
+            if k:
+                # OpenCV transposes into the column slice in place (rows of it are contiguous)
+                cv2.transpose(np.ascontiguousarray(block, DTYPE), dst=series[:, filled : filled + k])
+            filled += k
+        if filled != n:
+            raise ValueError(f"write_pixel_frames was promised {n} frames and given {filled}")
+        if n:
+            self._write_series(series, t0)
 
     def _write_series(self, series: np.ndarray, t0: int, rows: Iterable[int] | None = None) -> None:
         """Pixel series (the rows of ``series``, n frames each) into the reserved C-order file from
