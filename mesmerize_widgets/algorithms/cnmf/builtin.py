@@ -91,8 +91,8 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
             ctx.progress(0.1 * done / n, f"memmap {done}/{n} frames")
             yield part
 
-    # as stored, the writer transposes each 200 frames into its own buffer as they come, so
-    # only they are held here (fresh pages cost: on a VM, 0.6 s per 262 MB touched the first time)
+    # as stored, the writer transposes each 200 frames into the mapped file as they come, so
+    # only they are held (fresh pages cost: 0.6 s per 262 MB touched the first time on this VM)
     buf = np.empty((min(_SUM_FRAMES if as_stored else chunk, n), dims[0] * dims[1]), np.float32)
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
