@@ -341,7 +341,8 @@ def _row_blocks(Y: np.ndarray, values: int = 1 << 22) -> list[slice]:
 
 # long: one greedy loop whose state (the residual movie, its blur, the energy, the blocked
 # pixels) every step updates around the last seed; split, it would pass all of it back and forth
-def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = None, *,
+                overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """CaImAn's greedyROI idea on a (d1, d2, T) movie; returns A (P, K') and C (K', T).
 
     Stops before K when no pixel's blurred energy rises above what noise alone gives (5 sigma
@@ -351,12 +352,13 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
     slow trends are removed first (:func:`remove_slow_trend`) and the energy is the largest mean
     over ``4 * n_decay`` frames rather than ``rolling_length``, else a bleaching or drifting field
     outweighs every sparse neuron, and a neuron firing thrice ranks far below one firing often.
+    With ``overwrite`` a float32 ``Y3`` is worked on in place (a caller done with it saves a copy).
     """
     d1, d2, T = Y3.shape
     P = d1 * d2
     if K <= 0:
         return np.zeros((P, 0), np.float32), np.zeros((0, T), np.float32)
-    Y = Y3.astype(np.float32, copy=True)
+    Y = Y3.astype(np.float32, copy=not overwrite)
     if n_decay:
         remove_slow_trend(Y, n_decay)
     else:
@@ -1171,7 +1173,7 @@ def _tile_seeds(mov: _Movie, t: _ResidualTile) -> tuple[np.ndarray, np.ndarray]:
     h, w = t.rows.stop - t.rows.start, t.cols.stop - t.cols.start
     idx = budget.region_pixels(t.dims, t.rows, t.cols)
     R3 = _residual_rows(mov, t.A_idx, t.C, t.b_idx, t.f, idx, t.ts).reshape(w, h, -1).transpose(1, 0, 2)
-    A2, C2 = greedy_init(R3, t.opts, t.k, _decay_frames(t.opts, mov.T, R3.shape[-1], t.ts))
+    A2, C2 = greedy_init(R3, t.opts, t.k, _decay_frames(t.opts, mov.T, R3.shape[-1], t.ts), overwrite=True)
     del R3
     pr, pc = np.unravel_index(np.argmax(A2, axis=0), (h, w), order="F")
     own = ((pr + t.rows.start >= t.core_r.start) & (pr + t.rows.start < t.core_r.stop)
