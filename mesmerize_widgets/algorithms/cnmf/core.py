@@ -1132,19 +1132,21 @@ def _residual_budget(dims: tuple[int, int], opts: Options) -> int:
 
 
 def _residual_rows(mov: _Movie, A_idx: sp.csr_matrix, C_seen: np.ndarray, b_idx: np.ndarray, f_seen: np.ndarray,
-                   idx: np.ndarray, ts: int) -> np.ndarray:
-    """``Y - A·C - b·f`` on the pixels ``idx``, averaged ``ts`` frames at a time, a block at a
-    time. ``A_idx``, ``b_idx``: the footprints' and the background's rows there; ``C_seen``,
+                   idx: np.ndarray, ts: int, h: int) -> np.ndarray:
+    """``Y - A·C - b·f`` on the pixels ``idx`` (a rectangle ``h`` rows high, Fortran order),
+    averaged ``ts`` frames at a time, a block at a time, as a C-contiguous (h, w, frames) movie.
+    ``A_idx``, ``b_idx``: the footprints' and the background's rows there; ``C_seen``,
     ``f_seen``: the traces averaged as the movie is (the model is linear in them), so what a
     worker is sent is as long as what seeding sees, not as the movie."""
-    out = np.empty((len(idx), budget.n_seen(mov.T, ts)), np.float32)
+    out = np.empty((h, len(idx) // h, budget.n_seen(mov.T, ts)), np.float32)
     pos = 0
     for blk in budget.index_blocks(idx, mov.T):
         n = len(blk)
         R = budget.average_frames(mov.rows(blk), ts)  # an index array: a copy, never a view of the memmap
         R -= A_idx[pos : pos + n] @ C_seen
         R -= b_idx[pos : pos + n] @ f_seen
-        out[pos : pos + n] = R
+        j = np.arange(pos, pos + n)
+        out[j % h, j // h] = R  # pixel j of the rectangle: row j % h, column j // h
         pos += n
     return out
 
@@ -1172,7 +1174,7 @@ def _tile_seeds(mov: _Movie, t: _ResidualTile) -> tuple[np.ndarray, np.ndarray]:
     seeds whose peak lies in the tile's core (the margin's are the neighbouring tiles')."""
     h, w = t.rows.stop - t.rows.start, t.cols.stop - t.cols.start
     idx = budget.region_pixels(t.dims, t.rows, t.cols)
-    R3 = _residual_rows(mov, t.A_idx, t.C, t.b_idx, t.f, idx, t.ts).reshape(w, h, -1).transpose(1, 0, 2)
+    R3 = _residual_rows(mov, t.A_idx, t.C, t.b_idx, t.f, idx, t.ts, h)
     A2, C2 = greedy_init(R3, t.opts, t.k, _decay_frames(t.opts, mov.T, R3.shape[-1], t.ts), overwrite=True)
     del R3
     pr, pc = np.unravel_index(np.argmax(A2, axis=0), (h, w), order="F")
