@@ -1576,10 +1576,8 @@ def _fit(Yr: np.ndarray, dims: tuple[int, int], opts: Options, mmap_path: str | 
         A, C = _init_patches(mov, dims, opts, mmap_path, workers, progress, checkpoint_dir)
     if observe is not None:
         observe("initialised", A.toarray() if sp.issparse(A) else A)
-    # one round of HALS over the whole field, with patches too: it already runs 3 + 2 (+ 1 after
-    # merging) passes around the residual pass, and pruning more; a second round cost a tenth of
-    # a 1,000-frame fit and changed no cell found (simulator, precision suite, real recordings)
-    n_rounds = 2 if (refit or uses_ring(opts)) else 1
+    patched = not seeded and opts.rf is not None
+    n_rounds = 2 if (refit or patched or uses_ring(opts)) else 1
     refined = _refine(mov, A, C, dims, opts, n_rounds, seeded, rng, progress, workers)
     if observe is not None:
         observe("refined", refined.A.toarray())
