@@ -263,16 +263,28 @@ class MemmapWriter:
 
     def _scatter(self, frames: np.ndarray) -> None:
         """C order, 2-D frames (n, d1, d2): one cache-blocked transpose (OpenCV's: 3-4x faster than
-        numpy's strided copy, which took most of the write) to pixel series in C pixel order,
-        written at their Fortran-order rows of the reserved file (:meth:`_write_series`)."""
+        numpy's strided copy, which took most of the write) to pixel series in C pixel order, then
+        one ``pwrite`` per series at its Fortran-order row of the reserved file (the page faults
+        of a mapped write of a few frames in every page cost twice as much)."""
         n = len(frames)
         if n == 0:
             return
         t0 = self._start_of(n)
         d1, d2, _ = self.dims
         series = cv2.transpose(np.ascontiguousarray(frames.reshape(n, d1 * d2), DTYPE))  # (d1*d2, n)
-        # the file's pixel c*d1 + r is series row r*d2 + c
-        self._write_series(series, t0, (r * d2 + c for c in range(d2) for r in range(d1)))
+        raw = memoryview(series).cast("B")
+        size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
+        fd = os.open(self._tmp, os.O_RDWR)
+        try:
+            # one write per pixel, in the file's order (pixel c*d1 + r is series row r*d2 + c)
+            for c in range(d2):
+                for r in range(d1):
+                    at = (r * d2 + c) * size
+                    if os.pwrite(fd, raw[at : at + size], (c * d1 + r) * stride + t0 * DTYPE.itemsize) != size:
+                        raise OSError(errno.EIO, f"short write into {self._tmp}")
+        finally:
+            os.close(fd)
+        self.n_written += n
 
     def write_pixel_frames(self, parts: Iterable[np.ndarray], n: int) -> None:
         """C order: the next ``n`` 2-D frames, given as consecutive (k, P) blocks with each frame's
@@ -302,22 +314,6 @@ class MemmapWriter:
             del mm  # unmapped now; no msync (see write)
         if filled != n:
             raise ValueError(f"write_pixel_frames was promised {n} frames and given {filled}")
-        self.n_written += n
-
-    def _write_series(self, series: np.ndarray, t0: int, rows: Iterable[int]) -> None:
-        """Pixel series (the rows of ``series``, n frames each) into the reserved C-order file from
-        frame ``t0``: the file's pixel p from row ``rows``' p-th, one ``pwrite`` per pixel (the
-        page faults of a mapped write of a few frames in every page cost twice as much)."""
-        n = series.shape[1]
-        raw = memoryview(series).cast("B")
-        size, stride = n * DTYPE.itemsize, self.n_frames_expected * DTYPE.itemsize
-        fd = os.open(self._tmp, os.O_RDWR)
-        try:
-            for p, row in enumerate(rows):
-                if os.pwrite(fd, raw[row * size : (row + 1) * size], p * stride + t0 * DTYPE.itemsize) != size:
-                    raise OSError(errno.EIO, f"short write into {self._tmp}")
-        finally:
-            os.close(fd)
         self.n_written += n
 
     def close(self) -> Path:

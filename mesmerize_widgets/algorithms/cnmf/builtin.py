@@ -92,7 +92,8 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
             yield part
 
     # as stored, the writer transposes each 200 frames into the mapped file as they come, so
-    # only they are held (fresh pages cost: 0.6 s per 262 MB touched the first time on this VM)
+    # only they are held: a buffer costs time as well as memory where fresh pages are slow (on
+    # the project's VMs, 0.6 s per 262 MB touched the first time)
     buf = np.empty((min(_SUM_FRAMES if as_stored else chunk, n), dims[0] * dims[1]), np.float32)
     with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
