@@ -160,6 +160,11 @@ def test_the_fast_median_and_rolling_envelope_give_numpy_and_scipy_values():
             x = rng.standard_normal(shape).astype(dtype)
             x[..., ::3] = x[..., :1]  # ties
             np.testing.assert_array_equal(model.median_last(x), np.median(x, axis=-1, keepdims=True))
+    # float32 is partitioned as integers: signs, zeros of either sign, infinities, a strided view
+    x = np.array([[-3, -1, -2, 5], [-0.0, 0.0, -1e-30, 1e-30], [np.inf, -np.inf, 1, 2], [-7, -5, -6, -4]], np.float32)
+    np.testing.assert_array_equal(model.median_last(x), np.median(x, axis=-1, keepdims=True))
+    y = rng.standard_normal((8, 301)).astype(np.float32)[::2, ::3]
+    np.testing.assert_array_equal(model.median_last(y), np.median(y, axis=-1, keepdims=True))
     for w in (1, 3, 49):
         for dtype in (np.float32, np.float64):
             x = rng.standard_normal((6, 5, 130)).astype(dtype)
