@@ -6,7 +6,9 @@ each worker and die there ("An attempt has been made to start a new process befo
 process has finished its bootstrapping phase"). Notebooks have no main file, which is why they
 never saw it. Our workers need nothing from ``__main__`` (they run our own functions), so the
 pools here hide it from multiprocessing while their workers start, and the default Dask cluster
-starts its workers with ``dask spec`` subprocesses (see ``runner.dask_runner``).
+starts its workers with ``dask spec`` subprocesses (see ``runner.dask_runner``). A fit's
+workers are forked from Python's "forkserver", which imports what they run once for all of
+them (:class:`Workers`). Every pool worker ends with the process that started it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _lock = threading.RLock()
@@ -142,7 +144,7 @@ def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
     overlaps their start (a second or two each).
     """
     ex = ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("spawn"),
-                             initializer=initializer, initargs=initargs)
+                             initializer=_worker_init, initargs=(initializer, initargs))
     threads = {} if threads_per_worker is None else dict.fromkeys(THREAD_VARS, str(threads_per_worker))
     with main_module_hidden(), environment(threads):
         # each submission finds no idle worker (they take a second to start) and adds one;
@@ -153,25 +155,88 @@ def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
     return ex
 
 
+def _worker_init(initializer: Callable[..., Any] | None, initargs: tuple) -> None:
+    """Every pool worker's start: it ends when the process that started it ends, then the
+    caller's ``initializer``. A pool's workers wait for tasks on a queue that they, too, hold
+    open, so a job killed outright (the kernel's OOM killer, ``kill -9``, a lost node) left
+    them waiting for ever, each holding its memory."""
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="parent-watch").start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _exit_with(sentinel: int) -> None:
+    from multiprocessing.connection import wait as wait_ready
+
+    wait_ready([sentinel])  # readable once the parent's end of it is closed: the parent is gone
+    os._exit(1)
+
+
+def _import_all(modules: tuple[str, ...]) -> None:
+    for m in modules:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(m)
+
+
 @dataclass
 class Workers:
     """A job's pool of single-threaded worker processes and its size, shared by the steps of the
-    job that can spread their work (a pool per step would start its processes again each time)."""
+    job that can spread their work (a pool per step would start its processes again each time).
+
+    Where the platform has it, the workers are forked from a "forkserver" process that imports
+    the modules they need once, as the job's first steps run, so no worker imports anything:
+    with "spawn" each worker imported them again (our modules, then OASIS's scipy.signal), about
+    a second of CPU time each that a 2-core machine took from the job. The server is Python's, one per process, so a later job's
+    workers start at once."""
 
     pool: ProcessPoolExecutor
     n: int
+    _starting: threading.Thread | None = None
+    _failed: list[BaseException] = field(default_factory=list)
 
     @classmethod
-    def start(cls, n: int, preload: str | None = None) -> Workers:
-        """``n`` workers, started without waiting for them; each imports the module ``preload``
-        as it starts (unpickling the first task would, with the task waiting)."""
-        init, args = (importlib.import_module, (preload,)) if preload else (None, ())
-        return cls(spawn_pool(n, initializer=init, initargs=args, threads_per_worker=1, ready=False), n)
+    def start(cls, n: int, preload: str | tuple[str, ...] = ()) -> Workers:
+        """``n`` workers, started without waiting for them, that have imported the modules
+        ``preload`` (those that cannot be imported are left out)."""
+        modules = (preload,) if isinstance(preload, str) else tuple(preload)
+        if "forkserver" not in mp.get_all_start_methods():
+            return cls(spawn_pool(n, _import_all, (modules,), threads_per_worker=1, ready=False), n)
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(list(modules))  # taken by the server when it starts
+        workers = cls(ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
+                                          initargs=(_import_all, (modules,))), n)
+        # each process start waits for the server's imports: done by a thread, the caller goes on
+        workers._starting = threading.Thread(target=workers._launch, daemon=True, name="workers-start")
+        workers._starting.start()
+        return workers
+
+    def _launch(self) -> None:
+        threads = dict.fromkeys(THREAD_VARS, "1")  # the server's, so its forks' too
+        try:
+            with main_module_hidden(), environment(threads):
+                for _ in range(self.n):  # a process per submission, none of them idle yet
+                    self.pool.submit(time.sleep, 0)
+        except BaseException as e:  # noqa: BLE001 - given to the caller's next call
+            self._failed.append(e)
+
+    def _ready(self) -> None:
+        """Wait until every process is started (a submission before would start one more, with
+        the caller's main module visible to it)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._failed:
+            raise RuntimeError("the worker processes could not be started") from self._failed[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Any) -> Iterator[Any]:
+        self._ready()
         return self.pool.map(fn, *iterables)
 
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Workers:

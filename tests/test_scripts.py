@@ -123,6 +123,40 @@ def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
             proc.kill()
 
 
+def test_a_killed_job_leaves_no_worker_processes(tmp_path):
+    """A fit's pool (forked from Python's forkserver) and mcorr's (spawned) wait for tasks on
+    a queue they hold open themselves: a job killed with SIGKILL (the OOM killer, a cancelled
+    item) left them, and the forkserver, waiting for ever, each with its memory."""
+    import signal
+
+    import psutil
+
+    script = tmp_path / "hold.py"
+    script.write_text(textwrap.dedent("""\
+        import time
+        from mesmerize_widgets.processes import Workers, spawn_pool
+        fit = Workers.start(2, preload=("mesmerize_widgets.algorithms.cnmf.core",))
+        assert list(fit.map(abs, [-1, -2])) == [1, 2]
+        mcorr = spawn_pool(1)
+        print("ready", flush=True)
+        time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=_script_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert sum("forkserver" in " ".join(p.cmdline()) for p in tree) == 3  # the server and its 2 forks
+        assert sum("spawn_main" in " ".join(p.cmdline()) for p in tree) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        assert not alive, [p.cmdline()[:4] for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
     """Two items at a time on 2 cores: one BLAS/OpenMP/OpenCV thread each (each library would
     start one per core, and four spinning threads on two cores ran slower than one item at a

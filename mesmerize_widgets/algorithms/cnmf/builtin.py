@@ -204,8 +204,8 @@ def _run(ctx: RunContext, cnmfe: bool) -> dict[str, Any]:
         raise ValueError("the CNN classifier is CaImAn-only: set use_cnn=False or run with backend='caiman'")
     seeded = bool(params.get("Ain_path"))
     n_proc = int(main.get("n_processes") or ctx.n_processes or 1)
-    # the fit's workers start (import) while the memmap is written
-    workers = Workers.start(n_proc, preload=core.__name__) if n_proc > 1 and opts.rf is not None and not seeded else None
+    # the fit's workers start while the memmap is written
+    workers = Workers.start(n_proc, preload=core.WORKER_MODULES) if n_proc > 1 and opts.rf is not None and not seeded else None
     with workers or contextlib.nullcontext():
         return _fit_and_save(ctx, params, opts, cnmfe, seeded, workers)
 

@@ -58,6 +58,10 @@ from .ring import RingModel, ds_dims, scratch_bytes
 
 log = logging.getLogger(__name__)
 
+#: what a fit's worker processes run: this module's patch fits and residual pass, and OASIS
+#: (which imports scipy.signal, half a second) for the deconvolutions
+WORKER_MODULES = (__name__, "oasis.functions")
+
 ProgressFn = Callable[[float, str], None]
 
 #: initialisations the builtin backend implements (the others are CaImAn-only)
@@ -1555,7 +1559,7 @@ def fit(
         opts.rf = None
     check_geometry(dims, opts)
     if workers is None and opts.rf is not None and n_processes > 1:
-        with Workers.start(n_processes, preload=__name__) as own:
+        with Workers.start(n_processes, preload=WORKER_MODULES) as own:
             return _fit(Yr, dims, opts, mmap_path, Ain, refit, own, progress, checkpoint_dir, observe)
     return _fit(Yr, dims, opts, mmap_path, Ain, refit, workers, progress, checkpoint_dir, observe)
 
