@@ -98,22 +98,23 @@ def test_log_progress_is_a_line_per_finish_or_interval():
     assert out.getvalue().splitlines()[-1].startswith("items: 100% of 4 (4 finished)")
 
 
-def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
-    """Its scheduler and workers are subprocesses: a script killed with SIGKILL (the OOM killer,
-    a scheduler's time limit) must not leave them running."""
+def _kill_holding_script(tmp_path: Path, body: str, expect: dict[str, int]) -> None:
+    """Run ``body`` (which prints "ready" and sleeps), check its process tree holds at least
+    ``expect[word]`` processes whose command line has ``word``, kill it with SIGKILL and check
+    that the whole tree ends."""
     import signal
 
     import psutil
 
     script = tmp_path / "hold.py"
-    script.write_text("import time\nfrom mesmerize_widgets.runner import default_client\n"
-                      "default_client(2)\nprint('ready', flush=True)\ntime.sleep(600)\n")
+    script.write_text(textwrap.dedent(body) + "print('ready', flush=True)\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=_script_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         tree = psutil.Process(proc.pid).children(recursive=True)
-        assert sum("dask" in " ".join(p.cmdline()) for p in tree) >= 3  # scheduler and 2 nannies
+        for word, n in expect.items():
+            assert sum(word in " ".join(p.cmdline()) for p in tree) >= n, (word, [p.cmdline()[:4] for p in tree])
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         _, alive = psutil.wait_procs(tree, timeout=30)
@@ -121,40 +122,29 @@ def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_default_cluster_does_not_outlive_a_killed_script(tmp_path):
+    """Its scheduler and workers are subprocesses: a script killed with SIGKILL (the OOM killer,
+    a scheduler's time limit) must not leave them running."""
+    _kill_holding_script(tmp_path, """\
+        import time
+        from mesmerize_widgets.runner import default_client
+        default_client(2)
+    """, {"dask": 3})  # the scheduler and 2 nannies
 
 
 def test_a_killed_job_leaves_no_worker_processes(tmp_path):
     """A fit's pool (forked from Python's forkserver) and mcorr's (spawned) wait for tasks on
     a queue they hold open themselves: a job killed with SIGKILL (the OOM killer, a cancelled
     item) left them, and the forkserver, waiting for ever, each with its memory."""
-    import signal
-
-    import psutil
-
-    script = tmp_path / "hold.py"
-    script.write_text(textwrap.dedent("""\
+    _kill_holding_script(tmp_path, """\
         import time
         from mesmerize_widgets.processes import Workers, spawn_pool
         fit = Workers.start(2, preload=("mesmerize_widgets.algorithms.cnmf.core",))
         assert list(fit.map(abs, [-1, -2])) == [1, 2]
         mcorr = spawn_pool(1)
-        print("ready", flush=True)
-        time.sleep(600)
-    """))
-    proc = subprocess.Popen([sys.executable, script.name], cwd=tmp_path, env=_script_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        tree = psutil.Process(proc.pid).children(recursive=True)
-        assert sum("forkserver" in " ".join(p.cmdline()) for p in tree) == 3  # the server and its 2 forks
-        assert sum("spawn_main" in " ".join(p.cmdline()) for p in tree) == 1
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        _, alive = psutil.wait_procs(tree, timeout=30)
-        assert not alive, [p.cmdline()[:4] for p in alive]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    """, {"forkserver": 3, "spawn_main": 1})  # the server and its 2 forks; mcorr's worker
 
 
 def test_items_share_the_cores_instead_of_each_taking_all(monkeypatch):
