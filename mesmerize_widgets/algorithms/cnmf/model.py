@@ -102,7 +102,11 @@ def noise_psd(Y: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5),
 
 
 class Movie:
-    """Pixel-block products with a (P, T) movie held in memory or in a C-order memmap."""
+    """Pixel-block products with a (P, T) movie held in memory or in a C-order memmap.
+
+    The background's one or two columns multiply the movie a vector at a time: for a matrix
+    product OpenBLAS first copies (packs) the whole block, and with two columns the copy is most
+    of the work, 2-4x the time of two matrix-vector products, on both cores."""
 
     def __init__(self, Yr: np.ndarray):
         self.Yr = Yr
@@ -127,7 +131,7 @@ class Movie:
         Float32 as the products are: a float64 K x T would double what grows with the movie."""
         K, nb = A.shape[1], b.shape[1]
         A = sp.csr_matrix(A, dtype=np.float32)
-        b32 = np.asarray(b, np.float32)
+        bT = np.ascontiguousarray(np.asarray(b, np.float32).T)
         out = np.zeros((K + nb, self.T), np.float32)
         for blk in self.blocks:
             Ablk = A[blk]
@@ -136,8 +140,8 @@ class Movie:
             Y = self.rows(blk)
             if Ablk.nnz:
                 out[:K] += Ablk.T @ Y
-            if nb:  # (Y.T @ b).T: OpenBLAS is ~2x slower with the 2-row b.T on the left
-                out[K:] += (Y.T @ b32[blk]).T
+            for i in range(nb):  # a vector at a time (see the class's note)
+                out[K + i] += bT[i, blk] @ Y
         return out
 
     def YCt_support(self, C: np.ndarray, idx: list[np.ndarray], Cb: np.ndarray
@@ -146,8 +150,8 @@ class Movie:
         ``Y @ Cb.T`` on every pixel (the background's traces), float64. HALS updates a footprint
         on its allowed pixels alone, so the rest of a dense (P, K) product is never used."""
         C32 = np.asarray(C, np.float32)
-        Cbt = np.ascontiguousarray(np.asarray(Cb, np.float32).T)
-        nb = Cbt.shape[1]
+        Cb32 = np.ascontiguousarray(Cb, np.float32)
+        nb = len(Cb32)
         U = [np.zeros(len(i), np.float64) for i in idx]
         Ub = np.zeros((self.P, nb), np.float64)
         first = np.array([i[0] if len(i) else self.P for i in idx], np.int64)
@@ -157,8 +161,8 @@ class Movie:
             if not ks.size and not nb:
                 continue
             Y = self.rows(blk)
-            if nb:
-                Ub[blk] = Y @ Cbt
+            for i in range(nb):  # a vector at a time (see the class's note)
+                Ub[blk, i] = Y @ Cb32[i]
             for k in ks:
                 lo, hi = np.searchsorted(idx[k], (blk.start, blk.stop))
                 U[k][lo:hi] = Y[idx[k][lo:hi] - blk.start] @ C32[k]
