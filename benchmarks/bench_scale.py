@@ -84,14 +84,14 @@ def _child(spec: dict[str, Any]) -> None:
 
 
 def tree_cpu() -> float:
-    """CPU seconds of this process, its finished children (a closed pool's workers) and its
-    live descendants."""
+    """CPU seconds of this process, its finished children (a closed pool's workers), its live
+    descendants and the children they reaped."""
     t = os.times()
     total = t.user + t.system + t.children_user + t.children_system
     for c in psutil.Process().children(recursive=True):
         try:
-            ct = c.cpu_times()
-            total += ct.user + ct.system
+            ct = c.cpu_times()  # with what it reaped: a forkserver's forked workers
+            total += ct.user + ct.system + ct.children_user + ct.children_system
         except psutil.Error:
             pass
     return total

@@ -1,8 +1,8 @@
 """Peak anonymous memory of a child process and its descendants, per stage the child announces.
 
-Shared by bench_scale and bench_paths. RssAnon (what the processes allocated, not the pages of
-the files they map) is what grows when a path holds a movie in memory; reading a memmap does
-not count. The child prints ``STAGE <name>`` lines to say what it is doing and one
+Shared by bench_scale and bench_paths. Anonymous memory (what the processes allocated, not the
+pages of the files they map; see :func:`anon_bytes`) is what grows when a path holds a movie in
+memory; reading a memmap does not count. The child prints ``STAGE <name>`` lines to say what it is doing and one
 ``RESULT <json>`` line with its figures.
 """
 
@@ -23,13 +23,20 @@ RESULT = "RESULT "
 
 
 def anon_bytes(pid: int) -> int:
-    """Resident anonymous bytes of process ``pid`` (0 once it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    m = re.search(r"^RssAnon:\s+(\d+)", text, re.M)
-    return int(m.group(1)) * 1024 if m else 0
+    """Resident anonymous bytes of process ``pid``, its share of those it shares (0 once it is
+    gone). A forked worker shares its parent's pages until either writes them (copy on write);
+    RssAnon counts such a page in every process holding it, Pss_Anon divides it among them, so
+    a tree's sum is what it holds: CaImAn's pool and our fit's are forked. RssAnon where the
+    kernel has no smaps_rollup."""
+    for name, key in (("smaps_rollup", "Pss_Anon"), ("status", "RssAnon")):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text()
+        except OSError:
+            continue
+        m = re.search(rf"^{key}:\s+(\d+)", text, re.M)
+        if m:
+            return int(m.group(1)) * 1024
+    return 0
 
 
 def tree_anon(proc: psutil.Process) -> int:
