@@ -5,7 +5,7 @@
 
 Per length, a 128 x 128 two-photon movie (the simulator, streamed to a uint16 TIFF) and a
 one-photon one for cnmfe, in a real batch. Each path runs in a fresh child process; the parent
-samples every 50 ms the anonymous resident memory (RssAnon) of the child and its descendants
+samples every 50 ms the anonymous resident memory (Pss_Anon) of the child and its descendants
 (benchmarks/memtree.py, shared with bench_scale). A path's prerequisites (the mcorr item for
 cnmf, export and the mcorr viewer; the cnmf item for the lazy arrays, NWB and the cnmf viewer)
 run first, and are measured too.
