@@ -50,9 +50,9 @@ class TreeAnon:
     A forked worker shares its parent's pages until either writes one (copy on write); RssAnon
     counts such a page in every process holding it, Pss_Anon divides it among them, so the
     tree's Pss_Anon is what it holds (CaImAn's pool and our fit's are forked). But Pss_Anon
-    walks every page table of the process (20 ms for one mapping a 5 GB movie), so it is read
-    at most ``overhead`` of the time; each sample is every process's RssAnon less its shared
-    part at its last reading (a process not read yet counts whole)."""
+    walks every page table of the process (20 ms for one mapping a 5 GB movie), so all of them
+    are read at most ``overhead`` of the time, and a process the first time it is seen; each
+    sample is every process's RssAnon less its shared part at its last reading."""
 
     def __init__(self, proc: psutil.Process, overhead: float = 0.05):
         self.proc = proc
@@ -66,12 +66,13 @@ class TreeAnon:
         except psutil.Error:
             return 0
         now = time.monotonic()
-        if now >= self.next_rollup:
-            t0 = time.perf_counter()
-            for pid in pids:
-                shared = _shared_anon(pid)
-                if shared is not None:
-                    self.shared[pid] = shared
+        # every process when the time has come; a new one (a fork shares all it holds) at once
+        due = pids if now >= self.next_rollup else [p for p in pids if p not in self.shared]
+        t0 = time.perf_counter()
+        for pid in due:
+            shared = _shared_anon(pid)
+            self.shared[pid] = 0 if shared is None else shared
+        if len(due) == len(pids):
             self.next_rollup = now + (time.perf_counter() - t0) / self.overhead
         return sum(max(0, _status_anon(pid) - self.shared.get(pid, 0)) for pid in pids)
 
