@@ -132,3 +132,24 @@ def test_the_noise_of_a_long_movie_is_measured_on_3072_frames():
     assert np.all(np.isfinite(core.noise_psd(Y)))
     short = Y[:, :3000]
     assert np.isnan(core.noise_psd(short)).all()  # a movie up to 3,072 frames is read whole
+
+
+def test_without_a_forkserver_the_workers_are_spawned_and_compute_the_same(monkeypatch):
+    """Windows has no forkserver: the fit's workers are then spawned, import what they run
+    themselves, and give what one process gives."""
+    import multiprocessing as mp
+
+    import psutil
+
+    def spawned() -> set[int]:
+        return {p.pid for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())}
+
+    monkeypatch.setattr(mp, "get_all_start_methods", lambda: ["spawn"])
+    Y = _ar_traces(kinetics(30.0, 0.4, None), K=6, T=400)
+    before = spawned()
+    with Workers.start(2, preload=core.WORKER_MODULES) as w:
+        two = deconvolve_in(w, Y, 1, True, (0.25, 0.5))
+        assert len(spawned() - before) == 2
+    one = deconvolve_traces(Y, 1, True, (0.25, 0.5))
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
