@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,14 +145,21 @@ def spawn_pool(max_workers: int, initializer: Callable[..., Any] | None = None,
     """
     ex = ProcessPoolExecutor(max_workers=max_workers, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(initializer, initargs))
-    threads = {} if threads_per_worker is None else dict.fromkeys(THREAD_VARS, str(threads_per_worker))
-    with main_module_hidden(), environment(threads):
-        # each submission finds no idle worker (they take a second to start) and adds one;
-        # the process itself is started within submit
-        started = [ex.submit(time.sleep, 0.01) for _ in range(max_workers)]
+    started = _start_processes(ex, max_workers, threads_per_worker)
     if ready:
         wait(started)
     return ex
+
+
+def _start_processes(ex: ProcessPoolExecutor, n: int, threads_per_worker: int | None) -> list[Future]:
+    """Start the ``n`` processes of ``ex`` now, with the main module hidden and, with
+    ``threads_per_worker``, their thread pools (``THREAD_VARS``) that size (for a forkserver:
+    the server's, which its forks keep)."""
+    threads = {} if threads_per_worker is None else dict.fromkeys(THREAD_VARS, str(threads_per_worker))
+    with main_module_hidden(), environment(threads):
+        # each submission finds no idle worker (a process takes a while to start) and adds one;
+        # the process itself is started within submit
+        return [ex.submit(time.sleep, 0.01) for _ in range(n)]
 
 
 def _worker_init(initializer: Callable[..., Any] | None, initargs: tuple) -> None:
@@ -188,8 +195,8 @@ class Workers:
     Where the platform has it, the workers are forked from a "forkserver" process that imports
     the modules they need once, as the job's first steps run, so no worker imports anything:
     with "spawn" each worker imported them again (our modules, then OASIS's scipy.signal), about
-    a second of CPU time each that a 2-core machine took from the job. The server is Python's, one per process, so a later job's
-    workers start at once."""
+    a second of CPU time each that a 2-core machine took from the job. The server is Python's,
+    one per process, so a later job's workers start at once."""
 
     pool: ProcessPoolExecutor
     n: int
@@ -213,11 +220,8 @@ class Workers:
         return workers
 
     def _launch(self) -> None:
-        threads = dict.fromkeys(THREAD_VARS, "1")  # the server's, so its forks' too
         try:
-            with main_module_hidden(), environment(threads):
-                for _ in range(self.n):  # a process per submission, none of them idle yet
-                    self.pool.submit(time.sleep, 0)
+            _start_processes(self.pool, self.n, threads_per_worker=1)
         except BaseException as e:  # noqa: BLE001 - given to the caller's next call
             self._failed.append(e)
 
