@@ -170,3 +170,20 @@ def test_the_fast_median_and_rolling_envelope_give_numpy_and_scipy_values():
             x = rng.standard_normal((6, 5, 130)).astype(dtype)
             want = ndi.maximum_filter1d(ndi.minimum_filter1d(x, w, axis=-1, mode="nearest"), w, axis=-1, mode="nearest")
             np.testing.assert_array_equal(model.running_min_max(x.copy(), w), want)
+
+
+def test_seedings_window_energy_is_the_largest_mean_of_consecutive_frames():
+    """The energy seeding ranks pixels by (OpenCV's box sums) is the largest mean of L
+    consecutive squared values: a transient's window wins wherever it lies, the ends included."""
+    rng = np.random.default_rng(7)
+    for T, L in [(500, 120), (130, 129), (64, 1), (300, 7)]:
+        sq = rng.standard_normal((9, T)).astype(np.float32) ** 2
+        sq[1, :L] += 40  # the brightest window at the start, one at the end
+        sq[2, -L:] += 40
+        want = np.lib.stride_tricks.sliding_window_view(sq.astype(np.float64), L, axis=-1).mean(-1).max(-1)
+        got = core.window_energy(sq, L)
+        assert got.dtype == np.float32 and got.shape == (9,)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # consecutive runs of a footprint's sorted pixels, as YCt_support multiplies them
+    assert model.consecutive_runs(np.array([3, 4, 5, 9, 11, 12])) == [(3, 6, 0), (9, 10, 3), (11, 13, 4)]
+    assert model.consecutive_runs(np.zeros(0, int)) == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,18 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
     # sums of 200 frames: float32 is exact enough
     acc = SummaryAccumulator(dims[::-1] if as_stored else dims, chunk_dtype=np.float32, keep_buffer=True)
 
+    summing = ThreadPoolExecutor(1, thread_name_prefix="summary")  # NumPy lets go of the GIL
+    pending: list[Future] = []
+
     def parts(start: int, m: int, buf: np.ndarray, reuse: bool) -> Iterator[np.ndarray]:
-        """Frames ``start`` to ``start + m``, checked and summed, 200 at a time in ``buf`` (at its
-        start each time when ``reuse``, else each at its place)."""
+        """Frames ``start`` to ``start + m``, checked, 200 at a time in ``buf`` (at its start each
+        time when ``reuse``, else each at its place). A thread sums each part into the summary
+        images while the caller writes it, and is waited for before the buffer is read into."""
         for s0 in range(0, m, _SUM_FRAMES):
             k = min(_SUM_FRAMES, m - s0)
             part = buf[:k] if reuse else buf[s0 : s0 + k]
+            if pending:
+                pending.pop().result()
             if as_stored:
                 movie.read_pixel_frames(start + s0, part)
                 frames = part.reshape(len(part), dims[1], dims[0])
@@ -86,7 +93,7 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
             if not finite.all():
                 bad = start + s0 + int(np.flatnonzero(~finite)[0])
                 raise ValueError(f"frame {bad} of {ctx.input_path} contains NaN or infinite values")
-            acc.add(frames)
+            pending.append(summing.submit(acc.add, frames))
             done = start + s0 + len(part)
             ctx.progress(0.1 * done / n, f"memmap {done}/{n} frames")
             yield part
@@ -95,7 +102,7 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
     # only they are held: a buffer costs time as well as memory where fresh pages are slow (on
     # the project's VMs, 0.6 s per 262 MB touched the first time)
     buf = np.empty((min(_SUM_FRAMES if as_stored else chunk, n), dims[0] * dims[1]), np.float32)
-    with MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
+    with summing, MemmapWriter(ctx.output_dir, f"{ctx.prefix}_cnmf-memmap_", dims, order="C", n_frames=n) as w:
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
             if as_stored:
@@ -105,6 +112,8 @@ def write_c_memmap(ctx: RunContext, held_bytes: float = 0.0,
                 for _ in parts(start, m, block, reuse=False):
                     pass
                 w.write(block.reshape(m, *dims))
+        if pending:
+            pending.pop().result()
     return w.path, TransposedSummary(acc) if as_stored else acc, dims, n
 
 
