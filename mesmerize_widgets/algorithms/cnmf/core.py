@@ -428,7 +428,7 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         snr = snr_from_traces(c[None].astype(np.float64), N, full_rate)[0] if T >= 20 else np.inf
         if not (np.any(a > 0) and np.any(c > 0)) or snr < max(opts.SNR_lowest, 1.0):
             continue
-        patch = np.outer(a, c).astype(np.float32)
+        patch = np.outer(a.astype(np.float32), c.astype(np.float32))  # float32 as Y: no float64 copy
         Y[r0:r1, c0:c1] -= patch.reshape(r1 - r0, c1 - c0, T)
         img = np.zeros((d1, d2), np.float32)
         img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
