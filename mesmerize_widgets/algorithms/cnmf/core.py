@@ -392,8 +392,10 @@ def greedy_init(Y3: np.ndarray, opts: Options, K: int, n_decay: int | None = Non
         out = np.empty(r.shape[:-1], np.float32)
         for blk in _row_blocks(r):  # squares and running sums a block of rows at a time
             r2 = r[blk] * r[blk]
-            out[blk] = window_energy(r2.reshape(-1, T), L).reshape(out[blk].shape) if opts.rolling_sum and L < T \
-                else r2.mean(axis=-1)
+            if opts.rolling_sum and L < T:
+                out[blk] = window_energy(r2.reshape(-1, T), L).reshape(out[blk].shape)
+            else:
+                out[blk] = r2.mean(axis=-1)
         return out
 
     v = energy(rho)
